@@ -1,0 +1,68 @@
+"""The `paretohqd` command. Each command: load config, apply overrides, validate, call the stage."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from paretohqd.config import ConfigError, load_config
+from paretohqd.io import InputError
+
+app = typer.Typer(help="ParetoHqD: offline multi-objective alignment with Pareto high-quality data.",
+                  no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Prepare datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config; defaults apply where it is silent.")
+SetOpt = typer.Option([], "--set", help="Override a config key, e.g. --set select.k=50 (repeatable).")
+
+
+def user_errors(fn):
+    """Print errors a person must fix as one clear message (no traceback), exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, InputError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def print_counts(title: str, counts: dict[str, int | float]) -> None:
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("count", justify="right")
+    for k, v in counts.items():
+        table.add_row(k, f"{v:,}" if isinstance(v, int) else f"{v:.4g}")
+    Console().print(table)
+
+
+@data_app.command("prepare")
+@user_errors
+def data_prepare(
+    sources: list[str] = typer.Argument(None, help="HH-RLHF .jsonl(.gz) files or folders, or Anthropic/hh-rlhf."),
+    out: Path = typer.Option(Path("data/hh.parquet"), "--out", "-o", help="Parquet file to write."),
+    config: Optional[Path] = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """Split HH-RLHF transcripts into (prompt, response) samples; filter, deduplicate, write Parquet."""
+    from paretohqd.data.prepare import prepare
+    from paretohqd.models import load_tokenizer
+
+    cfg = load_config(config, set_, {"data.sources": list(sources)} if sources else {})
+    tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
+    _, counts = prepare(cfg.data, tokenizer, out)
+    print_counts(f"prepared {out}", counts)
+
+
+def main() -> None:  # pragma: no cover
+    app()

