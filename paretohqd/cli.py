@@ -64,5 +64,27 @@ def data_prepare(
     print_counts(f"prepared {out}", counts)
 
 
+@app.command("select")
+@user_errors
+def select(
+    scores: Path = typer.Argument(..., help="Scored samples: .parquet/.csv/.jsonl with `id` and one column per objective."),
+    objectives: str = typer.Option(..., "--objectives", help="Objective columns, comma-separated, e.g. helpful,harmless."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for selection.parquet and selection.png."),
+    preferences: Optional[str] = typer.Option(None, "--preferences", help="Grid points per axis (11 = step 0.1) or a weights file (.yaml/.json/.csv)."),
+    k: Optional[int] = typer.Option(None, "--k", help="Samples per preference."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Top Pareto layers in the pool, or auto."),
+    method: Optional[str] = typer.Option(None, "--method", help="direction (ParetoHqD) or scalarised (ablation)."),
+    allow_small_pool: bool = typer.Option(False, "--allow-small-pool", help="Take the whole pool if it holds fewer than k."),
+    config: Optional[Path] = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """Select k samples per preference from the Pareto pool of a scored table."""
+    from paretohqd.pareto import select as stage
+
+    updates = stage.flag_updates(preferences, k, layers, method, allow_small_pool)
+    cfg = load_config(config, set_, updates)
+    stage.run(scores, [o.strip() for o in objectives.split(",") if o.strip()], cfg, out)
+
+
 def main() -> None:  # pragma: no cover
     app()

@@ -1,0 +1,24 @@
+"""The objective-space core: Pareto layers, preferences, selection, front metrics.
+
+Pure numpy functions (arrays in, arrays out); `select.py` and `plot.py` add tables and files.
+"""
+
+from paretohqd.pareto.layers import nondominated_layers, pareto_pool, pool_layers
+from paretohqd.pareto.metrics import hypervolume, pareto_subset
+from paretohqd.pareto.preferences import check_preferences, preferences_from_config, simplex_grid
+from paretohqd.pareto.selection import normalise, ray_distances, select_direction, select_scalarised
+
+__all__ = [
+    "check_preferences",
+    "hypervolume",
+    "nondominated_layers",
+    "normalise",
+    "pareto_pool",
+    "pareto_subset",
+    "pool_layers",
+    "preferences_from_config",
+    "ray_distances",
+    "select_direction",
+    "select_scalarised",
+    "simplex_grid",
+]

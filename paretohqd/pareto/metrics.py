@@ -1,0 +1,81 @@
+"""Front metrics for evaluation: hypervolume in normalised space, and the Pareto subset.
+
+Convention (every objective maximised): points are min-max normalised with the given bounds,
+z = (r - lower) / (upper - lower), so `lower` maps to 0 and `upper` to 1. The reference point
+`ref` is given in that normalised space and defaults to the origin, i.e. the raw point `lower`
+(the nadir). The hypervolume is the measure of the region z weakly dominates and that dominates
+`ref`; with the default ref and points inside the bounds it lies in [0, 1], 1 being the whole
+box. Points that do not strictly dominate `ref` add nothing. Fix `lower`/`upper` once per
+comparison so every method is measured in the same box.
+"""
+
+from __future__ import annotations
+
+import moocore
+import numpy as np
+from numpy.typing import ArrayLike
+
+from paretohqd.pareto.layers import as_points
+from paretohqd.pareto.selection import normalise
+
+
+def hypervolume(
+    points: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike, ref: ArrayLike | None = None
+) -> float:
+    """Hypervolume of maximised points after normalising with `lower`/`upper`.
+
+    Args:
+        points: (N, M) points, e.g. mean rewards of each model, every objective maximised.
+        lower: (M,) raw values mapped to 0 (nadir); required, so runs can share one box.
+        upper: (M,) raw values mapped to 1 (ideal); each must exceed `lower`.
+        ref: (M,) reference point in normalised space; default the origin (raw `lower`).
+
+    Returns:
+        The hypervolume (0.0 for no points).
+
+    Raises:
+        ValueError: bad points, bounds, `ref` of the wrong length, or upper <= lower.
+
+    Examples:
+        Two points (0.5, 1) and (1, 0.5) in the unit box: the union of two 0.5 x 1 rectangles
+        overlapping in a 0.5 x 0.5 square, 0.5 + 0.5 - 0.25 = 0.75.
+
+        >>> hypervolume([[5, 20], [10, 15]], lower=[0, 10], upper=[10, 20])
+        0.75
+    """
+    pts = as_points(points)  # (N, M)
+    lo = np.asarray(lower, dtype=np.float64)  # (M,)
+    hi = np.asarray(upper, dtype=np.float64)  # (M,)
+    if lo.shape == hi.shape == (pts.shape[1],) and (hi <= lo).any():
+        # A zero-width box would silently squash an objective; hypervolume needs real bounds.
+        raise ValueError(f"'upper' must exceed 'lower' in every objective; got lower={lo.tolist()}, "
+                         f"upper={hi.tolist()}")
+    z = normalise(pts, lower=lo, upper=hi)  # (N, M)
+    r = np.zeros(pts.shape[1]) if ref is None else np.asarray(ref, dtype=np.float64)  # (M,)
+    if r.shape != (pts.shape[1],):
+        raise ValueError(f"'ref' must have length {pts.shape[1]}, but it has shape {r.shape}")
+    if len(z) == 0:
+        return 0.0
+    return float(moocore.hypervolume(z, ref=r, maximise=True))
+
+
+def pareto_subset(points: ArrayLike, /) -> np.ndarray:
+    """Mask of the points no other point dominates (maximisation); duplicates are all kept.
+
+    Args:
+        points: (N, M) points, every objective maximised.
+
+    Returns:
+        (N,) bool mask.
+
+    Raises:
+        ValueError: bad shape or NaN/inf (see `as_points`).
+
+    Examples:
+        >>> pareto_subset([[1, 2], [2, 1], [1, 1], [2, 1]]).tolist()
+        [True, True, False, True]
+    """
+    pts = as_points(points)  # (N, M)
+    if len(pts) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(moocore.is_nondominated(pts, maximise=True, keep_weakly=True), dtype=bool)

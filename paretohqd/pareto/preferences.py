@@ -1,0 +1,191 @@
+"""Preferences: weight vectors on the probability simplex, one weight per objective.
+
+A preference w = (w_1, ..., w_M) has w_i >= 0 and sum w_i = 1. The standard sets are simplex
+lattices: with `points_per_axis` = n every weight is a multiple of 1/(n-1), so M = 2, n = 11 gives
+the paper's 11 preferences (0.0, 1.0), (0.1, 0.9), ..., (1.0, 0.0).
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import yaml
+from numpy.typing import ArrayLike
+
+# Weights may miss a sum of 1 by this much (hand-typed 1/3s, float round-off).
+SUM_TOLERANCE = 1e-6
+
+
+def simplex_grid(n_objectives: int, points_per_axis: int) -> np.ndarray:
+    """All weight vectors whose entries are multiples of 1 / (points_per_axis - 1).
+
+    Args:
+        n_objectives: M >= 2.
+        points_per_axis: n >= 2 values per weight, 0, 1/(n-1), ..., 1.
+
+    Returns:
+        (P, M) float64 weights, P = C(n - 1 + M - 1, M - 1), in lexicographic order (the first
+        weight rises from 0 to 1).
+
+    Raises:
+        ValueError: M < 2 or n < 2.
+
+    Examples:
+        >>> simplex_grid(2, 11)[:3]
+        array([[0. , 1. ],
+               [0.1, 0.9],
+               [0.2, 0.8]])
+        >>> simplex_grid(3, 3)
+        array([[0. , 0. , 1. ],
+               [0. , 0.5, 0.5],
+               [0. , 1. , 0. ],
+               [0.5, 0. , 0.5],
+               [0.5, 0.5, 0. ],
+               [1. , 0. , 0. ]])
+    """
+    for name, value in (("n_objectives", n_objectives), ("points_per_axis", points_per_axis)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
+            raise ValueError(f"{name} must be an int >= 2; got {value!r}")
+    steps = points_per_axis - 1
+    # Stars and bars: choosing M-1 bar positions among steps + M-1 slots enumerates every
+    # composition of `steps` into M non-negative parts exactly once.
+    rows = []
+    for bars in combinations(range(steps + n_objectives - 1), n_objectives - 1):
+        edges = (-1, *bars, steps + n_objectives - 1)
+        rows.append([edges[i + 1] - edges[i] - 1 for i in range(n_objectives)])
+    counts = np.array(rows, dtype=np.float64)  # (P, M) integers summing to `steps`
+    return counts / steps
+
+
+def check_preferences(weights: ArrayLike, n_objectives: int) -> np.ndarray:
+    """Validate weight vectors and return them as a new (P, M) float64 array.
+
+    Every problem is reported at once, one line per bad row.
+
+    Args:
+        weights: (P, M) weights, one row per preference.
+        n_objectives: M, the number of objectives the weights must cover.
+
+    Returns:
+        (P, M) float64 copy of `weights`.
+
+    Raises:
+        ValueError: not a non-empty list of rows, a row with the wrong length, a negative or
+            non-finite weight, or a row not summing to 1 (within 1e-6).
+
+    Examples:
+        >>> check_preferences([[0.25, 0.75]], 2)
+        array([[0.25, 0.75]])
+        >>> check_preferences([[0.5, 0.6]], 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: 1 bad preference(s):
+          - preference 0 [0.5, 0.6]: sums to 1.1, not 1; rescale it so the weights sum to 1
+    """
+    rows = list(weights) if isinstance(weights, (list, tuple, np.ndarray)) else None
+    if not rows:
+        raise ValueError(f"preferences must be a non-empty list of weight vectors; got {weights!r}")
+    problems = []
+    for i, row in enumerate(rows):
+        try:
+            w = np.asarray(row, dtype=np.float64)
+        except (TypeError, ValueError):
+            problems.append(f"preference {i} {row!r}: not a list of numbers")
+            continue
+        shown = w.tolist() if w.ndim == 1 else row
+        if w.ndim != 1 or len(w) != n_objectives:
+            got = len(w) if w.ndim == 1 else f"shape {w.shape}"
+            problems.append(f"preference {i} {shown}: has {got} weights but there are "
+                            f"{n_objectives} objectives; give one weight per objective")
+        elif not np.isfinite(w).all():
+            problems.append(f"preference {i} {shown}: weights must be finite")
+        elif (w < 0).any():
+            problems.append(f"preference {i} {shown}: negative weight; weights must be >= 0")
+        elif abs(w.sum() - 1.0) > SUM_TOLERANCE:
+            problems.append(f"preference {i} {shown}: sums to {w.sum():.6g}, not 1; "
+                            "rescale it so the weights sum to 1")
+    if problems:
+        raise ValueError(f"{len(problems)} bad preference(s):\n  - " + "\n  - ".join(problems))
+    return np.array(rows, dtype=np.float64)  # (P, M)
+
+
+def preferences_from_config(value: int | list[list[float]], n_objectives: int) -> np.ndarray:
+    """The `select.preferences` setting as a (P, M) weight array.
+
+    Args:
+        value: points per axis of the simplex grid (11: step 0.1), or explicit weight vectors.
+        n_objectives: M.
+
+    Returns:
+        (P, M) float64 weights.
+
+    Raises:
+        ValueError: as `simplex_grid` or `check_preferences`.
+
+    Examples:
+        >>> preferences_from_config(3, 2)
+        array([[0. , 1. ],
+               [0.5, 0.5],
+               [1. , 0. ]])
+        >>> preferences_from_config([[0.2, 0.8]], 2)
+        array([[0.2, 0.8]])
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return simplex_grid(n_objectives, int(value))
+    return check_preferences(value, n_objectives)
+
+
+def read_preferences(path: str | Path) -> list[list[float]]:
+    """Weight vectors from a file, for `--preferences FILE`. The one I/O function here.
+
+    Accepted: YAML or JSON (a list of lists, or a mapping with a `preferences` list), or CSV
+    (one weight vector per row; a header row of names is skipped). Values are checked later, by
+    `check_preferences`, once the number of objectives is known.
+
+    Args:
+        path: a .yaml/.yml/.json/.csv/.txt file.
+
+    Returns:
+        The rows as lists of floats.
+
+    Raises:
+        ValueError: unreadable file, or content that is not a list of numeric rows.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read preferences file: {e.strerror or e}") from None
+    if path.suffix.lower() in (".csv", ".txt"):
+        return _rows_from_csv(text, path)
+    try:
+        data = yaml.safe_load(text)  # JSON is YAML, so one parser reads both
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid YAML/JSON: {e}") from None
+    if isinstance(data, dict) and "preferences" in data:
+        data = data["preferences"]
+    if not isinstance(data, list) or not all(isinstance(r, list) for r in data) or not data:
+        raise ValueError(f"{path}: expected a list of weight vectors such as [[0.3, 0.7], [0.5, 0.5]]")
+    try:
+        return [[float(x) for x in row] for row in data]
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: every weight must be a number") from None
+
+
+def _rows_from_csv(text: str, path: Path) -> list[list[float]]:
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    rows = []
+    for n, line in enumerate(lines):
+        cells = [c.strip() for c in line.split(",")]
+        try:
+            rows.append([float(c) for c in cells])
+        except ValueError:
+            if n == 0:  # a header of objective names
+                continue
+            raise ValueError(f"{path}: row {n + 1} {line!r} is not a list of numbers") from None
+    if not rows:
+        raise ValueError(f"{path}: no weight vectors found")
+    return rows
