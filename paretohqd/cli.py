@@ -86,5 +86,13 @@ def select(
     stage.run(scores, [o.strip() for o in objectives.split(",") if o.strip()], cfg, out)
 
 
-def main() -> None:  # pragma: no cover
-    app()
+@app.command("run")
+@user_errors
+def run_job(
+    config: Path = typer.Argument(..., help="Run config (YAML), e.g. configs/demo.yaml."),
+    set_: list[str] = SetOpt,
+) -> None:
+    """The whole method: prepare, score, select, stage-1 SFT, stage 2; resumable, in runs/NAME/."""
+    from paretohqd.pipeline import run
+
+    run(load_config(config, set_))

@@ -76,6 +76,67 @@ class SelectConfig(Section):
         return self.pool_size if self.pool_size is not None else 10 * self.k
 
 
+class TrainConfig(Section):
+    steps: int = Field(200, ge=1)
+    """Optimizer steps per preference (paper: 200)."""
+    batch_size: int = Field(8, ge=1)
+    """Samples per optimizer step, summed over devices (paper: 8)."""
+    micro_batch_tokens: int = Field(1024, ge=1)
+    """Padded tokens per forward pass; a step's batch is split into length-grouped micro-batches
+    under this budget (gradients accumulate, the maths is unchanged). Raise it on GPUs."""
+    lr: float = Field(1e-4, gt=0)
+    """Peak AdamW learning rate (LoRA); use ~1e-5 for full fine-tuning."""
+    warmup_steps: int = Field(10, ge=0)
+    """Linear warm-up steps, then linear decay to 0."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    max_length: int = Field(640, ge=16)
+    """Tokens per sample after the chat template; longer prompts lose their oldest turns first."""
+    lora: bool = True
+    """Train LoRA adapters (True) or every weight (False)."""
+    lora_r: int = Field(16, ge=1)
+    """LoRA rank."""
+    lora_alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator (scale = alpha / r)."""
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the LoRA input."""
+    lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    """Module names that get adapters."""
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """Autocast: `auto` = bf16 where the device runs it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else no."""
+    save_every: int = Field(25, ge=1)
+    """Steps between resumable checkpoints (adapter + optimizer), so a kill loses at most this many."""
+
+
+class GenerateConfig(Section):
+    max_new_tokens: int = Field(128, ge=1)
+    """Longest response, in tokens."""
+    top_p: float = Field(0.9, gt=0, le=1)
+    """Nucleus sampling mass."""
+    temperature: float = Field(1.0, ge=0)
+    """Sampling temperature; 0 = greedy."""
+    batch_size: int = Field(16, ge=1)
+    """Prompts per generate() call (left-padded)."""
+
+
+class Stage2Config(Section):
+    enabled: bool = True
+    """Run stage 2 (generate, score, reselect, continue training). Off = the `stage1-only` ablation."""
+    prompts: int = Field(10_000, ge=1)
+    """Random dataset prompts each representative stage-1 model answers (paper: 10,000)."""
+    k: int | None = Field(None, ge=1)
+    """Samples per preference in stage 2; default k // 2 (paper: 50)."""
+    steps: int = Field(200, ge=1)
+    """Optimizer steps per preference in stage 2."""
+
+
+class EvaluateConfig(Section):
+    prompts: int = Field(200, ge=1)
+    """Held-out prompts: removed from training and stage-2 data before anything else, answered by every model."""
+    bootstrap: int = Field(1000, ge=0)
+    """Bootstrap resamples for the 95% intervals of mean rewards."""
+
+
 class Config(Section):
     """A whole ParetoHqD run."""
 
@@ -88,6 +149,10 @@ class Config(Section):
     data: DataConfig = DataConfig()
     policy: PolicyConfig = PolicyConfig()
     select: SelectConfig = SelectConfig()
+    train: TrainConfig = TrainConfig()
+    generate: GenerateConfig = GenerateConfig()
+    stage2: Stage2Config = Stage2Config()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
 
 class ConfigError(ValueError):

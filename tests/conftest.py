@@ -26,3 +26,35 @@ def smol_tokenizer():
     from paretohqd.models import OFFLINE_SMOLLM2, load_tokenizer
 
     return load_tokenizer(OFFLINE_SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory, smol_tokenizer) -> str:
+    """A randomly initialised 2-layer Llama with the real SmolLM2 tokenizer, saved as a folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=True, pad_token_id=smol_tokenizer.pad_token_id,
+                         eos_token_id=smol_tokenizer.eos_token_id, bos_token_id=smol_tokenizer.bos_token_id)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def hh_samples(hh_dir):
+    """40 real HH samples (prompt messages, response), short ones so tests stay fast."""
+    from paretohqd.data.hh_rlhf import read_pairs, to_messages
+
+    out = []
+    for pair in read_pairs([str(hh_dir / "helpful-base.jsonl.gz")]):
+        for prompt, response in pair.samples():
+            if len(prompt) + len(response) < 400 and response:
+                out.append((to_messages(prompt), response))
+        if len(out) >= 40:
+            return out
+    return out
