@@ -96,3 +96,56 @@ def run_job(
     from paretohqd.pipeline import run
 
     run(load_config(config, set_))
+reward_app = typer.Typer(help="Reward models: train the offline heads.", no_args_is_help=True)
+app.add_typer(reward_app, name="reward")
+
+
+@reward_app.command("train")
+@user_errors
+def reward_train(
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated subset of helpful,harmless,humor (default: all)."),
+    config: Optional[Path] = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """Train the MiniLM reward heads on the shared data; print and save held-out accuracy (AUC for humor)."""
+    from paretohqd.objectives import OFFLINE
+    from paretohqd.objectives.train import run
+
+    cfg = load_config(config, set_)
+    names = [f"minilm-{n.strip()}" for n in only.split(",")] if only else list(OFFLINE)
+    results = run(cfg.rewards, names, sources=cfg.data.sources)
+    table = Table(title=f"reward heads in {cfg.rewards.dir} (seed {cfg.rewards.seed})")
+    for col in ("model", "held-out accuracy", "held-out AUC", "held-out n", "seconds"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, m in results.items():
+        n = m.get("held_out_pairs", m.get("held_out_examples"))
+        auc = f"{m['held_out_auc']:.3f}" if "held_out_auc" in m else "-"
+        table.add_row(name, f"{m['held_out_accuracy']:.3f}", auc, f"{n:,}", f"{m['train_seconds']:.0f}")
+    Console().print(table)
+
+
+def _parse_reward_models(spec: str) -> dict[str, str]:
+    pairs = [item.split("=", 1) for item in spec.split(",") if item.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise ConfigError(f"--reward-models {spec!r}: expected objective=model[,objective=model], "
+                          "e.g. helpful=minilm-helpful,harmless=minilm-harmless")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+@app.command("score")
+@user_errors
+def score(
+    data: Path = typer.Argument(..., help="Table with id, prompt, response columns (.parquet/.csv/.jsonl)."),
+    reward_models: Optional[str] = typer.Option(
+        None, "--reward-models", "-r", help="objective=model,... (default: rewards.models from the config)."),
+    out: Path = typer.Option(Path("scores.parquet"), "--out", "-o", help="Parquet file to write; stats go beside it."),
+    config: Optional[Path] = ConfigOpt,
+    set_: list[str] = SetOpt,
+) -> None:
+    """Score a table with every reward model (cached: a rerun scores only new rows)."""
+    from paretohqd.objectives.score import run, stats_path
+
+    updates = {"rewards.models": _parse_reward_models(reward_models)} if reward_models else {}
+    cfg = load_config(config, set_, updates)
+    run(cfg, data, out)
+    print(f"wrote {out} and {stats_path(out)}")

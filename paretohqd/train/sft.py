@@ -99,7 +99,7 @@ def micro_batches(indices: list[int], lengths: list[int], max_tokens: int) -> li
 
     Examples:
         >>> micro_batches([0, 1, 2, 3], [100, 120, 300, 500], 600)
-        [[0, 1, 2], [3]]
+        [[0, 1], [2], [3]]
     """
     out: list[list[int]] = []
     for i in indices:

@@ -1,0 +1,137 @@
+"""Reward models, one per objective: a name, a fingerprint, and `score(prompts, responses)`.
+
+Three kinds, named the same way in every config (`rewards.models`):
+- presets for the paper's Hugging Face reward models (`ray2333-helpful`, ...), each with its input
+  format and logit index;
+- any hub id or local folder of an `AutoModelForSequenceClassification`;
+- the offline heads `paretohqd reward train` writes (`minilm-helpful`, ...): a small head on frozen
+  all-MiniLM-L6-v2 embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, Sequence
+
+import numpy as np
+
+from paretohqd.config import ConfigError
+
+if TYPE_CHECKING:
+    from paretohqd.config import RewardsConfig
+
+Format = Literal["pair", "response"]
+
+
+class RewardModel(Protocol):
+    name: str
+    """The name it was loaded by (a preset, hub id, folder or offline head)."""
+    fingerprint: str
+    """Hex digest of weights and scoring settings: the score cache's key."""
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
+        """One float per (prompt, response); prompts are HH text without the trailing "Assistant:"."""
+        ...
+
+
+@dataclass(frozen=True)
+class Preset:
+    hub_id: str
+    format: Format
+    logit: int
+
+
+PRESETS: dict[str, Preset] = {
+    # Rewards-in-Context's reward models, as the paper uses them (pair input, one logit)
+    "ray2333-harmless": Preset("Ray2333/gpt2-large-harmless-reward_model", "pair", 0),
+    "ray2333-helpful": Preset("Ray2333/gpt2-large-helpful-reward_model", "pair", 0),
+    # a two-class classifier: logit 1 is "humor"
+    "humor-no-humor": Preset("mohameddhiab/humor-no-humor", "response", 1),
+}
+OFFLINE = ("minilm-helpful", "minilm-harmless", "minilm-humor")
+
+
+def available(cfg: RewardsConfig) -> str:
+    """What a name may be, for error messages."""
+    trained = [n for n in OFFLINE if (Path(cfg.dir) / n / "config.json").exists()]
+    return (
+        f"presets {sorted(PRESETS)}; offline heads {list(OFFLINE)} (trained in {cfg.dir}: "
+        f"{trained or 'none yet, run `paretohqd reward train`'}); or a hub id (owner/name) or a local "
+        "folder of a sequence-classification model"
+    )
+
+
+def resolve_dtype(dtype: str, device: str):
+    """`auto` -> bfloat16 where the hardware has native support, else float32; other names as given."""
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    else:
+        native = device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.bfloat16 if native else torch.float32
+
+
+def state_fingerprint(module, *extra: object) -> str:
+    """Cheap digest of a torch module's weights plus settings.
+
+    Hashes every tensor's name, shape and dtype and ~1k strided values of it (not every byte: a
+    gpt2-large would take seconds), so any retrained or swapped weights change the key.
+    """
+    h = hashlib.sha256(repr(extra).encode())
+    for name, t in module.state_dict().items():
+        flat = t.detach().reshape(-1)
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(flat[:: max(1, flat.numel() // 1024)].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None = None) -> RewardModel:
+    """One reward model by name (see the module docstring).
+
+    Raises:
+        ConfigError: unknown name, missing folder, or an offline head not trained yet; the message
+            lists what is available.
+    """
+    from paretohqd.objectives.hf import HFRewardModel
+
+    if name in PRESETS:
+        p = PRESETS[name]
+        return HFRewardModel(p.hub_id, cfg, format=p.format, logit=p.logit, name=name)
+    if name in OFFLINE:
+        from paretohqd.objectives.minilm import load_head_model
+
+        folder = Path(cfg.dir) / name
+        if not (folder / "config.json").exists():
+            raise ConfigError(
+                f"reward model {name!r} is not trained yet ({folder} missing); run `paretohqd reward train "
+                f"--only {name.removeprefix('minilm-')}` or set rewards.dir. Available: {available(cfg)}"
+            )
+        return load_head_model(folder, cfg, encoders=_encoders if _encoders is not None else {})
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ConfigError(f"reward model folder {path} has no config.json. Available: {available(cfg)}")
+        return HFRewardModel(str(path), cfg, format=cfg.format, logit=cfg.logit, name=name)
+    if _looks_like_hub_id(name):
+        return HFRewardModel(name, cfg, format=cfg.format, logit=cfg.logit, name=name)
+    raise ConfigError(f"unknown reward model {name!r}: not a preset, offline head, folder or hub id. Available: {available(cfg)}")
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    # owner/name with no path-like pieces; anything else that is not a folder is a typo'd path
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
+
+
+def load_reward_models(cfg: RewardsConfig) -> dict[str, RewardModel]:
+    """Every model in `cfg.models`, by objective name. Offline heads share one encoder instance,
+    so the scoring engine embeds each text once for all of them."""
+    if not cfg.models:
+        raise ConfigError(f"rewards.models is empty; name at least one objective, e.g. helpful=minilm-helpful. Available: {available(cfg)}")
+    encoders: dict = {}
+    return {obj: load_reward_model(name, cfg, _encoders=encoders) for obj, name in cfg.models.items()}
