@@ -25,6 +25,8 @@ test: install
 
 bench: install
 	$(PY) benchmarks/select.py
+	$(PY) benchmarks/score.py
+	$(PY) benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

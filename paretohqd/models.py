@@ -79,6 +79,9 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
 def load_policy(name: str, *, dtype: str = "float32", trust_remote_code: bool = False):
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # a bar per load clutters the run's own progress
 
     return AutoModelForCausalLM.from_pretrained(
         resolve_policy(name), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+from accelerate import PartialState
 from rich.console import Console
 from rich.table import Table
 
@@ -39,11 +40,17 @@ class RunFolder:
         self.cfg = cfg
         self.root = Path(cfg.runs_dir) / cfg.name
         self.root.mkdir(parents=True, exist_ok=True)
-        self._check_config()
+        self._check_config()  # every process checks; all write the same bytes atomically
         manifest = self.root / "manifest.json"
         self.manifest = json.loads(manifest.read_text()) if manifest.exists() else {"steps": {}}
         self.device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-        self.n_devices = max(torch.cuda.device_count(), 1)
+        self.n_devices = self.state.num_processes
+
+    @property
+    def state(self) -> PartialState:
+        # one process, or one per device under `accelerate launch`; asked afresh each time
+        # because the trainer may reset accelerate's shared state between models
+        return PartialState()
 
     def _check_config(self) -> None:
         # a run folder holds one config: mixing outputs of two configs would report nonsense
@@ -61,15 +68,23 @@ class RunFolder:
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 
-    def step(self, name: str, done: Path, fn: Callable[[], object]) -> None:
-        """Run `fn` unless `done` exists; record wall time and device time in the manifest."""
+    def step(self, name: str, done: Path, fn: Callable[[], object], *, every_process: bool = False) -> None:
+        """Run `fn` unless `done` exists; record wall time and device time in the manifest.
+
+        Under `accelerate launch` only training runs on every process (`every_process`); the
+        main process alone runs the other steps while the rest wait, so no file is written twice.
+        """
         if done.exists():
             console.print(f"[dim]skip {name} (done)[/]")
             return
         console.print(f"[bold]{name}[/]")
         t0 = time.perf_counter()
-        fn()
+        if every_process or self.state.is_main_process:
+            fn()
+        self.state.wait_for_everyone()
         wall = time.perf_counter() - t0
+        if not self.state.is_main_process:
+            return
         self.manifest["steps"][name] = {
             "wall_s": round(wall, 3), "device": self.device, "n_devices": self.n_devices,
             # device time: what the paper reports as GPU hours (wall x devices); on CPU, the machine's time
@@ -176,7 +191,8 @@ def _generate_pool(cfg: Config, tokenizer, prompts: pd.DataFrame, adapter: Path,
     responses, stats = generate(model, tokenizer, [list(m) for m in prompts["messages"]], cfg.generate,
                                 seed=cfg.seed + index, label=f"pref {index:02d} answers")
     console.print(f"  {stats['new_tokens']:,} tokens at {stats['tokens_per_s']:.1f} tokens/s")
-    df = prompts[["prompt", "messages"]].assign(response=responses, source=f"stage1:pref-{index:02d}")
+    df = prompts[["prompt", "messages"]].assign(response=responses, source=f"stage1:pref-{index:02d}",
+                                                 preference_index=index, model=str(adapter))
     df = df[df["response"].str.len() > 0]
     df.insert(0, "id", [sample_id(p, r) for p, r in zip(df["prompt"], df["response"])])
     write_parquet(df, out)
@@ -219,7 +235,7 @@ def run(cfg: Config) -> Path:
         r.step(f"stage1/pref-{i:02d} w={preferences[i].round(3).tolist()}", out / "train.json",
                lambda i=i, out=out: _train_preference(cfg, tokenizer, r.path("data", "scores.parquet"),
                                                       r.path("stage1", "selection.parquet"), i, out,
-                                                      cfg.train.steps, None))
+                                                      cfg.train.steps, None), every_process=True)
     if cfg.stage2.enabled:
         _stage2(cfg, r, tokenizer, preferences)
     r.print_times()
@@ -261,7 +277,8 @@ def _stage2(cfg: Config, r: RunFolder, tokenizer, preferences: np.ndarray) -> No
         r.step(f"stage2/pref-{i:02d}", out / "train.json",
                lambda i=i, out=out: _train_preference(cfg, tokenizer, r.path("stage2", "scores.parquet"),
                                                       r.path("stage2", "selection.parquet"), i, out,
-                                                      cfg.stage2.steps, r.path("stage1", f"pref-{i:02d}")))
+                                                      cfg.stage2.steps, r.path("stage1", f"pref-{i:02d}")),
+               every_process=True)
 
 
 def final_models(cfg: Config, root: Path) -> list[Path]:

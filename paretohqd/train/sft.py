@@ -18,6 +18,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +32,8 @@ from paretohqd.io import write_json
 from paretohqd.models import load_policy
 
 IGNORE = -100
+# accelerate's prepare() asks transformers a deprecated question on every model: noise, not news
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 # Data --------------------------------------------------------------------------------------------

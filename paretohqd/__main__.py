@@ -1,0 +1,3 @@
+from paretohqd.cli import app
+
+app(prog_name="paretohqd")
