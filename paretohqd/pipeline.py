@@ -1,4 +1,4 @@
-"""`paretohqd run CONFIG`: prepare -> score -> select -> stage 1 -> stage 2 (-> evaluate).
+"""`paretohqd run CONFIG`: prepare -> score -> select -> stage 1 -> stage 2 -> evaluate -> report.
 
 Every step writes its outputs into the run folder (runs/NAME/) atomically and is recorded in
 `manifest.json` with its wall and device time. A rerun skips finished steps; a killed run resumes
@@ -222,6 +222,11 @@ def run(cfg: Config) -> Path:
                                                       cfg.train.steps, None))
     if cfg.stage2.enabled:
         _stage2(cfg, r, tokenizer, preferences)
+    from paretohqd.evaluate.run import evaluate
+    from paretohqd.report import write_report
+
+    r.step("evaluate", r.path("evaluate", "responses.parquet"), lambda: evaluate(cfg, r.root))
+    write_report([r.root])  # every time, after the step, so its compute includes evaluate's own time
     r.print_times()
     return r.root
 
