@@ -96,6 +96,8 @@ def run_job(
     from paretohqd.pipeline import run
 
     run(load_config(config, set_))
+
+
 reward_app = typer.Typer(help="Reward models: train the offline heads.", no_args_is_help=True)
 app.add_typer(reward_app, name="reward")
 
@@ -149,3 +151,28 @@ def score(
     cfg = load_config(config, set_, updates)
     run(cfg, data, out)
     print(f"wrote {out} and {stats_path(out)}")
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="Run folder, e.g. runs/demo (its config.yaml is used)."),
+    set_: list[str] = SetOpt,
+) -> None:
+    """Answer held-out prompts with every preference model and the base model; score; write the report."""
+    from paretohqd.evaluate import run as stage
+
+    stage.run(load_config(run_dir / "config.yaml", set_), run_dir)
+
+
+@app.command("report")
+@user_errors
+def report(
+    runs: list[Path] = typer.Argument(..., help="Evaluated run folders; several are overlaid in one table and plot."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json/.md and front.png; "
+                                       "default: the run folder, or runs_dir/compare-A-B for several runs."),
+) -> None:
+    """Write report.json, report.md and front.png from evaluated runs (the first run's bounds for all)."""
+    from paretohqd.report import write_report
+
+    write_report(list(runs), out)

@@ -134,7 +134,11 @@ class EvaluateConfig(Section):
     prompts: int = Field(200, ge=1)
     """Held-out prompts: removed from training and stage-2 data before anything else, answered by every model."""
     bootstrap: int = Field(1000, ge=0)
-    """Bootstrap resamples for the 95% intervals of mean rewards."""
+    """Bootstrap resamples for the 95% intervals of mean rewards (0 = no intervals)."""
+    samples: int = Field(3, ge=0)
+    """Sample responses per model shown in report.md (the first held-out prompts, same for every model)."""
+
+
 def _default_rewards_dir() -> str:
     from paretohqd.models import cache_dir  # stdlib-only module; late import keeps config light
 

@@ -1,4 +1,4 @@
-"""`paretohqd run CONFIG`: prepare -> score -> select -> stage 1 -> stage 2 (-> evaluate).
+"""`paretohqd run CONFIG`: prepare -> score -> select -> stage 1 -> stage 2 -> evaluate -> report.
 
 Every step writes its outputs into the run folder (runs/NAME/) atomically and is recorded in
 `manifest.json` with its wall and device time. A rerun skips finished steps; a killed run resumes
@@ -59,9 +59,11 @@ class RunFolder:
             import yaml
 
             old, new = _flatten(yaml.safe_load(path.read_text())), _flatten(yaml.safe_load(text))
-            keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-            raise ConfigError(f"{self.root} was made with another config (differs in: {', '.join(keys)}); "
-                              f"resume with the same config, or start a new run with --set name=NEW")
+            # keys a newer paretohqd added (absent from the old file) take their defaults: not a change
+            keys = sorted(k for k in old if old[k] != new.get(k))
+            if keys:
+                raise ConfigError(f"{self.root} was made with another config (differs in: {', '.join(keys)}); "
+                                  f"resume with the same config, or start a new run with --set name=NEW")
         write_text(text, path)
         write_json({"seed": self.cfg.seed, "torch": torch.__version__}, self.root / "seed.json")
 
@@ -238,7 +240,13 @@ def run(cfg: Config) -> Path:
                                                       cfg.train.steps, None), every_process=True)
     if cfg.stage2.enabled:
         _stage2(cfg, r, tokenizer, preferences)
-    r.print_times()
+    from paretohqd.evaluate.run import evaluate
+    from paretohqd.report import write_report
+
+    r.step("evaluate", r.path("evaluate", "responses.parquet"), lambda: evaluate(cfg, r.root))
+    if r.state.is_main_process:
+        write_report([r.root])  # every time, after the step, so its compute includes evaluate's own time
+        r.print_times()
     return r.root
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: held-out answers, collapse, mean-reward fronts and their hypervolume."""

@@ -1,0 +1,122 @@
+"""The front of a method: per model mean reward with a bootstrap interval, hypervolume, Pareto subset.
+
+Pure numpy on arrays; the run module turns tables into these arrays. Every objective is maximised.
+Hypervolume is measured in the run's normalised box: bounds are the per-objective min and max of
+the run's scored training data (`run_bounds`, stored once in `evaluate/bounds.json`), and the
+reference point is the normalised nadir 0 (the raw per-objective minimum). A mean point below the
+nadir in some objective adds nothing; one above the maximum may push the volume past 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from paretohqd.pareto.layers import as_points
+from paretohqd.pareto.metrics import hypervolume, pareto_subset
+
+LEVEL = 0.95
+"""Coverage of the bootstrap intervals."""
+# cap on (resamples x samples) index entries held at once, so a large eval set stays in memory
+_CHUNK = 4_000_000
+
+
+def bootstrap_mean(
+    values: ArrayLike, /, *, n_resamples: int, seed: int, level: float = LEVEL
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean per objective with a percentile bootstrap interval.
+
+    Rows are resampled together (one response's rewards stay paired), with a seeded generator,
+    so the interval is reproducible.
+
+    Args:
+        values: (n, M) rewards of one model's n responses.
+        n_resamples: bootstrap resamples; 0 gives NaN intervals.
+        seed: seed of the resampling.
+        level: interval coverage, e.g. 0.95.
+
+    Returns:
+        mean (M,), lower (M,), upper (M,).
+
+    Raises:
+        ValueError: no rows, NaN/inf values, negative `n_resamples`, or `level` outside (0, 1).
+
+    Examples:
+        >>> mean, lo, hi = bootstrap_mean([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]], n_resamples=500, seed=0)
+        >>> mean.tolist(), bool(lo[0] < 2.0 < hi[0]), bool(lo[1] == hi[1] == 0.0)
+        ([2.0, 0.0], True, True)
+    """
+    x = as_points(values, name="values")  # (n, M)
+    if len(x) == 0:
+        raise ValueError("values has no rows; a model needs at least one scored response")
+    if n_resamples < 0:
+        raise ValueError(f"n_resamples must be >= 0, got {n_resamples}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    mean = x.mean(axis=0)  # (M,)
+    if n_resamples == 0:
+        nan = np.full_like(mean, np.nan)
+        return mean, nan, nan.copy()
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    per_chunk = max(1, _CHUNK // n)
+    means = []
+    for start in range(0, n_resamples, per_chunk):
+        idx = rng.integers(0, n, size=(min(per_chunk, n_resamples - start), n))  # (B, n)
+        means.append(x[idx].mean(axis=1))  # (B, M)
+    boot = np.concatenate(means)  # (n_resamples, M)
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(boot, [tail, 1 - tail], axis=0)  # (M,), (M,)
+    return mean, lo, hi
+
+
+def run_bounds(scores: ArrayLike, /) -> tuple[np.ndarray, np.ndarray]:
+    """Per-objective min and max of a run's scored training data: its hypervolume box.
+
+    Args:
+        scores: (N, M) rewards of the training samples.
+
+    Returns:
+        lower (M,), upper (M,).
+
+    Raises:
+        ValueError: bad scores, or an objective with one value only (no box to normalise in).
+
+    Examples:
+        >>> lo, hi = run_bounds([[0.0, 5.0], [2.0, -1.0], [1.0, 3.0]])
+        >>> lo.tolist(), hi.tolist()
+        ([0.0, -1.0], [2.0, 5.0])
+    """
+    pts = as_points(scores, name="scores")  # (N, M)
+    if len(pts) == 0:
+        raise ValueError("scores has no rows; bounds need the run's scored training data")
+    lo, hi = pts.min(axis=0), pts.max(axis=0)  # (M,), (M,)
+    flat = np.flatnonzero(hi <= lo)
+    if flat.size:
+        raise ValueError(f"objective(s) at column(s) {flat.tolist()} take one value only ({lo[flat].tolist()}) "
+                         "in the scored training data; a constant reward cannot bound a hypervolume")
+    return lo, hi
+
+
+def front_metrics(points: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike) -> tuple[float, np.ndarray]:
+    """Hypervolume (reference at the normalised nadir 0) and Pareto mask of mean points.
+
+    Args:
+        points: (P, M) mean rewards, one row per model.
+        lower: (M,) run bounds, mapped to 0 (also the reference point).
+        upper: (M,) run bounds, mapped to 1.
+
+    Returns:
+        hypervolume, and (P,) bool mask of the models on the Pareto front.
+
+    Examples:
+        Normalised points (0.5, 1), (1, 0.5) and the dominated (0.25, 0.25): two 0.5 x 1
+        rectangles overlapping in a 0.5 x 0.5 square, 0.5 + 0.5 - 0.25 = 0.75.
+
+        >>> hv, on_front = front_metrics([[5, 20], [10, 15], [2.5, 12.5]], lower=[0, 10], upper=[10, 20])
+        >>> hv, on_front.tolist()
+        (0.75, [True, True, False])
+    """
+    pts = as_points(points)  # (P, M)
+    hv = hypervolume(pts, lower=lower, upper=upper)  # ref defaults to the normalised origin
+    return hv, pareto_subset(pts)

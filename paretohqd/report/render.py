@@ -1,0 +1,135 @@
+"""The report as text: report.md, and the tables printed to the terminal."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+
+def box_line(report: dict) -> str:
+    """How the hypervolume is measured: the box, its source, and the reference point."""
+    b = report["bounds"]
+    box = ", ".join(f"{o} [{lo:.4g}, {hi:.4g}]" for o, lo, hi in zip(b["objectives"], b["lower"], b["upper"]))
+    ref = ", ".join(f"{x:.4g}" for x in b["lower"])
+    zero = ", ".join("0" for _ in b["lower"])
+    shared = " (the first run's box, used for every run here)" if len(report["methods"]) > 1 else ""
+    return (f"Hypervolume of the mean-reward points in the normalised box{shared}: {box}, from "
+            f"{report['bounds_from']} (min/max of the scored training data); reference point = normalised "
+            f"nadir ({zero}) = raw ({ref}).")
+
+
+def main_rows(report: dict) -> list[list[str]]:
+    """method, description, hypervolume, collapse rate, compute hours; base models after the methods."""
+    rows = []
+    for m in report["methods"]:
+        c = m["compute"]["training"]
+        rows.append([m["method"], m["description"], f"{m['hypervolume']:.4f}", f"{m['collapse_rate']:.1%}",
+                     f"{c['device_h']:.3f}", f"{c['wall_h']:.3f}"])
+    for m in report["methods"]:
+        if m["base"] is not None:
+            b = m["base"]
+            rows.append([f"{m['method']}: base", "untuned policy (reference)", f"{b['hypervolume']:.4f}",
+                         f"{b['collapse_rate']:.1%}", "0", "0"])
+    return rows
+
+
+MAIN_HEADER = ["method", "what", "hypervolume", "collapse rate", "compute (device h)", "compute (wall h)"]
+
+
+def preference_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per model: weights, mean reward [95% interval] per objective, collapse, front."""
+    names = report["bounds"]["objectives"]
+    header = ["method", "model", "weights", *names, "collapse", "on front"]
+    rows = []
+    for m in report["methods"]:
+        for r in m["models"] + ([m["base"]] if m["base"] is not None else []):
+            w = "-" if r["weights"] is None else "(" + ", ".join(f"{x:.2g}" for x in r["weights"]) + ")"
+            cells = [_mean_ci(r["mean"][o], r["ci95"][o]) for o in names]
+            front = "-" if "on_front" not in r else ("yes" if r["on_front"] else "no")
+            rows.append([m["method"], r["model"], w, *cells, f"{r['collapse_rate']:.1%}", front])
+    return header, rows
+
+
+def _mean_ci(mean: float, ci: list) -> str:
+    return f"{mean:.3f}" if ci[0] is None else f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731 - a pipe would split the cell
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _quote(text: str, limit: int = 600) -> str:
+    text = text if len(text) <= limit else text[:limit] + " [...]"
+    return "\n".join("> " + (line or " ") for line in (text or "(empty)").splitlines()) or "> (empty)"
+
+
+def _last_turn(prompt: str) -> str:
+    # HH prompts are whole transcripts; the last human turn is what the model answers
+    return prompt.rsplit("Human:", 1)[-1].strip()
+
+
+def samples_md(report: dict, samples: dict[str, pd.DataFrame]) -> list[str]:
+    """A few answers per model, the same prompts for every model so they compare side by side."""
+    names = report["bounds"]["objectives"]
+    out = ["## Sample responses", ""]
+    for m in report["methods"]:
+        df = samples.get(m["method"])
+        if df is None or df.empty:
+            continue
+        for model, g in df.groupby("model", sort=False):
+            w = g["weights"].iloc[0]
+            weights = "" if w is None else " · weights (" + ", ".join(f"{x:.2g}" for x in w) + ")"
+            out += [f"### {m['method']} · {model}{weights}", ""]
+            for _, row in g.iterrows():
+                scores = ", ".join(f"{o} {row[o]:.3f}" for o in names)
+                # a row Series turns a null reason into NaN, so test with notna, not `is None`
+                flag = f"; collapse: **{row['collapse']}**" if pd.notna(row["collapse"]) else ""
+                out += [f"**Prompt** ({row['prompt_id']}): {_last_turn(row['prompt'])[:300]}", "",
+                        _quote(row["response"]), "", f"*{scores}{flag}*", ""]
+    return out
+
+
+def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
+    """The whole markdown report."""
+    names = report["bounds"]["objectives"]
+    lines = [f"# ParetoHqD report: {', '.join(m['method'] for m in report['methods'])}", "",
+             box_line(report), ""]
+    for m in report["methods"]:
+        d = m["disjointness"]
+        files = ", ".join(f"{f} ({n:,} prompts)" for f, n in d["training_prompts"].items())
+        lines += [f"- **{m['method']}**: {m['prompts']} held-out prompts; checked disjoint by prompt hash from "
+                  f"{files}: {d['overlap']} overlap. Bootstrap: {m['bootstrap']['resamples']} resamples, "
+                  f"seed {m['bootstrap']['seed']}, {m['bootstrap']['level']:.0%} percentile intervals."]
+    lines += ["", "## Main table", "",
+              "Compute: every step of the run before evaluate (from manifest.json); device hours = wall "
+              "hours x devices.", "", _md_table(MAIN_HEADER, main_rows(report)), ""]
+    header, rows = preference_rows(report)
+    lines += ["## Per preference", "", f"Mean reward per objective ({', '.join(names)}) with its 95% "
+              "bootstrap interval; on front = no other model of the method has higher means everywhere.", "",
+              _md_table(header, rows), "", "## Front", "", f"![front]({png})", "", "## Compute by stage", ""]
+    stage_rows = [[m["method"], s, f"{v['wall_h']:.4f}", f"{v['device_h']:.4f}", str(v["steps"])]
+                  for m in report["methods"] for s, v in m["compute"]["stages"].items()]
+    lines += [_md_table(["method", "stage", "wall h", "device h", "steps"], stage_rows), ""]
+    return "\n".join(lines + samples_md(report, samples))
+
+
+def print_tables(report: dict, console: Console | None = None) -> None:
+    """The main table and the per-preference table, on the terminal."""
+    console = console or Console()
+    table = Table(title="ParetoHqD evaluation", caption=box_line(report), caption_justify="left")
+    for col in MAIN_HEADER:
+        table.add_column(col, justify="left" if col in ("method", "what") else "right")
+    for row in main_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    header, rows = preference_rows(report)
+    table = Table(title="per preference: mean reward [95% interval]")
+    for col in header:
+        table.add_column(col, justify="left" if col in ("method", "model", "weights") else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

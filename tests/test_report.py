@@ -1,0 +1,170 @@
+"""The report from evaluated run folders built by hand (no model): numbers, files, overlay, CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from paretohqd.cli import app
+from paretohqd.io import InputError, write_json, write_parquet
+from paretohqd.report import build_report, write_report
+from paretohqd.report.plot import plot_fronts
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def evaluated_run(root, *, objectives=("helpful", "harmless"), means=None, base=(0.0, 0.0), scale=1.0,
+                  bootstrap=200, collapse_every=0):
+    """A run folder as evaluate leaves it. Each model answers 20 prompts with rewards
+    mean +- 1 (alternating), so its mean is exactly `means[i]`."""
+    names = list(objectives)
+    m = len(names)
+    means = means if means is not None else [[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]]
+    rng = np.random.default_rng(0)
+    cloud = rng.uniform(0, 4 * scale, size=(300, m))  # (300, M)
+    cloud[0], cloud[1] = 0.0, 4.0 * scale  # bounds exactly [0, 4 * scale] in every objective
+    write_parquet(pd.DataFrame(cloud, columns=names).assign(id=[f"s{i}" for i in range(300)]),
+                  root / "data" / "scores.parquet")
+    rows = []
+    models = [("base", -1, None, base)] + [(f"pref-{i:02d}", i, [1 - i / 2, i / 2][:m] + [0.0] * (m - 2), mu)
+                                           for i, mu in enumerate(means)]
+    for model, idx, w, mu in models:
+        for j in range(20):
+            sign = 1 if j % 2 else -1
+            row = {"id": f"{model}-{j}", "model": model, "preference_index": idx, "weights": w,
+                   "prompt_id": f"p{j:02d}", "prompt": f"\n\nHuman: question number {j}?",
+                   "response": f"An answer from {model} to question {j}, in several words.",
+                   "collapse": "too_short" if collapse_every and j % collapse_every == 0 else None}
+            row.update({o: (mu[k] + sign) * scale for k, o in enumerate(names)})
+            rows.append(row)
+    ev = root / "evaluate"
+    write_parquet(pd.DataFrame(rows), ev / "responses.parquet")
+    write_json({"objectives": names, "lower": [0.0] * m, "upper": [4.0 * scale] * m, "source": "data/scores.parquet",
+                "n_samples": 300, "ref_normalised": [0.0] * m, "ref_raw": [0.0] * m}, ev / "bounds.json")
+    write_json({"heldout_prompts": 20, "training_prompts": {"data/train.parquet": 300}, "overlap": 0,
+                "hash": "sha256"}, ev / "disjoint.json")
+    write_json({"method": root.name, "description": "ParetoHqD (test)", "objectives": names,
+                "preferences": [w for _, i, w, _ in models if i >= 0], "seed": 0, "bootstrap": bootstrap,
+                "samples": 2, "prompts": 20, "policy": "tiny", "generate": {}}, ev / "meta.json")
+    write_json({"steps": {"prepare": {"wall_s": 360, "device_s": 360, "device": "cpu"},
+                          "stage1/pref-00 w=[1.0, 0.0]": {"wall_s": 1800, "device_s": 3600, "device": "cpu"},
+                          "evaluate": {"wall_s": 720, "device_s": 720, "device": "cpu"}}}, root / "manifest.json")
+    return root
+
+
+def test_report_numbers_for_one_run(tmp_path):
+    """Means (1, 3), (2, 2), (3, 1) in the box [0, 4]^2 normalise to (.25, .75), (.5, .5), (.75, .25):
+    staircase .75 * .25 + .5 * .25 + .25 * .25 = 0.375. The base model (0, 0) is the nadir: 0."""
+    run = evaluated_run(tmp_path / "a", collapse_every=4)
+    report, _ = build_report([run])
+    (m,) = report["methods"]
+    assert m["hypervolume"] == pytest.approx(0.375)
+    assert report["hypervolume"] == {"a": pytest.approx(0.375)}
+    assert m["base"]["hypervolume"] == 0.0 and m["base"]["model"] == "base"
+    assert [r["model"] for r in m["models"]] == ["pref-00", "pref-01", "pref-02"]
+    assert m["models"][1]["mean"] == {"helpful": pytest.approx(2.0), "harmless": pytest.approx(2.0)}
+    assert m["models"][1]["normalised_mean"]["helpful"] == pytest.approx(0.5)
+    for r in m["models"]:
+        for o in ("helpful", "harmless"):
+            lo, hi = r["ci95"][o]
+            assert lo < r["mean"][o] < hi and 0.6 < hi - lo < 1.2  # sd 1, n 20: 2 * 1.96 / sqrt(20) ~ 0.88
+    assert m["pareto_models"] == ["pref-00", "pref-01", "pref-02"]
+    assert m["collapse_rate"] == pytest.approx(5 / 20)  # j = 0, 4, 8, 12, 16 of every model
+    assert m["collapse_reasons"]["too_short"] == 15
+    assert m["compute"]["training"] == {"wall_h": pytest.approx(0.6), "device_h": pytest.approx(1.1)}
+    assert m["compute"]["total"]["wall_h"] == pytest.approx(0.8)
+    assert report["reference"]["raw"] == [0.0, 0.0] and report["bounds"]["upper"] == [4.0, 4.0]
+    assert m["disjointness"]["overlap"] == 0
+
+
+def test_report_files_and_printed_table(tmp_path, capsys):
+    run = evaluated_run(tmp_path / "a", collapse_every=2)
+    path = write_report([run])
+    assert path == run / "report.json"
+    assert json.loads(path.read_text())["methods"][0]["hypervolume"] == pytest.approx(0.375)
+    assert (run / "front.png").read_bytes()[:8] == PNG
+    md = (run / "report.md").read_text()
+    assert "| method | what | hypervolume | collapse rate | compute (device h) |" in md
+    assert "| a | ParetoHqD (test) | 0.3750 | 50.0% | 1.100 |" in md
+    assert "| a | pref-01 | (0.5, 0.5) | 2.000 [" in md
+    assert "reference point = normalised nadir (0, 0) = raw (0, 0)" in md
+    assert "![front](front.png)" in md
+    # sample responses: the first 2 prompts of each of the 4 models
+    assert md.count("**Prompt**") == 8 and "An answer from pref-02 to question 1" in md
+    assert "An answer from pref-02 to question 2," not in md
+    assert "### a · pref-01 · weights (0.5, 0.5)" in md
+    assert md.count("collapse: **too_short**") == 4 and "nan" not in md  # question 0 flagged, 1 clean
+    out = capsys.readouterr().out
+    assert "ParetoHqD evaluation" in out and "0.3750" in out
+
+
+def test_overlay_uses_first_runs_bounds(tmp_path):
+    """Run b's rewards are twice a's but b stores a box twice as large; measured in a's box
+    [0, 4]^2 its means (2, 6), (4, 4), (6, 2) normalise to (.5, 1.5), (1, 1), (1.5, .5):
+    1.5 * .5 + 1 * .5 + .5 * .5 = 1.5, not the 0.375 of its own box."""
+    a = evaluated_run(tmp_path / "a")
+    b = evaluated_run(tmp_path / "b", scale=2.0)
+    path = write_report([a, b])
+    assert path == tmp_path / "compare-a-b" / "report.json"
+    report = json.loads(path.read_text())
+    assert report["hypervolume"] == {"a": pytest.approx(0.375), "b": pytest.approx(1.5)}
+    assert report["bounds_from"] == str(a / "data" / "scores.parquet")
+    md = (tmp_path / "compare-a-b" / "report.md").read_text()
+    assert "the first run's box, used for every run here" in md and "| b |" in md
+    assert (tmp_path / "compare-a-b" / "front.png").read_bytes()[:8] == PNG
+
+
+def test_three_objectives_give_pairwise_panels(tmp_path):
+    import matplotlib.image
+
+    run = evaluated_run(tmp_path / "a", objectives=("helpful", "harmless", "humor"),
+                        means=[[1, 3, 2], [2, 2, 2], [3, 1, 2]], base=(0, 0, 0), bootstrap=0)
+    report, _ = build_report([run])
+    assert report["methods"][0]["models"][0]["ci95"]["humor"] == [None, None]  # no bootstrap, no interval
+    write_report([run])
+    img = matplotlib.image.imread(run / "front.png")
+    assert img.shape[1] > 2.5 * img.shape[0]  # three panels side by side
+
+
+def test_plot_fronts_direct(tmp_path):
+    m = {"label": "x", "points": [[1, 2], [2, 1]], "lo": [[0.5, 1.5], [1.5, 0.5]], "hi": [[1.5, 2.5], [2.5, 1.5]],
+         "weights": [[0, 1], [1, 0]], "base": [0.5, 0.5]}
+    path = plot_fronts([m], np.random.default_rng(0).random((50, 2)) * 3, objectives=["a", "b"],
+                       lower=[0, 0], upper=[3, 3], path=tmp_path / "f.png")
+    assert path.read_bytes()[:8] == PNG and not list(tmp_path.glob(".*tmp"))
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(InputError, match="no run folders given"):
+        build_report([])
+    (tmp_path / "new").mkdir()
+    with pytest.raises(InputError, match=r"lacks \['meta.json', 'bounds.json', 'disjoint.json', "
+                                         r"'responses.parquet'\]; run `paretohqd evaluate"):
+        build_report([tmp_path / "new"])
+    a = evaluated_run(tmp_path / "a")
+    c = evaluated_run(tmp_path / "c", objectives=("helpful", "humor"))
+    with pytest.raises(InputError, match="must share their objectives"):
+        build_report([a, c])
+    df = pd.read_parquet(a / "evaluate" / "responses.parquet")
+    write_parquet(df.drop(columns="harmless"), a / "evaluate" / "responses.parquet")
+    with pytest.raises(InputError, match=r"lacks objective column\(s\) \['harmless'\]"):
+        build_report([a])
+    write_parquet(df[df["model"] == "base"], a / "evaluate" / "responses.parquet")
+    with pytest.raises(InputError, match="holds no preference model answers"):
+        build_report([a])
+
+
+def test_report_cli(tmp_path):
+    a = evaluated_run(tmp_path / "a")
+    b = evaluated_run(tmp_path / "b", scale=2.0)
+    res = CliRunner().invoke(app, ["report", str(a), str(b), "--out", str(tmp_path / "cmp")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "cmp" / "report.md").exists() and "ParetoHqD evaluation" in res.output
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "run `paretohqd evaluate" in res.output
+
+
+def test_cli_command_map_has_evaluate_and_report():
+    assert {"run", "select", "evaluate", "report"} <= {c.name for c in app.registered_commands}
