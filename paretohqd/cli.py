@@ -92,7 +92,7 @@ def run_job(
     config: Path = typer.Argument(..., help="Run config (YAML), e.g. configs/demo.yaml."),
     set_: list[str] = SetOpt,
 ) -> None:
-    """The whole method: prepare, score, select, stage-1 SFT, stage 2; resumable, in runs/NAME/."""
+    """The whole method: prepare, score, select, stage 1, stage 2, evaluate, report; resumable, in runs/NAME/."""
     from paretohqd.pipeline import run
 
     run(load_config(config, set_))

@@ -68,7 +68,7 @@ def write_report(roots: list[str | Path], out: str | Path | None = None, *, cons
     cloud_path = runs[0]["root"] / report["bounds"]["source"]
     cloud = read_table(cloud_path)[names].to_numpy()  # (N, M)
     methods = [_plot_entry(m, names) for m in report["methods"]]
-    title = f"mean reward on held-out prompts (bars: 95% interval); grey: training data of {runs[0]['root'].name}"
+    title = f"mean reward on held-out prompts (bars: 95% interval)\ngrey: training data of {runs[0]['root'].name}"
     png = plot_fronts(methods, cloud, objectives=names, lower=report["bounds"]["lower"],
                       upper=report["bounds"]["upper"], path=out / "front.png", title=title)
     samples = {m["method"]: _samples(r) for m, r in zip(report["methods"], runs)}
