@@ -103,7 +103,7 @@ class TrainConfig(Section):
     lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     """Module names that get adapters."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """Autocast: `auto` = bf16 where the device runs it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else no."""
+    """Autocast: `auto` = bf16 where the device runs it natively (`models.native_bf16`), else no."""
     save_every: int = Field(25, ge=1)
     """Steps between resumable checkpoints (adapter + optimizer), so a kill loses at most this many."""
 
@@ -117,6 +117,8 @@ class GenerateConfig(Section):
     """Sampling temperature; 0 = greedy."""
     batch_size: int = Field(16, ge=1)
     """Prompts per generate() call (left-padded)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype while sampling: `auto` = bfloat16 where the device runs it natively, else policy.dtype."""
 
 
 class Stage2Config(Section):

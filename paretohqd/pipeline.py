@@ -189,7 +189,7 @@ def _train_preference(cfg: Config, tokenizer, scores_path: Path, selection_path:
 def _generate_pool(cfg: Config, tokenizer, prompts: pd.DataFrame, adapter: Path, index: int, out: Path) -> None:
     from paretohqd.train.generate import generate, load_for_generation
 
-    model = load_for_generation(cfg.policy, adapter, lora=cfg.train.lora)
+    model = load_for_generation(cfg.policy, adapter, lora=cfg.train.lora, dtype=cfg.generate.dtype)
     responses, stats = generate(model, tokenizer, [list(m) for m in prompts["messages"]], cfg.generate,
                                 seed=cfg.seed + index, label=f"pref {index:02d} answers")
     console.print(f"  {stats['new_tokens']:,} tokens at {stats['tokens_per_s']:.1f} tokens/s")

@@ -156,7 +156,7 @@ def model_specs(cfg: Config, root: Path) -> list[dict]:
 def _generate_model(cfg: Config, tokenizer, prompts: pd.DataFrame, spec: dict, out: Path) -> None:
     from paretohqd.train.generate import generate, load_for_generation
 
-    model = load_for_generation(cfg.policy, spec["adapter"], lora=cfg.train.lora)
+    model = load_for_generation(cfg.policy, spec["adapter"], lora=cfg.train.lora, dtype=cfg.generate.dtype)
     # one seed for every model: common random numbers make differences between models less noisy
     responses, stats = generate(model, tokenizer, [list(m) for m in prompts["messages"]], cfg.generate,
                                 seed=cfg.seed, label=f"{spec['model']} answers")

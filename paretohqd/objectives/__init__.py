@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, Sequence
 import numpy as np
 
 from paretohqd.config import ConfigError
+from paretohqd.models import native_bf16
 
 if TYPE_CHECKING:
     from paretohqd.config import RewardsConfig
@@ -69,11 +70,7 @@ def resolve_dtype(dtype: str, device: str):
 
     if dtype != "auto":
         return getattr(torch, dtype)
-    if device.startswith("cuda"):
-        native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    else:
-        native = device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return torch.bfloat16 if native else torch.float32
+    return torch.bfloat16 if native_bf16(device) else torch.float32
 
 
 def state_fingerprint(module, *extra: object) -> str:

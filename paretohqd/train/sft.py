@@ -29,7 +29,7 @@ from accelerate.utils import set_seed
 
 from paretohqd.config import PolicyConfig, TrainConfig
 from paretohqd.io import write_json
-from paretohqd.models import load_policy
+from paretohqd.models import load_policy, native_bf16
 
 IGNORE = -100
 # accelerate's prepare() asks transformers a deprecated question on every model: noise, not news
@@ -136,10 +136,7 @@ def build_model(policy: PolicyConfig, cfg: TrainConfig, init_adapter: str | Path
 def mixed_precision(cfg: TrainConfig) -> str:
     if cfg.mixed_precision != "auto":
         return cfg.mixed_precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return "bf16" if native else "no"
+    return "bf16" if native_bf16("cuda" if torch.cuda.is_available() else "cpu") else "no"
 
 
 def _accelerator(precision: str) -> Accelerator:
