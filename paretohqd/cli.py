@@ -98,6 +98,18 @@ def run_job(
     run(load_config(config, set_))
 
 
+@app.command("compare")
+@user_errors
+def compare(
+    config: Path = typer.Argument(..., help="Config with a compare section, e.g. configs/compare-cpu.yaml."),
+    set_: list[str] = SetOpt,
+) -> None:
+    """Run each method of compare.methods as runs_dir/NAME-METHOD on shared data; one table and plot."""
+    from paretohqd.baselines.compare import run
+
+    run(load_config(config, set_))
+
+
 reward_app = typer.Typer(help="Reward models: train the offline heads.", no_args_is_help=True)
 app.add_typer(reward_app, name="reward")
 

@@ -186,6 +186,61 @@ class RewardsConfig(Section):
     """r/Jokes `score<TAB>joke` file (.tsv or .tsv.gz) for the humor head."""
 
 
+Method = Literal["paretohqd", "stage1-only", "scalarised", "full-data", "ric", "rewarded-soups", "morlhf"]
+METHODS: tuple[str, ...] = Method.__args__
+# settings a method name implies: (dotted key, value); a config that sets the key otherwise is refused
+IMPLIED: dict[str, tuple[str, object]] = {"stage1-only": ("stage2.enabled", False),
+                                          "scalarised": ("select.method", "scalarised")}
+
+
+class RicConfig(Section):
+    steps: int | None = Field(None, ge=1)
+    """Optimizer steps of RiC's one model (batch train.batch_size); default train.steps x the number of preferences (ParetoHqD's stage-1 budget)."""
+    mapping: Literal["linf", "l2", "linear"] = "linf"
+    """Preference -> desired rewards at inference (RiC's `map_rewards_from_preference`): `linf` is the paper's (the top-weighted objective asks for the maximum, objective i for min(M w_i, 1) of the way from min to max)."""
+
+
+class SoupsConfig(Section):
+    train: Literal["sft", "grpo"] = "sft"
+    """Each objective's model: SFT on that objective's top select.k samples for train.steps steps, or GRPO on that objective's reward alone (the `morlhf` settings, as Rewarded Soups' RL)."""
+
+
+class MorlhfConfig(Section):
+    preferences: int | list[list[float]] = 5
+    """Preferences trained with RL: grid points per axis, or explicit weight vectors (paper: 5)."""
+    steps: int = Field(100, ge=1)
+    """GRPO optimizer steps per preference."""
+    batch_size: int = Field(8, ge=1)
+    """Completions per step (prompts per step = batch_size / num_generations)."""
+    num_generations: int = Field(4, ge=2)
+    """Completions sampled per prompt; their rewards are normalised within the group."""
+    max_completion_length: int | None = Field(None, ge=1)
+    """Longest sampled completion, in tokens; default generate.max_new_tokens."""
+    lr: float = Field(1e-5, gt=0)
+    """Peak learning rate of the LoRA adapters."""
+    beta: float = Field(0.04, ge=0)
+    """KL coefficient to the base policy (RLHF's leash; 0 drops the reference forward pass)."""
+
+    @model_validator(mode="after")
+    def _groups(self) -> MorlhfConfig:
+        if self.batch_size % self.num_generations:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of num_generations "
+                             f"({self.num_generations}): each prompt's completions form one group")
+        return self
+
+
+class CompareConfig(Section):
+    methods: list[Method] = list(METHODS)
+    """Methods `paretohqd compare` runs, in order; the first prepares and scores the data the others share."""
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"give each method once and at least one (got {v})")
+        return v
+
+
 class Config(Section):
     """A whole ParetoHqD run."""
 
@@ -203,6 +258,35 @@ class Config(Section):
     generate: GenerateConfig = GenerateConfig()
     stage2: Stage2Config = Stage2Config()
     evaluate: EvaluateConfig = EvaluateConfig()
+    method: Method = "paretohqd"
+    """What trains the per-preference models: ParetoHqD, one of its ablations (`stage1-only`, `scalarised`, `full-data`) or a baseline (`ric`, `rewarded-soups`, `morlhf`)."""
+    ric: RicConfig = RicConfig()
+    soups: SoupsConfig = SoupsConfig()
+    morlhf: MorlhfConfig = MorlhfConfig()
+    compare: CompareConfig = CompareConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _implied(cls, tree: Any) -> Any:
+        # `method: stage1-only` means stage2.enabled false, and so on: filled in here, so the
+        # written config.yaml shows the effective settings; a contradicting explicit value is an error
+        if not isinstance(tree, dict) or tree.get("method") not in IMPLIED:
+            return tree
+        key, value = IMPLIED[tree["method"]]
+        section, field = key.split(".")
+        node = tree.get(section)
+        node = dict(node) if isinstance(node, dict) else {}
+        if field in node and node[field] != value:
+            raise ValueError(f"method {tree['method']!r} means {key} = {value!r}, but the config sets "
+                             f"{key} = {node[field]!r}; drop that key or choose another method")
+        node[field] = value
+        return {**tree, section: node}
+
+    @model_validator(mode="after")
+    def _adapters(self) -> Config:
+        if self.method in ("rewarded-soups", "morlhf") and not self.train.lora:
+            raise ValueError(f"method {self.method!r} trains LoRA adapters (soups mix them); set train.lora: true")
+        return self
 
 
 class ConfigError(ValueError):

@@ -1,5 +1,9 @@
 """`paretohqd run CONFIG`: prepare -> score -> select -> stage 1 -> stage 2 -> evaluate -> report.
 
+With `method:` an ablation changes a step (`stage1-only`, `scalarised`, `full-data`), and a
+baseline (`ric`, `rewarded-soups`, `morlhf`, see `paretohqd.baselines`) replaces selection and
+both stages with its own training; preparing, scoring, evaluating and the report stay the same.
+
 Every step writes its outputs into the run folder (runs/NAME/) atomically and is recorded in
 `manifest.json` with its wall and device time. A rerun skips finished steps; a killed run resumes
 from the last finished step, and training resumes from its last checkpoint inside a step.
@@ -20,6 +24,7 @@ from accelerate import PartialState
 from rich.console import Console
 from rich.table import Table
 
+from paretohqd.baselines import BASELINES
 from paretohqd.config import Config, ConfigError, dump_config
 from paretohqd.data.prepare import prepare, prompt_id, sample_id
 from paretohqd.io import read_table, write_json, write_parquet, write_text
@@ -167,6 +172,25 @@ def _select(cfg: Config, scores_path: Path, out_dir: Path, k: int) -> None:
     write_parquet(selection, out_dir / "selection.parquet")
 
 
+def _select_random(cfg: Config, scores_path: Path, out_dir: Path, steps: int) -> None:
+    """The `full-data` ablation's "selection": for each preference, samples drawn uniformly from
+    the whole table instead of the Pareto data, as many as its training reaches.
+
+    The SFT loop walks a seeded shuffle of its samples, `steps x batch_size` of them; training on
+    the whole table is therefore the same, in distribution, as training on that many samples
+    drawn without replacement, which is what this writes (and it spares encoding the rest).
+    """
+    scores = read_table(scores_path)
+    preferences = preferences_from_config(cfg.select.preferences, len(cfg.rewards.models))  # (P, M)
+    n = min(len(scores), steps * cfg.train.batch_size)
+    parts = [pd.DataFrame({"preference_index": i, "weights": [w.tolist()] * n,
+                           "id": scores["id"].sample(n=n, random_state=cfg.seed + i).to_numpy(),
+                           "layer": -1, "distance": np.nan}) for i, w in enumerate(preferences)]
+    write_json({"method": "full-data", "n_points": len(scores), "per_preference": n,
+                "n_preferences": len(preferences)}, out_dir / "selection.json")
+    write_parquet(pd.concat(parts, ignore_index=True), out_dir / "selection.parquet")
+
+
 def _train_preference(cfg: Config, tokenizer, scores_path: Path, selection_path: Path, index: int,
                       out: Path, steps: int, init_adapter: Path | None) -> None:
     from paretohqd.train.sft import encode, train
@@ -229,17 +253,12 @@ def run(cfg: Config) -> Path:
                lambda: ensure_trained(cfg.rewards, offline, sources=cfg.data.sources))
     r.step("score", r.path("data", "scores.parquet"),
            lambda: _score(cfg, read_table(r.path("data", "train.parquet")), r.path("data", "scores.parquet")))
-    r.step("select", r.path("stage1", "selection.parquet"),
-           lambda: _select(cfg, r.path("data", "scores.parquet"), r.path("stage1"), cfg.select.k))
+    if cfg.method in BASELINES:
+        from paretohqd import baselines
 
-    for i in range(len(preferences)):
-        out = r.path("stage1", f"pref-{i:02d}")
-        r.step(f"stage1/pref-{i:02d} w={preferences[i].round(3).tolist()}", out / "train.json",
-               lambda i=i, out=out: _train_preference(cfg, tokenizer, r.path("data", "scores.parquet"),
-                                                      r.path("stage1", "selection.parquet"), i, out,
-                                                      cfg.train.steps, None), every_process=True)
-    if cfg.stage2.enabled:
-        _stage2(cfg, r, tokenizer, preferences)
+        baselines.train(cfg, r, tokenizer)
+    else:
+        _paretohqd(cfg, r, tokenizer, preferences)
     from paretohqd.evaluate.run import evaluate
     from paretohqd.report import write_report
 
@@ -248,6 +267,23 @@ def run(cfg: Config) -> Path:
         write_report([r.root])  # every time, after the step, so its compute includes evaluate's own time
         r.print_times()
     return r.root
+
+
+def _paretohqd(cfg: Config, r: RunFolder, tokenizer, preferences: np.ndarray) -> None:
+    """Selection, stage 1 and stage 2: ParetoHqD and its ablations (`full-data` draws at random)."""
+    if cfg.method == "full-data":
+        select = lambda: _select_random(cfg, r.path("data", "scores.parquet"), r.path("stage1"), cfg.train.steps)  # noqa: E731
+    else:
+        select = lambda: _select(cfg, r.path("data", "scores.parquet"), r.path("stage1"), cfg.select.k)  # noqa: E731
+    r.step("select", r.path("stage1", "selection.parquet"), select)
+    for i in range(len(preferences)):
+        out = r.path("stage1", f"pref-{i:02d}")
+        r.step(f"stage1/pref-{i:02d} w={preferences[i].round(3).tolist()}", out / "train.json",
+               lambda i=i, out=out: _train_preference(cfg, tokenizer, r.path("data", "scores.parquet"),
+                                                      r.path("stage1", "selection.parquet"), i, out,
+                                                      cfg.train.steps, None), every_process=True)
+    if cfg.stage2.enabled:
+        _stage2(cfg, r, tokenizer, preferences)
 
 
 def _rewards_marker(cfg: Config, names: list[str]) -> Path:
@@ -278,8 +314,11 @@ def _stage2(cfg: Config, r: RunFolder, tokenizer, preferences: np.ndarray) -> No
         _score(cfg, df, r.path("stage2", "scores.parquet"))
 
     r.step("stage2/score", r.path("stage2", "scores.parquet"), score_pool)
-    r.step("stage2/select", r.path("stage2", "selection.parquet"),
-           lambda: _select(cfg, r.path("stage2", "scores.parquet"), r.path("stage2"), k2))
+    if cfg.method == "full-data":
+        select = lambda: _select_random(cfg, r.path("stage2", "scores.parquet"), r.path("stage2"), cfg.stage2.steps)  # noqa: E731
+    else:
+        select = lambda: _select(cfg, r.path("stage2", "scores.parquet"), r.path("stage2"), k2)  # noqa: E731
+    r.step("stage2/select", r.path("stage2", "selection.parquet"), select)
     for i in range(len(preferences)):
         out = r.path("stage2", f"pref-{i:02d}")
         r.step(f"stage2/pref-{i:02d}", out / "train.json",
@@ -289,8 +328,17 @@ def _stage2(cfg: Config, r: RunFolder, tokenizer, preferences: np.ndarray) -> No
                every_process=True)
 
 
-def final_models(cfg: Config, root: Path) -> list[Path]:
-    """Each preference's final model folder (stage 2 if it ran, else stage 1)."""
-    n = len(preferences_from_config(cfg.select.preferences, len(cfg.rewards.models)))
+def final_models(cfg: Config, root: Path) -> list[dict]:
+    """Each preference's final model: `model` name, `weights`, `adapter` folder, `done` marker
+    (exists once it is finished) and `tag` (text added to the prompt: RiC's desired rewards).
+
+    For ParetoHqD and its ablations, stage 2's folder if it ran, else stage 1's.
+    """
+    if cfg.method in BASELINES:
+        from paretohqd import baselines
+
+        return baselines.final_models(cfg, root)
+    preferences = preferences_from_config(cfg.select.preferences, len(cfg.rewards.models))  # (P, M)
     stage = "stage2" if cfg.stage2.enabled else "stage1"
-    return [root / stage / f"pref-{i:02d}" for i in range(n)]
+    return [{"model": f"pref-{i:02d}", "weights": w, "adapter": root / stage / f"pref-{i:02d}",
+             "done": root / stage / f"pref-{i:02d}" / "train.json", "tag": None} for i, w in enumerate(preferences)]

@@ -1,3 +1,5 @@
+import gzip
+import itertools
 import os
 from pathlib import Path
 
@@ -58,3 +60,13 @@ def hh_samples(hh_dir):
         if len(out) >= 40:
             return out
     return out
+
+
+@pytest.fixture(scope="session")
+def small_hh(tmp_path_factory, hh_dir):
+    """The first 40 real rows of each HH subset, as HH files."""
+    folder = tmp_path_factory.mktemp("hh")
+    for subset in ("helpful-base", "harmless-base"):
+        with gzip.open(hh_dir / f"{subset}.jsonl.gz", "rt") as src, gzip.open(folder / f"{subset}.jsonl.gz", "wt") as dst:
+            dst.writelines(itertools.islice(src, 40))
+    return folder

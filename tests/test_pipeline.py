@@ -1,7 +1,5 @@
 """`paretohqd run` end to end: a tiny random Llama (fast), then the real offline parts (smoke)."""
 
-import gzip
-import itertools
 import json
 
 import pytest
@@ -10,16 +8,6 @@ from typer.testing import CliRunner
 from paretohqd import pipeline
 from paretohqd.cli import app
 from paretohqd.config import ConfigError, load_config
-
-
-@pytest.fixture(scope="module")
-def small_hh(tmp_path_factory, hh_dir):
-    """The first 40 real rows of each HH subset, as HH files."""
-    folder = tmp_path_factory.mktemp("hh")
-    for subset in ("helpful-base", "harmless-base"):
-        with gzip.open(hh_dir / f"{subset}.jsonl.gz", "rt") as src, gzip.open(folder / f"{subset}.jsonl.gz", "wt") as dst:
-            dst.writelines(itertools.islice(src, 40))
-    return folder
 
 
 def _overrides(tmp_path, small_hh, policy):

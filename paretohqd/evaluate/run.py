@@ -22,6 +22,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 
@@ -31,7 +32,6 @@ from paretohqd.data.prepare import prompt_id, sample_id
 from paretohqd.evaluate.collapse import collapse_reasons
 from paretohqd.evaluate.front import run_bounds
 from paretohqd.io import InputError, read_table, write_json, write_parquet
-from paretohqd.pareto.preferences import preferences_from_config
 
 console = Console()
 
@@ -141,15 +141,14 @@ def model_specs(cfg: Config, root: Path) -> list[dict]:
     Raises:
         InputError: a preference model was not trained to the end (no train.json).
     """
-    prefs = preferences_from_config(cfg.select.preferences, len(objectives(cfg)))  # (P, M)
-    folders = pipeline.final_models(cfg, root)
-    missing = [str(f) for f in folders if not (f / "train.json").exists()]
+    finals = pipeline.final_models(cfg, root)
+    missing = sorted({str(m["done"].parent) for m in finals if not m["done"].exists()})
     if missing:
         raise InputError(f"{len(missing)} preference model(s) not trained to the end: {missing[:3]}; "
                          f"finish training first (paretohqd run {root / 'config.yaml'})")
-    specs = [{"model": BASE, "preference_index": -1, "weights": None, "adapter": None}]
-    specs += [{"model": f.name, "preference_index": i, "weights": prefs[i].round(6).tolist(), "adapter": f}
-              for i, f in enumerate(folders)]
+    specs = [{"model": BASE, "preference_index": -1, "weights": None, "adapter": None, "tag": None}]
+    specs += [{"model": m["model"], "preference_index": i, "weights": np.round(m["weights"], 6).tolist(),
+               "adapter": m["adapter"], "tag": m["tag"]} for i, m in enumerate(finals)]
     return specs
 
 
@@ -158,7 +157,12 @@ def _generate_model(cfg: Config, tokenizer, prompts: pd.DataFrame, spec: dict, o
 
     model = load_for_generation(cfg.policy, spec["adapter"], lora=cfg.train.lora, dtype=cfg.generate.dtype)
     # one seed for every model: common random numbers make differences between models less noisy
-    responses, stats = generate(model, tokenizer, [list(m) for m in prompts["messages"]], cfg.generate,
+    conversations = [list(m) for m in prompts["messages"]]
+    if spec["tag"] is not None:  # RiC: the desired rewards go into the prompt; the scored prompt stays plain
+        from paretohqd.baselines.ric import with_tag
+
+        conversations = [with_tag(c, spec["tag"]) for c in conversations]
+    responses, stats = generate(model, tokenizer, conversations, cfg.generate,
                                 seed=cfg.seed, label=f"{spec['model']} answers")
     console.print(f"  {spec['model']}: {stats['new_tokens']:,} tokens at {stats['tokens_per_s']:.1f} tokens/s")
     df = prompts[["prompt_id", "prompt"]].assign(
@@ -191,7 +195,8 @@ def evaluate(cfg: Config, root: str | Path) -> Path:
     write_json(check_disjoint(root, prompts), folder / "disjoint.json")
     bounds(root, names)
     specs = model_specs(cfg, root)
-    write_json({"method": cfg.name, "description": describe(cfg), "objectives": names,
+    write_json({"method": cfg.name, "variant": cfg.method, "description": describe(cfg), "objectives": names,
+                "tags": [s["tag"] for s in specs[1:]],
                 "preferences": [s["weights"] for s in specs[1:]], "seed": cfg.seed,
                 "bootstrap": cfg.evaluate.bootstrap, "samples": cfg.evaluate.samples,
                 "prompts": len(prompts), "policy": cfg.policy.model,
@@ -220,7 +225,13 @@ def evaluate(cfg: Config, root: str | Path) -> Path:
 
 def describe(cfg: Config) -> str:
     """One line naming the method variant of a run."""
+    from paretohqd.baselines import BASELINES, describe as describe_baseline
+
+    if cfg.method in BASELINES:
+        return describe_baseline(cfg)
     stages = "stage 1 + 2" if cfg.stage2.enabled else "stage 1 only"
+    if cfg.method == "full-data":
+        return f"ParetoHqD without Pareto data (uniform random training samples, {stages})"
     return f"ParetoHqD ({cfg.select.method} selection, {stages}, k={cfg.select.k})"
 
 

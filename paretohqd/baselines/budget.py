@@ -1,0 +1,70 @@
+"""How long `paretohqd compare` will take: counts of work per method times measured unit costs.
+
+The counts follow the config exactly (optimizer steps x samples, generated tokens, models
+evaluated); the unit costs are measurements of SmolLM2-135M with LoRA on this workplace's machine
+(2 shared cores of an Intel Xeon, 2026-11-29): the demo's stage-1 steps (batch 4, ~3 s) and
+stage-2 generation (~46 new tokens/s at 16 prompts a batch), and GRPO steps measured the same day
+(slow: see `grpo_completion_s`).
+Every answer is counted at max_new_tokens, so the estimate leans high. Other models or machines:
+scale the costs (`CostModel`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from paretohqd.config import Config
+from paretohqd.pareto.preferences import preferences_from_config
+
+
+@dataclass(frozen=True)
+class CostModel:
+    sft_sample_s: float = 0.75
+    """Seconds per training sample per optimizer step (forward + backward)."""
+    generated_token_s: float = 1 / 46
+    """Seconds per generated token, batched."""
+    grpo_completion_s: float = 35.0
+    """Seconds per GRPO completion at 64 new tokens: sampling, both forward passes and the backward
+    (measured: 245-314 s per step of 8 completions, TRL 1.16, bf16 and fp32 alike)."""
+    run_overhead_s: float = 30.0
+    """Per run: loading models, scoring with the reward heads, writing the report."""
+
+
+def work(cfg: Config, method: str, *, shares_stage1: bool = False) -> dict[str, float]:
+    """Work one method's run does: samples x steps trained, tokens generated, GRPO completions."""
+    m = len(cfg.rewards.models)
+    n_prefs = len(preferences_from_config(cfg.select.preferences, m))
+    batch, gen = cfg.train.batch_size, cfg.generate.max_new_tokens
+    train = generated = grpo = 0.0
+    if method in ("paretohqd", "scalarised", "full-data", "stage1-only"):
+        train += 0 if shares_stage1 else n_prefs * cfg.train.steps * batch
+        if method != "stage1-only" and cfg.stage2.enabled:
+            generated += min(m + 1, n_prefs) * cfg.stage2.prompts * gen
+            train += n_prefs * cfg.stage2.steps * batch
+    elif method == "ric":
+        train += (cfg.ric.steps or cfg.train.steps * n_prefs) * batch
+    elif method == "rewarded-soups":
+        if cfg.soups.train == "sft":
+            train += m * cfg.train.steps * batch
+        else:
+            grpo += m * cfg.morlhf.steps * cfg.morlhf.batch_size
+    elif method == "morlhf":
+        grpo += len(preferences_from_config(cfg.morlhf.preferences, m)) * cfg.morlhf.steps * cfg.morlhf.batch_size
+    n_models = len(preferences_from_config(cfg.morlhf.preferences, m)) if method == "morlhf" else n_prefs
+    generated += n_models * cfg.evaluate.prompts * gen
+    return {"train_samples": train, "generated_tokens": generated, "grpo_completions": grpo}
+
+
+def estimate_seconds(cfg: Config, costs: CostModel = CostModel()) -> dict[str, float]:
+    """Estimated seconds per method of `cfg.compare.methods`, in order (plus the base model's
+    answers once, with the first run)."""
+    out = {}
+    grpo_tokens = cfg.morlhf.max_completion_length or cfg.generate.max_new_tokens
+    for i, method in enumerate(cfg.compare.methods):
+        w = work(cfg, method, shares_stage1=method == "stage1-only" and "paretohqd" in cfg.compare.methods[:i])
+        out[method] = (costs.run_overhead_s + w["train_samples"] * costs.sft_sample_s
+                       + w["generated_tokens"] * costs.generated_token_s
+                       + w["grpo_completions"] * costs.grpo_completion_s * grpo_tokens / 64)
+    first = cfg.compare.methods[0]
+    out[first] += cfg.evaluate.prompts * cfg.generate.max_new_tokens * costs.generated_token_s
+    return out
