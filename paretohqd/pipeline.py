@@ -271,17 +271,9 @@ def run(cfg: Config) -> Path:
 
 def _paretohqd(cfg: Config, r: RunFolder, tokenizer, preferences: np.ndarray) -> None:
     """Selection, stage 1 and stage 2: ParetoHqD and its ablations (`full-data` draws at random)."""
-    if cfg.method == "full-data":
-        select = lambda: _select_random(cfg, r.path("data", "scores.parquet"), r.path("stage1"), cfg.train.steps)  # noqa: E731
-    else:
-        select = lambda: _select(cfg, r.path("data", "scores.parquet"), r.path("stage1"), cfg.select.k)  # noqa: E731
-    r.step("select", r.path("stage1", "selection.parquet"), select)
-    for i in range(len(preferences)):
-        out = r.path("stage1", f"pref-{i:02d}")
-        r.step(f"stage1/pref-{i:02d} w={preferences[i].round(3).tolist()}", out / "train.json",
-               lambda i=i, out=out: _train_preference(cfg, tokenizer, r.path("data", "scores.parquet"),
-                                                      r.path("stage1", "selection.parquet"), i, out,
-                                                      cfg.train.steps, None), every_process=True)
+    r.step("select", r.path("stage1", "selection.parquet"),
+           _selector(cfg, r.path("data", "scores.parquet"), r.path("stage1"), cfg.select.k, cfg.train.steps))
+    _train_stage(cfg, r, tokenizer, preferences, "stage1", r.path("data", "scores.parquet"), cfg.train.steps)
     if cfg.stage2.enabled:
         _stage2(cfg, r, tokenizer, preferences)
 
@@ -314,17 +306,28 @@ def _stage2(cfg: Config, r: RunFolder, tokenizer, preferences: np.ndarray) -> No
         _score(cfg, df, r.path("stage2", "scores.parquet"))
 
     r.step("stage2/score", r.path("stage2", "scores.parquet"), score_pool)
+    r.step("stage2/select", r.path("stage2", "selection.parquet"),
+           _selector(cfg, r.path("stage2", "scores.parquet"), r.path("stage2"), k2, cfg.stage2.steps))
+    _train_stage(cfg, r, tokenizer, preferences, "stage2", r.path("stage2", "scores.parquet"), cfg.stage2.steps,
+                 init_stage="stage1")
+
+
+def _selector(cfg: Config, scores_path: Path, out_dir: Path, k: int, steps: int) -> Callable[[], None]:
+    """The selection step: Pareto rays (or the scalarised ablation), or random draws for `full-data`."""
     if cfg.method == "full-data":
-        select = lambda: _select_random(cfg, r.path("stage2", "scores.parquet"), r.path("stage2"), cfg.stage2.steps)  # noqa: E731
-    else:
-        select = lambda: _select(cfg, r.path("stage2", "scores.parquet"), r.path("stage2"), k2)  # noqa: E731
-    r.step("stage2/select", r.path("stage2", "selection.parquet"), select)
+        return lambda: _select_random(cfg, scores_path, out_dir, steps)
+    return lambda: _select(cfg, scores_path, out_dir, k)
+
+
+def _train_stage(cfg: Config, r: RunFolder, tokenizer, preferences: np.ndarray, stage: str, scores_path: Path,
+                 steps: int, init_stage: str | None = None) -> None:
+    """One model per preference on its selection; stage 2 continues from the stage-1 adapters."""
     for i in range(len(preferences)):
-        out = r.path("stage2", f"pref-{i:02d}")
-        r.step(f"stage2/pref-{i:02d}", out / "train.json",
-               lambda i=i, out=out: _train_preference(cfg, tokenizer, r.path("stage2", "scores.parquet"),
-                                                      r.path("stage2", "selection.parquet"), i, out,
-                                                      cfg.stage2.steps, r.path("stage1", f"pref-{i:02d}")),
+        out = r.path(stage, f"pref-{i:02d}")
+        init = r.path(init_stage, f"pref-{i:02d}") if init_stage else None
+        r.step(f"{stage}/pref-{i:02d} w={preferences[i].round(3).tolist()}", out / "train.json",
+               lambda i=i, out=out, init=init: _train_preference(
+                   cfg, tokenizer, scores_path, r.path(stage, "selection.parquet"), i, out, steps, init),
                every_process=True)
 
 

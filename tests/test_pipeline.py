@@ -38,7 +38,7 @@ def test_run_tiny_end_to_end_and_resume(tmp_path, small_hh, tiny_policy, monkeyp
     pipeline.run(cfg)
     assert (root / "stage1" / "pref-00" / "train.json").stat().st_mtime_ns == first  # finished work skipped
     manifest = json.loads((root / "manifest.json").read_text())["steps"]
-    for name in ("prepare", "score", "select", "stage2/score", "stage2/select", "stage2/pref-02"):
+    for name in ("prepare", "score", "select", "stage2/score", "stage2/select", "stage2/pref-02 w=[1.0, 0.0]"):
         assert name in manifest and manifest[name]["wall_s"] >= 0
     assert sum(n.startswith("stage2/generate") for n in manifest) == 3  # M + 1 representatives
     for i in range(3):
