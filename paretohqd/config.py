@@ -104,6 +104,9 @@ class TrainConfig(Section):
     """Module names that get adapters."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """Autocast: `auto` = bf16 where the device runs it natively (`models.native_bf16`), else no."""
+    attention: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
+    """Attention kernel while training: `auto` = eager on CPU (PyTorch's CPU flash-attention backward
+    made steps ~15% slower here), the model's default elsewhere."""
     save_every: int = Field(25, ge=1)
     """Steps between resumable checkpoints (adapter + optimizer), so a kill loses at most this many."""
 

@@ -86,13 +86,15 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     return tok
 
 
-def load_policy(name: str, *, dtype: str = "float32", trust_remote_code: bool = False):
+def load_policy(name: str, *, dtype: str = "float32", trust_remote_code: bool = False,
+                attn_implementation: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # a bar per load clutters the run's own progress
 
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     return AutoModelForCausalLM.from_pretrained(
-        resolve_policy(name), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        resolve_policy(name), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **extra
     )

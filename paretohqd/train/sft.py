@@ -7,7 +7,8 @@ faster on CPU than TRL's SFTTrainer for the same maths (benchmarks/train.py) bec
   the sequence, and the 49k-vocabulary head is a large share of a small model's compute;
 - splits each step's batch into micro-batches of similar length under a token budget
   (little padding), accumulating gradients, with the loss normalised over the whole step;
-- keeps gradient checkpointing off (small models fit without it).
+- keeps gradient checkpointing off (small models fit without it), and on CPU uses eager
+  attention (PyTorch's CPU flash-attention backward is slower at these lengths).
 The loss is the mean token cross-entropy over response tokens, as SFTTrainer's completion_only_loss.
 """
 
@@ -120,10 +121,11 @@ def build_model(policy: PolicyConfig, cfg: TrainConfig, init_adapter: str | Path
     """The policy with fresh LoRA adapters, those of `init_adapter` (trainable), or all weights."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    if init_adapter is not None and not cfg.lora:  # a fully fine-tuned checkpoint is a whole model
-        model = load_policy(str(init_adapter), dtype=policy.dtype, trust_remote_code=policy.trust_remote_code)
-    else:
-        model = load_policy(policy.model, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code)
+    attention = cfg.attention if cfg.attention != "auto" else (None if torch.cuda.is_available() else "eager")
+    # a fully fine-tuned checkpoint is a whole model
+    source = str(init_adapter) if init_adapter is not None and not cfg.lora else policy.model
+    model = load_policy(source, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code,
+                        attn_implementation=attention)
     if cfg.lora:
         if init_adapter is not None:
             return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
