@@ -12,8 +12,14 @@ three MiniLM reward heads (random weights: speed does not depend on them). Offli
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
+
+# benchmarks/select.py shadows the stdlib `select` when this folder is first on the path: drop it
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
 import tempfile
 import time
 
