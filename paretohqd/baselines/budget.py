@@ -4,7 +4,7 @@ The counts follow the config exactly (optimizer steps x samples, generated token
 evaluated); the unit costs are measurements of SmolLM2-135M with LoRA on this workplace's machine
 (2 shared cores of an Intel Xeon, 2026-11-29): the demo's stage-1 steps (batch 4, ~3 s) and
 stage-2 generation (~46 new tokens/s at 16 prompts a batch), and GRPO steps measured the same day
-(slow: see `grpo_completion_s`).
+(see `grpo_completion_s`).
 Every answer is counted at max_new_tokens, so the estimate leans high. Other models or machines:
 scale the costs (`CostModel`).
 """
@@ -23,9 +23,10 @@ class CostModel:
     """Seconds per training sample per optimizer step (forward + backward)."""
     generated_token_s: float = 1 / 46
     """Seconds per generated token, batched."""
-    grpo_completion_s: float = 35.0
+    grpo_completion_s: float = 4.5
     """Seconds per GRPO completion at 64 new tokens: sampling, both forward passes and the backward
-    (measured: 245-314 s per step of 8 completions, TRL 1.16, bf16 and fp32 alike)."""
+    (measured: 31.5 s per step of 8 completions, TRL 1.16, fp32, quiet machine; runs that shared
+    the cores with other training measured 245-314 s)."""
     run_overhead_s: float = 30.0
     """Per run: loading models, scoring with the reward heads, writing the report."""
 
