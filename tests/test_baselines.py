@@ -54,11 +54,18 @@ def test_compare_writes_one_table_and_one_plot(compared):
     for r in rows:
         assert 0.0 <= r["collapse_rate"] <= 1.0 and r["hypervolume"] >= 0.0 and r["compute_device_h"] > 0
         assert r["relative_compute"] == pytest.approx(r["compute_device_h"] / by["paretohqd"]["compute_device_h"])
+        lo, hi = r["hypervolume_ci95"]
+        assert lo <= hi
+    # every method answered the same prompts, so each gets a paired difference to ParetoHqD
+    for r in rows[1:]:
+        d = r["hypervolume_vs_first"]
+        assert d["vs"] == f"{NAME}-paretohqd" and d["delta"] == pytest.approx(r["hypervolume"] - rows[0]["hypervolume"])
+        assert d["ci95"][0] <= d["ci95"][1]
     report = json.loads((out / "report.json").read_text())
     assert [m["method"] for m in report["methods"]] == [f"{NAME}-{m}" for m in METHODS]
     assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "compare.md").read_text()
-    assert all(f"| {m} |" in table for m in METHODS)
+    assert all(f"| {m} |" in table for m in METHODS) and "| HV - first [95%] |" in table
     # every run is measured in the first run's box
     first = json.loads((compared / f"{NAME}-paretohqd" / "evaluate" / "bounds.json").read_text())
     assert report["bounds"]["lower"] == first["lower"] and report["bounds"]["upper"] == first["upper"]

@@ -2,8 +2,11 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from paretohqd.evaluate.front import bootstrap_mean, front_metrics, run_bounds
+from paretohqd.evaluate.front import (bootstrap_hypervolume, bootstrap_mean, front_metrics, percentile_interval,
+                                      run_bounds)
 
 
 def test_hypervolume_of_mean_points_2d_by_hand():
@@ -95,3 +98,80 @@ def test_run_bounds_and_errors():
         run_bounds([[1, 5], [3, 5]])
     with pytest.raises(ValueError, match="scores has no rows"):
         run_bounds(np.zeros((0, 2)))
+
+
+# Hypervolume bootstrap ---------------------------------------------------------------------------
+
+def oracle_hv_2d(points, lower, upper):
+    """Staircase area of maximised 2-D points above the normalised origin, by sorting (no moocore)."""
+    z = [((x - lower[0]) / (upper[0] - lower[0]), (y - lower[1]) / (upper[1] - lower[1])) for x, y in points]
+    z = sorted((p for p in z if p[0] > 0 and p[1] > 0), key=lambda p: -p[0])
+    area, top = 0.0, 0.0
+    for x, y in z:
+        if y > top:
+            area += x * (y - top)
+            top = y
+    return area
+
+
+def oracle_bootstrap_hv(values, lower, upper, idx):
+    """For each row of prompt draws `idx`, each model's mean by a plain sum, then the staircase."""
+    out = []
+    for draw in idx:
+        means = [[sum(model[i][k] for i in draw) / len(draw) for k in range(2)] for model in values]
+        out.append(oracle_hv_2d(means, lower, upper))
+    return np.array(out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=st.integers(1, 4), n=st.integers(1, 12), seed=st.integers(0, 2**16))
+def test_bootstrap_hypervolume_matches_the_oracle(p, n, seed):
+    values = np.random.default_rng(seed).uniform(-0.5, 1.5, size=(p, n, 2))  # some below the nadir
+    lower, upper = [0.0, 0.0], [1.0, 2.0]
+    got = bootstrap_hypervolume(values, lower=lower, upper=upper, n_resamples=30, seed=seed)
+    idx = np.random.default_rng(seed).integers(0, n, size=(30, n))  # the draws the docstring promises
+    np.testing.assert_allclose(got, oracle_bootstrap_hv(values.tolist(), lower, upper, idx), atol=1e-12)
+
+
+def test_bootstrap_hypervolume_pairs_draws_across_runs(monkeypatch):
+    """Draws depend on (prompts, seed) only: a run with 2 models and one with 5 over the same 9
+    prompts get the same draws, chunked or not, so their difference is a paired bootstrap."""
+    import paretohqd.evaluate.front as front
+
+    rng = np.random.default_rng(7)
+    a, b = rng.random((2, 9, 2)), rng.random((5, 9, 2))
+    box = dict(lower=[0, 0], upper=[1, 1], n_resamples=50, seed=3)
+    ha, hb = bootstrap_hypervolume(a, **box), bootstrap_hypervolume(b, **box)
+    idx = np.random.default_rng(3).integers(0, 9, size=(50, 9))
+    np.testing.assert_allclose(ha, oracle_bootstrap_hv(a.tolist(), [0, 0], [1, 1], idx), atol=1e-12)
+    np.testing.assert_allclose(hb, oracle_bootstrap_hv(b.tolist(), [0, 0], [1, 1], idx), atol=1e-12)
+    monkeypatch.setattr(front, "_CHUNK", 9 * 7)  # 7 resamples a chunk, whatever the number of models
+    assert np.array_equal(bootstrap_hypervolume(a, **box)[:7], ha[:7])
+    assert np.array_equal(bootstrap_hypervolume(b, **box)[:7], hb[:7])
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=st.integers(1, 4), m=st.integers(2, 4), seed=st.integers(0, 2**16))
+def test_bootstrap_hypervolume_properties(p, m, seed):
+    rng = np.random.default_rng(seed)
+    point = rng.random((p, 1, m))
+    box = dict(lower=np.zeros(m), upper=np.ones(m), n_resamples=20, seed=seed)
+    # every prompt rewarded alike: every resample is the point estimate
+    same = bootstrap_hypervolume(np.repeat(point, 6, axis=1), **box)
+    np.testing.assert_allclose(same, front_metrics(point[:, 0], lower=box["lower"], upper=box["upper"])[0])
+    # hypervolume is a function of the set of mean points: model order does not matter
+    values = rng.random((p, 6, m))
+    np.testing.assert_allclose(bootstrap_hypervolume(values[::-1], **box), bootstrap_hypervolume(values, **box))
+    # values inside the box give volumes inside [0, 1]
+    hv = bootstrap_hypervolume(values, **box)
+    assert ((hv >= 0) & (hv <= 1)).all()
+
+
+def test_bootstrap_hypervolume_errors_and_interval():
+    with pytest.raises(ValueError, match=r"shape \(models, prompts, objectives\)"):
+        bootstrap_hypervolume(np.zeros((2, 3)), lower=[0], upper=[1], n_resamples=5, seed=0)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bootstrap_hypervolume([[[np.nan, 1.0]]], lower=[0, 0], upper=[1, 1], n_resamples=5, seed=0)
+    assert bootstrap_hypervolume([[[1.0, 1.0]]], lower=[0, 0], upper=[1, 1], n_resamples=0, seed=0).shape == (0,)
+    assert percentile_interval([]) is None
+    assert percentile_interval([2.0, 2.0, 2.0]) == [2.0, 2.0]

@@ -86,8 +86,9 @@ def test_report_files_and_printed_table(tmp_path, capsys):
     assert json.loads(path.read_text())["methods"][0]["hypervolume"] == pytest.approx(0.375)
     assert (run / "front.png").read_bytes()[:8] == PNG
     md = (run / "report.md").read_text()
-    assert "| method | what | hypervolume | collapse rate | compute (device h) |" in md
-    assert "| a | ParetoHqD (test) | 0.3750 | 50.0% | 1.100 |" in md
+    assert "| method | what | hypervolume [95%] | vs first [95%] | collapse rate | compute (device h) |" in md
+    lo, hi = json.loads(path.read_text())["methods"][0]["hypervolume_ci95"]
+    assert f"| a | ParetoHqD (test) | 0.3750 [{lo:.4f}, {hi:.4f}] | - | 50.0% | 1.100 |" in md
     assert "| a | pref-01 | (0.5, 0.5) | 2.000 [" in md
     assert "reference point = normalised nadir (0, 0) = raw (0, 0)" in md
     assert "![front](front.png)" in md
@@ -116,6 +117,28 @@ def test_overlay_uses_first_runs_bounds(tmp_path):
     assert (tmp_path / "compare-a-b" / "front.png").read_bytes()[:8] == PNG
 
 
+def test_hypervolume_intervals_and_the_paired_difference(tmp_path):
+    """b's models beat a's by 0.5 in some objective on every prompt (the same +-1 noise pattern), so
+    b's hypervolume is higher in every paired resample (0.421875 - 0.375 = 0.046875 at the means),
+    though the two unpaired intervals overlap. A copy of a differs from a by exactly 0."""
+    a = evaluated_run(tmp_path / "a")
+    b = evaluated_run(tmp_path / "b", means=[[1.5, 3.0], [2.0, 2.5], [3.0, 1.0]])
+    copy = evaluated_run(tmp_path / "copy")
+    report, _ = build_report([a, b, copy])
+    ma, mb, mc = report["methods"]
+    assert "hypervolume_vs_first" not in ma
+    assert ma["hypervolume_ci95"][0] < 0.375 < ma["hypervolume_ci95"][1]
+    assert mb["hypervolume"] == pytest.approx(0.421875)
+    assert mb["hypervolume_ci95"][0] < ma["hypervolume_ci95"][1]  # unpaired: overlapping
+    d = mb["hypervolume_vs_first"]
+    assert d["vs"] == "a" and d["delta"] == pytest.approx(0.046875) and 0 < d["ci95"][0] <= d["ci95"][1]
+    assert mc["hypervolume_vs_first"] == {"vs": "a", "delta": 0.0, "ci95": [0.0, 0.0]}
+    # other held-out prompts: no pairing, no difference interval
+    df = pd.read_parquet(b / "evaluate" / "responses.parquet")
+    write_parquet(df.assign(prompt_id=df["prompt_id"] + "x"), b / "evaluate" / "responses.parquet")
+    assert build_report([a, b])[0]["methods"][1]["hypervolume_vs_first"] is None
+
+
 def test_three_objectives_give_pairwise_panels(tmp_path):
     import matplotlib.image
 
@@ -125,7 +148,7 @@ def test_three_objectives_give_pairwise_panels(tmp_path):
     assert report["methods"][0]["models"][0]["ci95"]["humor"] == [None, None]  # no bootstrap, no interval
     write_report([run])
     img = matplotlib.image.imread(run / "front.png")
-    assert img.shape[1] > 2.5 * img.shape[0]  # three panels side by side
+    assert 1.4 * img.shape[0] < img.shape[1] < 2 * img.shape[0]  # three panels side by side, each zoomed below
 
 
 def test_plot_fronts_direct(tmp_path):
@@ -153,6 +176,10 @@ def test_report_errors(tmp_path):
         build_report([a])
     write_parquet(df[df["model"] == "base"], a / "evaluate" / "responses.parquet")
     with pytest.raises(InputError, match="holds no preference model answers"):
+        build_report([a])
+    write_parquet(df[df["id"] != "pref-01-3"], a / "evaluate" / "responses.parquet")
+    with pytest.raises(InputError, match=r"responses.parquet: some preference models lack answers to prompts "
+                                         r"the others answered, e.g. \(model, prompt_id\) \[\('pref-01', 'p03'\)\]"):
         build_report([a])
 
 

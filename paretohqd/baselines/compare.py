@@ -31,13 +31,15 @@ from rich.table import Table
 
 from paretohqd.config import IMPLIED, Config, ConfigError, dump_config
 from paretohqd.io import write_json, write_text
+from paretohqd.report.render import hv_cell, hv_delta_cell
 
 SHARED_FILES = ("data/all.parquet", "data/train.parquet", "data/heldout.parquet", "data/scores.parquet",
                 "data/scores.stats.json", "evaluate/bounds.json", "evaluate/responses/base.parquet")
 SHARED_STEPS = ("prepare", "rewards", "score")
 # the config sections that decide ParetoHqD's stage-1 models
 STAGE1_KEYS = ("seed", "data", "policy", "rewards", "select", "train")
-HEADER = ["method", "what", "hypervolume", "collapse rate", "compute (device h)", "vs ParetoHqD"]
+HEADER = ["method", "what", "hypervolume [95%]", "HV - first [95%]", "collapse rate", "compute (device h)",
+          "compute vs ParetoHqD"]
 
 
 def method_config(cfg: Config, method: str) -> Config:
@@ -132,7 +134,10 @@ def write_comparison(cfg: Config, roots: dict[str, Path], *, console: Console | 
     rows = comparison_rows(list(roots), report)
     write_text(dump_config(cfg), out / "config.yaml")
     md = ["# Methods compared", "", f"Runs: {', '.join(str(r) for r in roots.values())}. "
-          "Hypervolume of each method's mean-reward points in the first run's box; collapse rate over "
+          "Hypervolume of each method's mean-reward points in the first run's box, with a 95% bootstrap "
+          "interval over the held-out prompts; `HV - first`: the difference to the first method with a "
+          "paired interval (the same prompt draws), so an interval holding 0 means no evidence either "
+          "way; collapse rate over "
           "every preference model's held-out answers; compute = device hours of every step but "
           "evaluation (shared data preparation and scoring charged to every method).", "",
           "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
@@ -167,7 +172,8 @@ def comparison_rows(methods: list[str], report: dict) -> list[dict]:
     for method, m in entries.items():
         hours = m["compute"]["training"]["device_h"]
         rows.append({"method": method, "run": m["method"], "description": m["description"],
-                     "hypervolume": m["hypervolume"], "collapse_rate": m["collapse_rate"],
+                     "hypervolume": m["hypervolume"], "hypervolume_ci95": m.get("hypervolume_ci95"),
+                     "hypervolume_vs_first": m.get("hypervolume_vs_first"), "collapse_rate": m["collapse_rate"],
                      "compute_device_h": hours, "compute_wall_h": m["compute"]["training"]["wall_h"],
                      "relative_compute": hours / ref_h if ref_h else None})
     return rows
@@ -175,5 +181,5 @@ def comparison_rows(methods: list[str], report: dict) -> list[dict]:
 
 def _cells(r: dict) -> list[str]:
     rel = "-" if r["relative_compute"] is None else f"{r['relative_compute']:.2f}x"
-    return [r["method"], r["description"], f"{r['hypervolume']:.4f}", f"{r['collapse_rate']:.1%}",
+    return [r["method"], r["description"], hv_cell(r), hv_delta_cell(r), f"{r['collapse_rate']:.1%}",
             f"{r['compute_device_h']:.3f}", rel]

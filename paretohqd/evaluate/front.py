@@ -1,4 +1,5 @@
-"""The front of a method: per model mean reward with a bootstrap interval, hypervolume, Pareto subset.
+"""The front of a method: per model mean reward with a bootstrap interval, hypervolume (with its
+prompt-bootstrap interval), Pareto subset.
 
 Pure numpy on arrays; the run module turns tables into these arrays. Every objective is maximised.
 Hypervolume is measured in the run's normalised box: bounds are the per-objective min and max of
@@ -68,6 +69,69 @@ def bootstrap_mean(
     tail = (1 - level) / 2
     lo, hi = np.quantile(boot, [tail, 1 - tail], axis=0)  # (M,), (M,)
     return mean, lo, hi
+
+
+def bootstrap_hypervolume(
+    values: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike, n_resamples: int, seed: int
+) -> np.ndarray:
+    """Hypervolume of the models' mean points over bootstrap resamples of the prompts.
+
+    Prompts, not single answers, are resampled, and one draw serves every model: the models
+    answered the same prompts, and a hard prompt lowers them all. The draws depend only on
+    (n, seed), so two runs over the same prompts in the same order get the same draws, and the
+    difference of their resampled hypervolumes is a paired bootstrap of the difference.
+
+    Args:
+        values: (P, n, M) rewards; values[p, i] is model p's (mean) answer reward on prompt i,
+            prompts in the same order for every model.
+        lower: (M,) run bounds, mapped to 0 (also the reference point).
+        upper: (M,) run bounds, mapped to 1.
+        n_resamples: bootstrap resamples (0 gives an empty array).
+        seed: seed of the resampling.
+
+    Returns:
+        (n_resamples,) hypervolumes.
+
+    Raises:
+        ValueError: not (P, n, M) with P, n >= 1, NaN/inf values, or negative `n_resamples`.
+
+    Examples:
+        >>> hv = bootstrap_hypervolume([[[1.0, 0.0], [0.0, 1.0]]], lower=[0, 0], upper=[1, 1],
+        ...                            n_resamples=200, seed=0)
+        >>> hv.shape, sorted(set(hv.round(2).tolist()))  # resampled mean (a, 1 - a): a(1 - a)
+        ((200,), [0.0, 0.25])
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"values must have shape (models, prompts, objectives), each >= 1; got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("values holds NaN or inf; every answer needs a finite reward")
+    if n_resamples < 0:
+        raise ValueError(f"n_resamples must be >= 0, got {n_resamples}")
+    rng = np.random.default_rng(seed)
+    n = x.shape[1]
+    per_chunk = max(1, _CHUNK // n)  # not // (P * n): the draws must not depend on the number of models
+    out = np.empty(n_resamples)
+    for start in range(0, n_resamples, per_chunk):
+        idx = rng.integers(0, n, size=(min(per_chunk, n_resamples - start), n))  # (B, n)
+        means = x[:, idx].mean(axis=2)  # (P, B, M)
+        for b in range(idx.shape[0]):
+            out[start + b] = hypervolume(means[:, b], lower=lower, upper=upper)
+    return out
+
+
+def percentile_interval(samples: ArrayLike, /, level: float = LEVEL) -> list[float] | None:
+    """[lower, upper] percentile interval of bootstrap samples; None for no samples.
+
+    Examples:
+        >>> percentile_interval([0.0, 1.0, 2.0, 3.0, 4.0], level=0.5)
+        [1.0, 3.0]
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size == 0:
+        return None
+    tail = (1 - level) / 2
+    return [float(v) for v in np.quantile(x, [tail, 1 - tail])]
 
 
 def run_bounds(scores: ArrayLike, /) -> tuple[np.ndarray, np.ndarray]:

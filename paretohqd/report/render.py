@@ -24,17 +24,33 @@ def main_rows(report: dict) -> list[list[str]]:
     rows = []
     for m in report["methods"]:
         c = m["compute"]["training"]
-        rows.append([m["method"], m["description"], f"{m['hypervolume']:.4f}", f"{m['collapse_rate']:.1%}",
+        rows.append([m["method"], m["description"], hv_cell(m), hv_delta_cell(m), f"{m['collapse_rate']:.1%}",
                      f"{c['device_h']:.3f}", f"{c['wall_h']:.3f}"])
     for m in report["methods"]:
         if m["base"] is not None:
             b = m["base"]
-            rows.append([f"{m['method']}: base", "untuned policy (reference)", f"{b['hypervolume']:.4f}",
+            rows.append([f"{m['method']}: base", "untuned policy (reference)", f"{b['hypervolume']:.4f}", "-",
                          f"{b['collapse_rate']:.1%}", "0", "0"])
     return rows
 
 
-MAIN_HEADER = ["method", "what", "hypervolume", "collapse rate", "compute (device h)", "compute (wall h)"]
+MAIN_HEADER = ["method", "what", "hypervolume [95%]", "vs first [95%]", "collapse rate", "compute (device h)",
+               "compute (wall h)"]
+
+
+def hv_cell(m: dict) -> str:
+    """Hypervolume with its prompt-bootstrap interval."""
+    ci = m.get("hypervolume_ci95")
+    return f"{m['hypervolume']:.4f}" if ci is None else f"{m['hypervolume']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def hv_delta_cell(m: dict) -> str:
+    """Hypervolume minus the first method's, with its paired interval; "-" for the first method."""
+    d = m.get("hypervolume_vs_first")
+    if d is None:
+        return "-"
+    sign = lambda x: f"{x:+.4f}"  # noqa: E731
+    return sign(d["delta"]) if d["ci95"] is None else f"{sign(d['delta'])} [{sign(d['ci95'][0])}, {sign(d['ci95'][1])}]"
 
 
 def preference_rows(report: dict) -> tuple[list[str], list[list[str]]]:
@@ -105,8 +121,10 @@ def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
                   f"{files}: {d['overlap']} overlap. Bootstrap: {m['bootstrap']['resamples']} resamples, "
                   f"seed {m['bootstrap']['seed']}, {m['bootstrap']['level']:.0%} percentile intervals."]
     lines += ["", "## Main table", "",
-              "Compute: every step of the run before evaluate (from manifest.json); device hours = wall "
-              "hours x devices.", "", _md_table(MAIN_HEADER, main_rows(report)), ""]
+              "Hypervolume intervals: percentile bootstrap over the held-out prompts, one draw for all of a "
+              "method's models; `vs first`: hypervolume minus the first method's, with a paired interval (the "
+              "same draws for both). An interval that holds 0 is no evidence either way. Compute: every step "
+              "of the run before evaluate (from manifest.json); device hours = wall hours x devices.", "", _md_table(MAIN_HEADER, main_rows(report)), ""]
     header, rows = preference_rows(report)
     lines += ["## Per preference", "", f"Mean reward per objective ({', '.join(names)}) with its 95% "
               "bootstrap interval; on front = no other model of the method has higher means everywhere.", "",

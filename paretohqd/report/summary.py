@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from paretohqd.evaluate.collapse import REASONS
-from paretohqd.evaluate.front import LEVEL, bootstrap_mean, front_metrics
+from paretohqd.evaluate.front import LEVEL, bootstrap_hypervolume, bootstrap_mean, front_metrics, percentile_interval
 from paretohqd.io import InputError, read_table
 
 _EVAL_FILES = ("meta.json", "bounds.json", "disjoint.json", "responses.parquet")
@@ -97,6 +97,36 @@ def model_rows(df: pd.DataFrame, names: list[str], *, n_resamples: int, seed: in
     return rows
 
 
+def prompt_matrix(run: dict) -> tuple[list[str], np.ndarray]:
+    """The preference models' rewards per held-out prompt: prompt ids (sorted) and (P, n, M) values
+    (the mean over a model's answers to one prompt; models in file order).
+
+    Raises:
+        InputError: a preference model did not answer every prompt the others answered.
+    """
+    names = run["meta"]["objectives"]
+    df = run["responses"]
+    df = df[df["preference_index"] >= 0]
+    models = list(dict.fromkeys(df["model"]))
+    per_prompt = df.groupby(["model", "prompt_id"], sort=True)[names].mean()
+    prompts = sorted(df["prompt_id"].unique())
+    grid = pd.MultiIndex.from_product([models, prompts], names=["model", "prompt_id"])
+    full = per_prompt.reindex(grid)
+    if full.isna().any().any():
+        gaps = full[full.isna().any(axis=1)].index[:3].tolist()
+        raise InputError(f"{run['root'] / 'evaluate' / 'responses.parquet'}: some preference models lack answers "
+                         f"to prompts the others answered, e.g. (model, prompt_id) {gaps}")
+    return prompts, full.to_numpy().reshape(len(models), len(prompts), len(names))
+
+
+def hypervolume_resamples(run: dict, *, lower: list[float], upper: list[float]) -> tuple[list[str], np.ndarray]:
+    """Prompt ids and (B,) bootstrap hypervolumes of a run (B = the run's `evaluate.bootstrap`)."""
+    prompts, values = prompt_matrix(run)
+    meta = run["meta"]
+    return prompts, bootstrap_hypervolume(values, lower=lower, upper=upper, n_resamples=meta["bootstrap"],
+                                          seed=meta["seed"])
+
+
 def summarise_run(run: dict, *, lower: list[float], upper: list[float]) -> dict:
     """The report entry of one run (method) in the box `lower`/`upper`.
 
@@ -121,6 +151,7 @@ def summarise_run(run: dict, *, lower: list[float], upper: list[float]) -> dict:
     out = {
         "method": run["root"].name, "folder": str(run["root"]), "description": meta["description"],
         "objectives": names, "prompts": meta["prompts"], "hypervolume": hv,
+        "hypervolume_ci95": percentile_interval(hypervolume_resamples(run, lower=lower, upper=upper)[1]),
         "pareto_models": [r["model"] for r in prefs if r["on_front"]],
         "collapse_rate": float(pref_df["collapse"].notna().mean()),
         "collapse_reasons": {r: int((pref_df["collapse"] == r).sum()) for r in REASONS},
