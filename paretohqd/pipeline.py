@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import PartialState
+from accelerate.utils.memory import clear_device_cache
 from rich.console import Console
 from rich.table import Table
 
@@ -88,6 +89,9 @@ class RunFolder:
         t0 = time.perf_counter()
         if every_process or self.state.is_main_process:
             fn()
+            # models a step loaded sit in reference cycles (trainers, hooks) until the collector runs:
+            # free them now, so the next step (or the next method of `compare`) starts with the memory
+            clear_device_cache(garbage_collection=True)
         self.state.wait_for_everyone()
         wall = time.perf_counter() - t0
         if not self.state.is_main_process:

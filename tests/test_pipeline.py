@@ -1,8 +1,10 @@
 """`paretohqd run` end to end: a tiny random Llama (fast), then the real offline parts (smoke)."""
 
+import gc
 import json
 
 import pytest
+from transformers import PreTrainedModel
 from typer.testing import CliRunner
 
 from paretohqd import pipeline
@@ -18,8 +20,14 @@ def _overrides(tmp_path, small_hh, policy):
             "generate.batch_size=4"]
 
 
+def _live_models() -> set[int]:
+    return {id(o) for o in gc.get_objects() if issubclass(type(o), PreTrainedModel)}  # type(): no proxy lookups
+
+
 def test_run_tiny_end_to_end_and_resume(tmp_path, small_hh, tiny_policy, monkeypatch):
     cfg = load_config("configs/demo.yaml", _overrides(tmp_path, small_hh, tiny_policy))
+    gc.collect()
+    before = _live_models()  # other tests' fixtures may hold models
     real = pipeline._train_preference
 
     def fail_on_second(cfg_, tok, scores, selection, index, out, steps, init):
@@ -36,6 +44,8 @@ def test_run_tiny_end_to_end_and_resume(tmp_path, small_hh, tiny_policy, monkeyp
 
     monkeypatch.setattr(pipeline, "_train_preference", real)
     pipeline.run(cfg)
+    # every step frees its models when it ends (without this they lived on in reference cycles)
+    assert not _live_models() - before
     assert (root / "stage1" / "pref-00" / "train.json").stat().st_mtime_ns == first  # finished work skipped
     manifest = json.loads((root / "manifest.json").read_text())["steps"]
     for name in ("prepare", "score", "select", "stage2/score", "stage2/select", "stage2/pref-02 w=[1.0, 0.0]"):

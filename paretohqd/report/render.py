@@ -49,8 +49,8 @@ def hv_delta_cell(m: dict) -> str:
     d = m.get("hypervolume_vs_first")
     if d is None:
         return "-"
-    sign = lambda x: f"{x:+.4f}"  # noqa: E731
-    return sign(d["delta"]) if d["ci95"] is None else f"{sign(d['delta'])} [{sign(d['ci95'][0])}, {sign(d['ci95'][1])}]"
+    cell = f"{d['delta']:+.4f}"
+    return cell if d["ci95"] is None else f"{cell} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
 
 
 def preference_rows(report: dict) -> tuple[list[str], list[list[str]]]:
@@ -124,7 +124,8 @@ def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
               "Hypervolume intervals: percentile bootstrap over the held-out prompts, one draw for all of a "
               "method's models; `vs first`: hypervolume minus the first method's, with a paired interval (the "
               "same draws for both). An interval that holds 0 is no evidence either way. Compute: every step "
-              "of the run before evaluate (from manifest.json); device hours = wall hours x devices.", "", _md_table(MAIN_HEADER, main_rows(report)), ""]
+              "of the run before evaluate (from manifest.json); device hours = wall hours x devices.", "",
+              _md_table(MAIN_HEADER, main_rows(report)), ""]
     header, rows = preference_rows(report)
     lines += ["## Per preference", "", f"Mean reward per objective ({', '.join(names)}) with its 95% "
               "bootstrap interval; on front = no other model of the method has higher means everywhere.", "",

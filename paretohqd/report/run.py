@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
+from paretohqd.evaluate.front import percentile_interval
 from paretohqd.io import InputError, read_table, write_json, write_text
 from paretohqd.report.plot import plot_fronts
 from paretohqd.report.render import print_tables, report_md
-from paretohqd.evaluate.front import percentile_interval
 from paretohqd.report.summary import hypervolume_resamples, load_run, summarise_run
 
 
