@@ -2,11 +2,9 @@
 
 The counts follow the config exactly (optimizer steps x samples, generated tokens, models
 evaluated); the unit costs are measurements of SmolLM2-135M with LoRA on this workplace's machine
-(2 shared cores of an Intel Xeon, 2026-11-29): the demo's stage-1 steps (batch 4, ~3 s) and
-stage-2 generation (~46 new tokens/s at 16 prompts a batch), and GRPO steps measured the same day
-(see `grpo_completion_s`).
-Every answer is counted at max_new_tokens, so the estimate leans high. Other models or machines:
-scale the costs (`CostModel`).
+(2 cores of an Intel Xeon, 2026-11-29), fitted to the compare-cpu run of that day
+(docs/results/compare-cpu-2026-11-29: 81.7 min measured, 82.5 min estimated with these costs).
+Every answer is counted at max_new_tokens. Other models or machines: scale the costs (`CostModel`).
 """
 
 from __future__ import annotations
@@ -19,13 +17,14 @@ from paretohqd.pareto.preferences import preferences_from_config
 
 @dataclass(frozen=True)
 class CostModel:
-    sft_sample_s: float = 0.75
-    """Seconds per training sample per optimizer step (forward + backward)."""
+    sft_sample_s: float = 1.2
+    """Seconds per training sample per optimizer step (forward + backward), model loading included
+    (measured: 0.96 for ParetoHqD's stage 1, 1.7 for RiC, whose random samples run longer)."""
     generated_token_s: float = 1 / 46
-    """Seconds per generated token, batched."""
+    """Seconds per generated token, batched (evaluation measured 156-196 s per 5 x 24 x 64 tokens)."""
     grpo_completion_s: float = 4.5
     """Seconds per GRPO completion at 64 new tokens: sampling, both forward passes and the backward
-    (measured: 31.5 s per step of 8 completions, TRL 1.16, fp32, quiet machine; runs that shared
+    (measured: 31-48 s per step of 8 completions, TRL 1.16, fp32, quiet machine; runs that shared
     the cores with other training measured 245-314 s)."""
     run_overhead_s: float = 30.0
     """Per run: loading models, scoring with the reward heads, writing the report."""
