@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from paretohqd.evaluate.front import percentile_interval
 from paretohqd.io import InputError, read_table, write_json, write_text
 from paretohqd.report.plot import plot_fronts
 from paretohqd.report.render import print_tables, report_md
-from paretohqd.report.summary import hypervolume_resamples, load_run, summarise_run
+from paretohqd.report.summary import load_run, summarise_runs
 
 
 def default_out(roots: list[Path]) -> Path:
@@ -43,27 +42,12 @@ def build_report(roots: list[str | Path]) -> tuple[dict, list[dict]]:
             raise InputError(f"{r['root']} has objectives {r['meta']['objectives']} but {first['root']} has "
                              f"{names}; runs compared in one report must share their objectives")
     bounds = first["bounds"]
-    methods = [summarise_run(r, lower=bounds["lower"], upper=bounds["upper"]) for r in runs]
-    if len(runs) > 1:
-        add_hypervolume_deltas(methods, runs, lower=bounds["lower"], upper=bounds["upper"])
+    methods = summarise_runs(runs, lower=bounds["lower"], upper=bounds["upper"])
     report = {"bounds": bounds, "bounds_from": str(first["root"] / bounds["source"]),
               "reference": {"normalised": bounds["ref_normalised"], "raw": bounds["ref_raw"],
                             "what": "the normalised nadir: per-objective minimum of the scored training data"},
               "hypervolume": {m["method"]: m["hypervolume"] for m in methods}, "methods": methods}
     return report, runs
-
-
-def add_hypervolume_deltas(methods: list[dict], runs: list[dict], *, lower: list[float], upper: list[float]) -> None:
-    """Give every method after the first `hypervolume_vs_first`: its hypervolume minus the first
-    method's, with a paired bootstrap interval (same prompt draws for both), or None where the
-    two runs answered different prompts (no pairing then)."""
-    ref_prompts, ref = hypervolume_resamples(runs[0], lower=lower, upper=upper)
-    for m, r in zip(methods[1:], runs[1:]):
-        prompts, boot = hypervolume_resamples(r, lower=lower, upper=upper)
-        paired = prompts == ref_prompts and len(boot) == len(ref) and r["meta"]["seed"] == runs[0]["meta"]["seed"]
-        m["hypervolume_vs_first"] = None if not paired else {
-            "vs": methods[0]["method"], "delta": m["hypervolume"] - methods[0]["hypervolume"],
-            "ci95": percentile_interval(boot - ref)}
 
 
 def write_report(roots: list[str | Path], out: str | Path | None = None, *, console: Console | None = None) -> Path:

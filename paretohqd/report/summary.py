@@ -127,8 +127,9 @@ def hypervolume_resamples(run: dict, *, lower: list[float], upper: list[float]) 
                                           seed=meta["seed"])
 
 
-def summarise_run(run: dict, *, lower: list[float], upper: list[float]) -> dict:
-    """The report entry of one run (method) in the box `lower`/`upper`.
+def summarise_run(run: dict, *, lower: list[float], upper: list[float]) -> tuple[dict, list[str], np.ndarray]:
+    """The report entry of one run (method) in the box `lower`/`upper`, and the run's held-out
+    prompt ids and (B,) bootstrap hypervolumes (for paired differences between runs).
 
     Raises:
         InputError: the run has no preference model answers.
@@ -148,10 +149,11 @@ def summarise_run(run: dict, *, lower: list[float], upper: list[float]) -> dict:
     for r, f in zip(prefs, on_front):
         r["on_front"] = bool(f)
     pref_df = df[df["preference_index"] >= 0]
+    prompts, hv_boot = hypervolume_resamples(run, lower=lower, upper=upper)
     out = {
         "method": run["root"].name, "folder": str(run["root"]), "description": meta["description"],
         "objectives": names, "prompts": meta["prompts"], "hypervolume": hv,
-        "hypervolume_ci95": percentile_interval(hypervolume_resamples(run, lower=lower, upper=upper)[1]),
+        "hypervolume_ci95": percentile_interval(hv_boot),
         "pareto_models": [r["model"] for r in prefs if r["on_front"]],
         "collapse_rate": float(pref_df["collapse"].notna().mean()),
         "collapse_reasons": {r: int((pref_df["collapse"] == r).sum()) for r in REASONS},
@@ -163,7 +165,20 @@ def summarise_run(run: dict, *, lower: list[float], upper: list[float]) -> dict:
         b = base[0]
         b["hypervolume"] = front_metrics([[b["mean"][o] for o in names]], lower=lower, upper=upper)[0]
         out["base"] = b
-    return out
+    return out, prompts, hv_boot
+
+
+def summarise_runs(runs: list[dict], *, lower: list[float], upper: list[float]) -> list[dict]:
+    """The report entries of runs (methods) in one box. Every run after the first also gets
+    `hypervolume_vs_first`: its hypervolume minus the first run's, with a paired bootstrap interval
+    (the same prompt draws for both), or None where the two runs answered different prompts."""
+    (first, ref_prompts, ref), *rest = [summarise_run(r, lower=lower, upper=upper) for r in runs]
+    for (m, prompts, boot), r in zip(rest, runs[1:]):
+        paired = prompts == ref_prompts and len(boot) == len(ref) and r["meta"]["seed"] == runs[0]["meta"]["seed"]
+        m["hypervolume_vs_first"] = None if not paired else {
+            "vs": first["method"], "delta": m["hypervolume"] - first["hypervolume"],
+            "ci95": percentile_interval(boot - ref)}
+    return [first] + [m for m, _, _ in rest]
 
 
 def _nan_none(x: np.ndarray) -> list[float | None]:
