@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from paretohqd.io import InputError, atomic_path, read_table, write_json, write_parquet
+from paretohqd.io import InputError, read_table, write_json, write_parquet
 from paretohqd.objectives import RewardModel
 
 REQUIRED = ("id", "prompt", "response")
@@ -40,8 +40,7 @@ class ScoreCache:
 
     def write(self, ids: Sequence[str], scores: np.ndarray) -> None:
         name = f"chunk-{time.time_ns()}-{os.getpid()}.parquet"
-        with atomic_path(self.folder / name) as tmp:
-            pd.DataFrame({"id": list(ids), "score": scores.astype(np.float64)}).to_parquet(tmp, index=False)
+        write_parquet(pd.DataFrame({"id": list(ids), "score": scores.astype(np.float64)}), self.folder / name)
 
 
 def _groups(models: dict[str, RewardModel]) -> list[tuple[list[str], Scorer]]:
