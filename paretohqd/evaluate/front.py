@@ -10,6 +10,8 @@ nadir in some objective adds nothing; one above the maximum may push the volume 
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -20,6 +22,15 @@ LEVEL = 0.95
 """Coverage of the bootstrap intervals."""
 # cap on (resamples x samples) index entries held at once, so a large eval set stays in memory
 _CHUNK = 4_000_000
+
+
+def _draws(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Seeded bootstrap draws of n indices, (B, n) chunks of at most `_CHUNK` entries, n_resamples
+    rows in all. They depend on (n, n_resamples, seed) only, so runs over the same n share them."""
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, _CHUNK // n)
+    for start in range(0, n_resamples, per_chunk):
+        yield rng.integers(0, n, size=(min(per_chunk, n_resamples - start), n))
 
 
 def bootstrap_mean(
@@ -58,14 +69,7 @@ def bootstrap_mean(
     if n_resamples == 0:
         nan = np.full_like(mean, np.nan)
         return mean, nan, nan.copy()
-    rng = np.random.default_rng(seed)
-    n = len(x)
-    per_chunk = max(1, _CHUNK // n)
-    means = []
-    for start in range(0, n_resamples, per_chunk):
-        idx = rng.integers(0, n, size=(min(per_chunk, n_resamples - start), n))  # (B, n)
-        means.append(x[idx].mean(axis=1))  # (B, M)
-    boot = np.concatenate(means)  # (n_resamples, M)
+    boot = np.concatenate([x[idx].mean(axis=1) for idx in _draws(len(x), n_resamples, seed)])  # (n_resamples, M)
     tail = (1 - level) / 2
     lo, hi = np.quantile(boot, [tail, 1 - tail], axis=0)  # (M,), (M,)
     return mean, lo, hi
@@ -108,16 +112,11 @@ def bootstrap_hypervolume(
         raise ValueError("values holds NaN or inf; every answer needs a finite reward")
     if n_resamples < 0:
         raise ValueError(f"n_resamples must be >= 0, got {n_resamples}")
-    rng = np.random.default_rng(seed)
-    n = x.shape[1]
-    per_chunk = max(1, _CHUNK // n)  # not // (P * n): the draws must not depend on the number of models
-    out = np.empty(n_resamples)
-    for start in range(0, n_resamples, per_chunk):
-        idx = rng.integers(0, n, size=(min(per_chunk, n_resamples - start), n))  # (B, n)
+    out = []
+    for idx in _draws(x.shape[1], n_resamples, seed):
         means = x[:, idx].mean(axis=2)  # (P, B, M)
-        for b in range(idx.shape[0]):
-            out[start + b] = hypervolume(means[:, b], lower=lower, upper=upper)
-    return out
+        out += [hypervolume(means[:, b], lower=lower, upper=upper) for b in range(len(idx))]
+    return np.array(out, dtype=np.float64)
 
 
 def percentile_interval(samples: ArrayLike, /, level: float = LEVEL) -> list[float] | None:
