@@ -32,25 +32,29 @@ class CostModel:
 
 def work(cfg: Config, method: str, *, shares_stage1: bool = False) -> dict[str, float]:
     """Work one method's run does: samples x steps trained, tokens generated, GRPO completions."""
+    from paretohqd.baselines import morlhf, ric
+    from paretohqd.pipeline import representatives  # stage 2's generators
+
     m = len(cfg.rewards.models)
-    n_prefs = len(preferences_from_config(cfg.select.preferences, m))
+    prefs = preferences_from_config(cfg.select.preferences, m)
+    n_prefs = len(prefs)
     batch, gen = cfg.train.batch_size, cfg.generate.max_new_tokens
     train = generated = grpo = 0.0
     if method in ("paretohqd", "scalarised", "full-data", "stage1-only"):
         train += 0 if shares_stage1 else n_prefs * cfg.train.steps * batch
         if method != "stage1-only" and cfg.stage2.enabled:
-            generated += min(m + 1, n_prefs) * cfg.stage2.prompts * gen
+            generated += len(representatives(prefs)) * cfg.stage2.prompts * gen
             train += n_prefs * cfg.stage2.steps * batch
     elif method == "ric":
-        train += (cfg.ric.steps or cfg.train.steps * n_prefs) * batch
+        train += ric.steps(cfg) * batch
     elif method == "rewarded-soups":
         if cfg.soups.train == "sft":
             train += m * cfg.train.steps * batch
         else:
             grpo += m * cfg.morlhf.steps * cfg.morlhf.batch_size
-    elif method == "morlhf":
-        grpo += len(preferences_from_config(cfg.morlhf.preferences, m)) * cfg.morlhf.steps * cfg.morlhf.batch_size
-    n_models = len(preferences_from_config(cfg.morlhf.preferences, m)) if method == "morlhf" else n_prefs
+    n_models = len(morlhf.preferences(cfg)) if method == "morlhf" else n_prefs
+    if method == "morlhf":
+        grpo += n_models * cfg.morlhf.steps * cfg.morlhf.batch_size
     generated += n_models * cfg.evaluate.prompts * gen
     return {"train_samples": train, "generated_tokens": generated, "grpo_completions": grpo}
 

@@ -31,7 +31,7 @@ from rich.table import Table
 
 from paretohqd.config import IMPLIED, Config, ConfigError, dump_config
 from paretohqd.io import write_json, write_text
-from paretohqd.report.render import hv_cell, hv_delta_cell
+from paretohqd.report.render import _md_table, hv_cell, hv_delta_cell
 
 SHARED_FILES = ("data/all.parquet", "data/train.parquet", "data/heldout.parquet", "data/scores.parquet",
                 "data/scores.stats.json", "evaluate/bounds.json", "evaluate/responses/base.parquet")
@@ -73,8 +73,7 @@ def share(src: Path, dst: Path, files: list[str], steps: tuple[str, ...]) -> lis
     path = dst / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() else {"steps": {}}
     for name, entry in src_steps.items():
-        if name not in manifest["steps"] and any(name == s or name.startswith(s + "/") or name.startswith(s + " ")
-                                                 for s in steps):
+        if name not in manifest["steps"] and any(name == s or name.startswith(s + "/") for s in steps):
             manifest["steps"][name] = {**entry, "shared_from": str(src)}
     write_json(manifest, path)
     return linked
@@ -140,8 +139,7 @@ def write_comparison(cfg: Config, roots: dict[str, Path], *, console: Console | 
           "way; collapse rate over "
           "every preference model's held-out answers; compute = device hours of every step but "
           "evaluation (shared data preparation and scoring charged to every method).", "",
-          "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    md += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+          _md_table(HEADER, [_cells(r) for r in rows])]
     write_text("\n".join(md) + "\n\nPlot: front.png; per-preference details: report.md\n", out / "compare.md")
     path = write_json({"methods": rows, "report": str(out / "report.json")}, out / "compare.json")
     table = Table(title=f"methods compared ({out})")
