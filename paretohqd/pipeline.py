@@ -284,8 +284,10 @@ def _paretohqd(cfg: Config, r: RunFolder, tokenizer, preferences: np.ndarray) ->
 
 def _rewards_marker(cfg: Config, names: list[str]) -> Path:
     """Done-marker of the rewards step: a missing head's config file, or any head's if none is missing."""
-    missing = [n for n in names if not (Path(cfg.rewards.dir) / n / "config.json").exists()]
-    return Path(cfg.rewards.dir) / (missing[0] if missing else names[0]) / "config.json"
+    from paretohqd.objectives import head_marker
+
+    missing = [n for n in names if not head_marker(cfg.rewards, n).exists()]
+    return head_marker(cfg.rewards, missing[0] if missing else names[0])
 
 
 def _stage2(cfg: Config, r: RunFolder, tokenizer, preferences: np.ndarray) -> None:

@@ -63,11 +63,10 @@ def reward_funcs(cfg: Config, root: Path, weights: np.ndarray) -> tuple[list, li
 def train_preference(cfg: Config, tokenizer, root: Path, weights: np.ndarray, out: Path, *, seed: int) -> dict:
     """GRPO with LoRA on w . r; saves the adapter and `train.json` to `out` (atomically)."""
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
     from paretohqd.models import load_policy
-    from paretohqd.train.sft import mixed_precision
+    from paretohqd.train.sft import lora_config, mixed_precision
 
     m = cfg.morlhf
     prompts = read_table(root / "data" / "train.parquet").drop_duplicates("prompt")
@@ -86,11 +85,9 @@ def train_preference(cfg: Config, tokenizer, root: Path, weights: np.ndarray, ou
         activation_checkpointing=False,  # small models fit without it (GRPOConfig turns it on)
         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
     )
-    lora = LoraConfig(r=cfg.train.lora_r, lora_alpha=cfg.train.lora_alpha, lora_dropout=cfg.train.lora_dropout,
-                      target_modules=list(cfg.train.lora_targets), task_type="CAUSAL_LM")
     model = load_policy(cfg.policy.model, dtype=cfg.policy.dtype, trust_remote_code=cfg.policy.trust_remote_code)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data,
-                          processing_class=tokenizer, peft_config=lora)
+                          processing_class=tokenizer, peft_config=lora_config(cfg.train))
     t0 = time.perf_counter()
     trainer.train()
     logs = [h for h in trainer.state.log_history if "reward" in h]

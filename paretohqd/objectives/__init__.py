@@ -54,9 +54,14 @@ PRESETS: dict[str, Preset] = {
 OFFLINE = ("minilm-helpful", "minilm-harmless", "minilm-humor")
 
 
+def head_marker(cfg: RewardsConfig, name: str) -> Path:
+    """The file whose presence marks offline head `name` as trained (its config.json, saved last)."""
+    return Path(cfg.dir) / name / "config.json"
+
+
 def available(cfg: RewardsConfig) -> str:
     """What a name may be, for error messages."""
-    trained = [n for n in OFFLINE if (Path(cfg.dir) / n / "config.json").exists()]
+    trained = [n for n in OFFLINE if head_marker(cfg, n).exists()]
     return (
         f"presets {sorted(PRESETS)}; offline heads {list(OFFLINE)} (trained in {cfg.dir}: "
         f"{trained or 'none yet, run `paretohqd reward train`'}); or a hub id (owner/name) or a local "
@@ -103,7 +108,7 @@ def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None =
         from paretohqd.objectives.minilm import load_head_model
 
         folder = Path(cfg.dir) / name
-        if not (folder / "config.json").exists():
+        if not head_marker(cfg, name).exists():
             raise ConfigError(
                 f"reward model {name!r} is not trained yet ({folder} missing); run `paretohqd reward train "
                 f"--only {name.removeprefix('minilm-')}` or set rewards.dir. Available: {available(cfg)}"

@@ -20,7 +20,7 @@ import torch
 
 from paretohqd.config import DataConfig, RewardsConfig
 from paretohqd.io import InputError, write_json
-from paretohqd.objectives import OFFLINE
+from paretohqd.objectives import OFFLINE, head_marker
 from paretohqd.objectives.minilm import ENCODER, Encoder, RewardHead, bt_loss, features, last_turn, save_head
 
 OBJECTIVES = {"minilm-helpful": "helpful", "minilm-harmless": "harmless", "minilm-humor": "humor"}
@@ -200,5 +200,5 @@ def run(cfg: RewardsConfig, names: Sequence[str] = OFFLINE, *, sources: Sequence
 def ensure_trained(cfg: RewardsConfig, names: Sequence[str], *, sources: Sequence[str] | None = None) -> dict[str, dict]:
     """Train those of the named offline heads not saved in `cfg.dir` yet; return their metrics."""
     _check_names(names)
-    missing = [n for n in dict.fromkeys(names) if not (Path(cfg.dir) / n / "config.json").exists()]
+    missing = [n for n in dict.fromkeys(names) if not head_marker(cfg, n).exists()]
     return run(cfg, missing, sources=sources) if missing else {}

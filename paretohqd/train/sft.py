@@ -117,9 +117,17 @@ def micro_batches(indices: list[int], lengths: list[int], max_tokens: int) -> li
 # Model -------------------------------------------------------------------------------------------
 
 
+def lora_config(cfg: TrainConfig):
+    """PEFT LoraConfig of the `train` section (SFT here, and MORLHF's GRPO)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+
+
 def build_model(policy: PolicyConfig, cfg: TrainConfig, init_adapter: str | Path | None = None):
     """The policy with fresh LoRA adapters, those of `init_adapter` (trainable), or all weights."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model
 
     attention = cfg.attention if cfg.attention != "auto" else (None if torch.cuda.is_available() else "eager")
     # a fully fine-tuned checkpoint is a whole model
@@ -129,9 +137,7 @@ def build_model(policy: PolicyConfig, cfg: TrainConfig, init_adapter: str | Path
     if cfg.lora:
         if init_adapter is not None:
             return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
-        return get_peft_model(model, lora)
+        return get_peft_model(model, lora_config(cfg))
     return model
 
 
