@@ -157,13 +157,9 @@ def representatives(preferences: np.ndarray) -> list[int]:
 
 
 def _score(cfg: Config, df: pd.DataFrame, out: Path) -> None:
-    from paretohqd.objectives import load_reward_models
-    from paretohqd.objectives.score import score_frame, stats, stats_path
+    from paretohqd.objectives.score import write_scores
 
-    models = load_reward_models(cfg.rewards)
-    scored = score_frame(df, models, cache_dir=Path(cfg.rewards.dir) / "scores", batch_size=cfg.rewards.batch_size)
-    write_json(stats(scored, list(models)), stats_path(out))
-    write_parquet(scored, out)
+    write_scores(cfg, df, out)
 
 
 def _select(cfg: Config, scores_path: Path, out_dir: Path, k: int) -> None:

@@ -41,7 +41,7 @@ def reward_funcs(cfg: Config, root: Path, weights: np.ndarray) -> tuple[list, li
     """
     from paretohqd.objectives import load_reward_models
 
-    stats = json.loads((root / "data" / "scores.stats.json").read_text())
+    stats = json.loads((root / "data" / "scores.stats.json").read_text())["stats"]
     models = load_reward_models(cfg.rewards)
     funcs, used = [], []
     for (name, model), w in zip(models.items(), weights):

@@ -169,18 +169,27 @@ def stats_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".stats.json")
 
 
+def write_scores(cfg, df: pd.DataFrame, out: str | Path, *, progress: bool = True) -> Path:
+    """Score `df` with `cfg.rewards.models`; write `out` and its statistics record (per objective
+    min/max/mean/std under "stats", with the models and their fingerprints) beside it."""
+    from paretohqd.objectives import load_reward_models
+
+    models = load_reward_models(cfg.rewards)
+    scored = score_frame(df, models, cache_dir=Path(cfg.rewards.dir) / "scores",
+                         batch_size=cfg.rewards.batch_size, progress=progress)
+    # the table last: a run step takes `out` as its done-marker, so the stats must already be there
+    write_json({"rows": len(scored), "models": dict(cfg.rewards.models),
+                "fingerprints": {o: m.fingerprint for o, m in models.items()},
+                "stats": stats(scored, list(models)), "config": cfg.rewards.model_dump(mode="json")}, stats_path(out))
+    write_parquet(scored, out)
+    return Path(out)
+
+
 def run(cfg, data: str | Path, out: str | Path, *, progress: bool = True) -> Path:
     """`paretohqd score`: read `data`, train missing offline heads, score, write `out` and its stats."""
-    from paretohqd.objectives import OFFLINE, load_reward_models
+    from paretohqd.objectives import OFFLINE
     from paretohqd.objectives.train import ensure_trained
 
     df = read_table(data)
     ensure_trained(cfg.rewards, [n for n in cfg.rewards.models.values() if n in OFFLINE], sources=cfg.data.sources)
-    models = load_reward_models(cfg.rewards)
-    scored = score_frame(df, models, cache_dir=Path(cfg.rewards.dir) / "scores",
-                         batch_size=cfg.rewards.batch_size, progress=progress)
-    write_parquet(scored, out)
-    write_json({"rows": len(scored), "models": dict(cfg.rewards.models),
-                "fingerprints": {o: m.fingerprint for o, m in models.items()},
-                "stats": stats(scored, list(models)), "config": cfg.rewards.model_dump(mode="json")}, stats_path(out))
-    return Path(out)
+    return write_scores(cfg, df, out, progress=progress)
