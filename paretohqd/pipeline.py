@@ -39,6 +39,18 @@ console = Console()
 # Run folder --------------------------------------------------------------------------------------
 
 
+def device_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def manifest_entry(wall: float, n_devices: int) -> dict:
+    """A finished step's manifest record: wall seconds, the device and its count, device seconds."""
+    # device time: what the paper reports as GPU hours (wall x devices); on CPU, the machine's time
+    return {"wall_s": round(wall, 3), "device": device_name(), "n_devices": n_devices,
+            "device_s": round(wall * n_devices, 3),
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
 class RunFolder:
     """The run's folder and manifest: which steps finished, and what each cost."""
 
@@ -49,7 +61,6 @@ class RunFolder:
         self._check_config()  # every process checks; all write the same bytes atomically
         manifest = self.root / "manifest.json"
         self.manifest = json.loads(manifest.read_text()) if manifest.exists() else {"steps": {}}
-        self.device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
         self.n_devices = self.state.num_processes
 
     @property
@@ -96,12 +107,7 @@ class RunFolder:
         wall = time.perf_counter() - t0
         if not self.state.is_main_process:
             return
-        self.manifest["steps"][name] = {
-            "wall_s": round(wall, 3), "device": self.device, "n_devices": self.n_devices,
-            # device time: what the paper reports as GPU hours (wall x devices); on CPU, the machine's time
-            "device_s": round(wall * self.n_devices, 3),
-            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        self.manifest["steps"][name] = manifest_entry(wall, self.n_devices)
         write_json(self.manifest, self.path("manifest.json"))
 
     def print_times(self) -> None:
@@ -230,7 +236,7 @@ def _generate_pool(cfg: Config, tokenizer, prompts: pd.DataFrame, adapter: Path,
 def run(cfg: Config) -> Path:
     """Run (or resume) every step of ParetoHqD; returns the run folder."""
     r = RunFolder(cfg)
-    console.print(f"run folder: {r.root}  device: {r.device} x{r.n_devices}  seed: {cfg.seed}")
+    console.print(f"run folder: {r.root}  device: {device_name()} x{r.n_devices}  seed: {cfg.seed}")
     tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
     objectives = list(cfg.rewards.models)
     preferences = preferences_from_config(cfg.select.preferences, len(objectives))  # (P, M)

@@ -17,7 +17,6 @@ scored by the run's reward models and checked for collapse. Outputs, in RUN/eval
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -254,17 +253,8 @@ def run(cfg: Config, root: str | Path) -> Path:
 
 
 def _record_step(root: Path, name: str, wall: float) -> None:
-    """Add a step to the run manifest, in the fields `pipeline.RunFolder.step` writes."""
-    import torch
-
+    """Add a step to the run manifest, as `pipeline.RunFolder.step` does (one process: one device)."""
     path = root / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() else {"steps": {}}
-    n_devices = max(torch.cuda.device_count(), 1)
-    manifest["steps"][name] = {
-        "wall_s": round(wall, 3), "n_devices": n_devices,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "device_s": round(wall * n_devices, 3),
-        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    manifest["steps"][name] = pipeline.manifest_entry(wall, 1)
     write_json(manifest, path)
-
