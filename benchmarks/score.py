@@ -30,10 +30,10 @@ import pandas as pd
 import torch
 
 from paretohqd.config import DataConfig, RewardsConfig
-from paretohqd.data.hh_rlhf import read_pairs
+from paretohqd.data.hh_rlhf import last_turn, read_pairs
 from paretohqd.data.prepare import sample_id
 from paretohqd.objectives.hf import HFRewardModel
-from paretohqd.objectives.minilm import Encoder, HeadRewardModel, RewardHead, encoder_path, feature_dim, last_turn
+from paretohqd.objectives.minilm import Encoder, HeadRewardModel, RewardHead, encoder_path, feature_dim
 from paretohqd.objectives.score import score_frame
 
 

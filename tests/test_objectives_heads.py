@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from paretohqd.config import RewardsConfig
+from paretohqd.data.hh_rlhf import last_turn
 from paretohqd.objectives.minilm import (
-    HeadRewardModel, RewardHead, bt_loss, feature_dim, features, last_turn, load_head_model, save_head,
+    HeadRewardModel, RewardHead, bt_loss, feature_dim, features, load_head_model, save_head,
 )
 from paretohqd.objectives.train import auc, read_jokes, split, train_bt, train_classifier
 

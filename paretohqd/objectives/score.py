@@ -61,7 +61,7 @@ def _groups(models: dict[str, RewardModel]) -> list[tuple[list[str], Scorer]]:
 
 def _score_heads(heads: dict, prompts: Sequence[str], responses: Sequence[str], batch_size: int) -> dict[str, np.ndarray]:
     """Embed prompts (if any head reads them) and responses once, then apply every head."""
-    from paretohqd.objectives.minilm import last_turn
+    from paretohqd.data.hh_rlhf import last_turn
 
     encoder = next(iter(heads.values())).encoder
     p = None

@@ -21,7 +21,8 @@ import torch
 from paretohqd.config import DataConfig, RewardsConfig
 from paretohqd.io import InputError, write_json
 from paretohqd.objectives import OFFLINE, head_marker
-from paretohqd.objectives.minilm import ENCODER, Encoder, RewardHead, bt_loss, features, last_turn, save_head
+from paretohqd.data.hh_rlhf import last_turn
+from paretohqd.objectives.minilm import ENCODER, Encoder, RewardHead, bt_loss, features, save_head
 
 OBJECTIVES = {"minilm-helpful": "helpful", "minilm-harmless": "harmless", "minilm-humor": "humor"}
 _MINIBATCH = 256  # pairs per step: the heads are small, embeddings fixed, so this is cheap and stable

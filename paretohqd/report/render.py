@@ -6,6 +6,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from paretohqd.data.hh_rlhf import last_turn
+
 
 def box_line(report: dict) -> str:
     """How the hypervolume is measured: the box, its source, and the reference point."""
@@ -83,11 +85,6 @@ def _quote(text: str, limit: int = 600) -> str:
     return "\n".join("> " + (line or " ") for line in (text or "(empty)").splitlines()) or "> (empty)"
 
 
-def _last_turn(prompt: str) -> str:
-    # HH prompts are whole transcripts; the last human turn is what the model answers
-    return prompt.rsplit("Human:", 1)[-1].strip()
-
-
 def samples_md(report: dict, samples: dict[str, pd.DataFrame]) -> list[str]:
     """A few answers per model, the same prompts for every model so they compare side by side."""
     names = report["bounds"]["objectives"]
@@ -104,7 +101,7 @@ def samples_md(report: dict, samples: dict[str, pd.DataFrame]) -> list[str]:
                 scores = ", ".join(f"{o} {row[o]:.3f}" for o in names)
                 # a row Series turns a null reason into NaN, so test with notna, not `is None`
                 flag = f"; collapse: **{row['collapse']}**" if pd.notna(row["collapse"]) else ""
-                out += [f"**Prompt** ({row['prompt_id']}): {_last_turn(row['prompt'])[:300]}", "",
+                out += [f"**Prompt** ({row['prompt_id']}): {last_turn(row['prompt'])[:300]}", "",
                         _quote(row["response"]), "", f"*{scores}{flag}*", ""]
     return out
 
