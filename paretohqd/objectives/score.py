@@ -61,13 +61,10 @@ def _groups(models: dict[str, RewardModel]) -> list[tuple[list[str], Scorer]]:
 
 def _score_heads(heads: dict, prompts: Sequence[str], responses: Sequence[str], batch_size: int) -> dict[str, np.ndarray]:
     """Embed prompts (if any head reads them) and responses once, then apply every head."""
-    from paretohqd.data.hh_rlhf import last_turn
-
-    encoder = next(iter(heads.values())).encoder
-    p = None
-    if any(h.inputs == "pair" for h in heads.values()):
-        p = encoder.embed([last_turn(x) for x in prompts], batch_size=batch_size)  # (n, 384)
-    r = encoder.embed(responses, batch_size=batch_size)  # (n, 384)
+    # the heads share one encoder: a pair head's embeddings serve every head (prompt ones are unused
+    # by response-only heads)
+    lead = next((h for h in heads.values() if h.inputs == "pair"), next(iter(heads.values())))
+    p, r = lead.embed(prompts, responses, batch_size=batch_size)  # (n, 384) or None, (n, 384)
     return {obj: h.score_embeddings(p, r) for obj, h in heads.items()}
 
 
