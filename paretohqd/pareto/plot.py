@@ -23,6 +23,13 @@ from paretohqd.io import atomic_path  # noqa: E402
 _MAX_CLOUD = 20_000
 
 
+def thin(indices: np.ndarray) -> np.ndarray:
+    """At most `_MAX_CLOUD` of `indices` (a seeded sample, in order) for a background scatter."""
+    if len(indices) <= _MAX_CLOUD:
+        return indices
+    return np.sort(np.random.default_rng(0).choice(indices, _MAX_CLOUD, replace=False))
+
+
 def ray_segment(preference: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> np.ndarray:
     """End points (2, M), raw units, of a preference ray from r_max to where it leaves the box.
 
@@ -79,9 +86,7 @@ def plot_selection(
     ncols = min(3, len(pairs))
     nrows = -(-len(pairs) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.6 * nrows), squeeze=False)
-    cloud = np.flatnonzero(~pool)  # (n_rest,)
-    if len(cloud) > _MAX_CLOUD:
-        cloud = np.sort(np.random.default_rng(0).choice(cloud, _MAX_CLOUD, replace=False))
+    cloud = thin(np.flatnonzero(~pool))  # (n_rest,) at most
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.95, len(prefs)))  # (P, 4)
     for ax, pair in zip(axes.flat, pairs):
         _draw_pair(ax, pair, pts, cloud, pool, chosen, prefs, colours, lower, upper, objectives)

@@ -20,9 +20,8 @@ import numpy as np  # noqa: E402
 from numpy.typing import ArrayLike  # noqa: E402
 
 from paretohqd.io import atomic_path  # noqa: E402
+from paretohqd.pareto.plot import thin  # noqa: E402
 
-# Scatter at most this many background points: a million markers take minutes and show nothing more.
-_MAX_CLOUD = 20_000
 _MARKERS = "osD^vP"
 
 
@@ -53,8 +52,7 @@ def plot_fronts(
         `path`.
     """
     cloud = np.asarray(cloud, dtype=np.float64)  # (N, M)
-    if len(cloud) > _MAX_CLOUD:
-        cloud = cloud[np.sort(np.random.default_rng(0).choice(len(cloud), _MAX_CLOUD, replace=False))]
+    cloud = cloud[thin(np.arange(len(cloud)))]
     lo_box, hi_box = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)  # (M,)
     pairs = list(combinations(range(len(objectives)), 2))
     ncols = min(3, len(pairs))
