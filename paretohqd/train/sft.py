@@ -29,7 +29,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from paretohqd.config import PolicyConfig, TrainConfig
-from paretohqd.io import write_json
+from paretohqd.io import atomic_dir, write_json
 from paretohqd.models import load_policy, native_bf16
 
 IGNORE = -100
@@ -237,22 +237,16 @@ def train(
 
 
 def _save_model(model, out: Path, stats: dict) -> None:
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    write_json(stats, tmp / "train.json")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        write_json(stats, tmp / "train.json")
 
 
 def _save_checkpoint(ckpt: Path, model, opt, sched, step: int) -> None:
-    tmp = ckpt.with_name(f".{ckpt.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "model", safe_serialization=True)
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
-    write_json({"step": step}, tmp / "state.json")
-    shutil.rmtree(ckpt, ignore_errors=True)
-    tmp.rename(ckpt)
+    with atomic_dir(ckpt) as tmp:
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+        write_json({"step": step}, tmp / "state.json")
 
 
 def _load_checkpoint(ckpt: Path, model, opt, sched) -> int:
