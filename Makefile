@@ -21,12 +21,13 @@ demo: install
 	$(VENV)/bin/paretohqd run configs/demo.yaml
 
 test: install
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q
 
 bench: install
-	$(PY) benchmarks/select.py
-	$(PY) benchmarks/score.py
-	$(PY) benchmarks/train.py
+	$(PY) benchmarks/bench_select.py
+	$(PY) benchmarks/bench_score.py
+	$(PY) benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from paretohqd.config import ConfigError, load_config
 from paretohqd.io import InputError
+from paretohqd.progress import console
 
 app = typer.Typer(help="ParetoHqD: offline multi-objective alignment with Pareto high-quality data.",
                   no_args_is_help=True, add_completion=False)
@@ -43,7 +43,7 @@ def print_counts(title: str, counts: dict[str, int | float]) -> None:
     table.add_column("count", justify="right")
     for k, v in counts.items():
         table.add_row(k, f"{v:,}" if isinstance(v, int) else f"{v:.4g}")
-    Console().print(table)
+    console.print(table)
 
 
 @data_app.command("prepare")
@@ -56,7 +56,7 @@ def data_prepare(
 ) -> None:
     """Split HH-RLHF transcripts into (prompt, response) samples; filter, deduplicate, write Parquet."""
     from paretohqd.data.prepare import prepare
-    from paretohqd.models import load_tokenizer
+    from paretohqd.policy.load import load_tokenizer
 
     cfg = load_config(config, set_, {"data.sources": list(sources)} if sources else {})
     tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
@@ -79,11 +79,10 @@ def select(
     set_: list[str] = SetOpt,
 ) -> None:
     """Select k samples per preference from the Pareto pool of a scored table."""
-    from paretohqd.pareto import select as stage
+    from paretohqd.select import flag_updates, select_file
 
-    updates = stage.flag_updates(preferences, k, layers, method, allow_small_pool)
-    cfg = load_config(config, set_, updates)
-    stage.run(scores, [o.strip() for o in objectives.split(",") if o.strip()], cfg, out)
+    cfg = load_config(config, set_, flag_updates(preferences, k, layers, method, allow_small_pool))
+    select_file(scores, [o.strip() for o in objectives.split(",") if o.strip()], cfg, out)
 
 
 @app.command("run")
@@ -105,9 +104,9 @@ def compare(
     set_: list[str] = SetOpt,
 ) -> None:
     """Run each method of compare.methods as runs_dir/NAME-METHOD on shared data; one table and plot."""
-    from paretohqd.baselines.compare import run
+    from paretohqd.compare import compare as compare_methods
 
-    run(load_config(config, set_))
+    compare_methods(load_config(config, set_))
 
 
 reward_app = typer.Typer(help="Reward models: train the offline heads.", no_args_is_help=True)
@@ -122,12 +121,12 @@ def reward_train(
     set_: list[str] = SetOpt,
 ) -> None:
     """Train the MiniLM reward heads on the shared data; print and save held-out accuracy (AUC for humor)."""
-    from paretohqd.objectives import OFFLINE
-    from paretohqd.objectives.train import run
+    from paretohqd.rewards import OFFLINE
+    from paretohqd.rewards.heads import train_heads
 
     cfg = load_config(config, set_)
     names = [f"minilm-{n.strip()}" for n in only.split(",")] if only else list(OFFLINE)
-    results = run(cfg.rewards, names, sources=cfg.data.sources)
+    results = train_heads(cfg.rewards, names, sources=cfg.data.sources)
     table = Table(title=f"reward heads in {cfg.rewards.dir} (seed {cfg.rewards.seed})")
     for col in ("model", "held-out accuracy", "held-out AUC", "held-out n", "seconds"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -135,7 +134,7 @@ def reward_train(
         n = m.get("held_out_pairs", m.get("held_out_examples"))
         auc = f"{m['held_out_auc']:.3f}" if "held_out_auc" in m else "-"
         table.add_row(name, f"{m['held_out_accuracy']:.3f}", auc, f"{n:,}", f"{m['train_seconds']:.0f}")
-    Console().print(table)
+    console.print(table)
 
 
 def _parse_reward_models(spec: str) -> dict[str, str]:
@@ -157,11 +156,11 @@ def score(
     set_: list[str] = SetOpt,
 ) -> None:
     """Score a table with every reward model (cached: a rerun scores only new rows)."""
-    from paretohqd.objectives.score import run, stats_path
+    from paretohqd.rewards.score import score_file, stats_path
 
     updates = {"rewards.models": _parse_reward_models(reward_models)} if reward_models else {}
     cfg = load_config(config, set_, updates)
-    run(cfg, data, out)
+    score_file(cfg, data, out)
     print(f"wrote {out} and {stats_path(out)}")
 
 
@@ -172,9 +171,9 @@ def evaluate(
     set_: list[str] = SetOpt,
 ) -> None:
     """Answer held-out prompts with every preference model and the base model; score; write the report."""
-    from paretohqd.evaluate import run as stage
+    from paretohqd.pipeline import evaluate_run
 
-    stage.run(load_config(run_dir / "config.yaml", set_), run_dir)
+    evaluate_run(load_config(run_dir / "config.yaml", set_), run_dir)
 
 
 @app.command("report")

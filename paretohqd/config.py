@@ -61,8 +61,9 @@ class SelectConfig(Section):
     """Minimum pool size for `layers: auto`; default 10 * k."""
     allow_small_pool: bool = False
     """If the pool holds fewer than k points, take the whole pool instead of stopping."""
-    method: Literal["direction", "scalarised"] = "direction"
-    """`direction` (ParetoHqD's rays) or `scalarised` (top-k of w . z, the paper's ablation)."""
+    method: Literal["direction", "scalarised", "random"] = "direction"
+    """`direction` (ParetoHqD's rays), `scalarised` (top-k of w . z, the paper's ablation), or `random`
+    (uniform draws from the whole scored set, as many as training reaches: the full-data ablation)."""
 
     @field_validator("layers")
     @classmethod
@@ -103,7 +104,7 @@ class TrainConfig(Section):
     lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     """Module names that get adapters."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """Autocast: `auto` = bf16 where the device runs it natively (`models.native_bf16`), else no."""
+    """Autocast: `auto` = bf16 where the device runs it natively (`devices.native_bf16`), else no."""
     attention: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
     """Attention kernel while training: `auto` = eager on CPU (PyTorch's CPU flash-attention backward
     made steps ~15% slower here), the model's default elsewhere."""
@@ -144,9 +145,12 @@ class EvaluateConfig(Section):
     """Sample responses per model shown in report.md (the first held-out prompts, same for every model)."""
 
 
-def _default_rewards_dir() -> str:
-    from paretohqd.models import cache_dir  # stdlib-only module; late import keeps config light
+def cache_dir() -> Path:
+    """Where converted models, reward heads and score caches live: $PARETOHQD_CACHE, else ~/.cache/paretohqd."""
+    return Path(os.environ.get("PARETOHQD_CACHE", Path.home() / ".cache" / "paretohqd"))
 
+
+def _default_rewards_dir() -> str:
     return str(cache_dir() / "rewards")
 
 
@@ -189,13 +193,6 @@ class RewardsConfig(Section):
     """r/Jokes `score<TAB>joke` file (.tsv or .tsv.gz) for the humor head."""
 
 
-Method = Literal["paretohqd", "stage1-only", "scalarised", "full-data", "ric", "rewarded-soups", "morlhf"]
-METHODS: tuple[str, ...] = Method.__args__
-# settings a method name implies: (dotted key, value); a config that sets the key otherwise is refused
-IMPLIED: dict[str, tuple[str, object]] = {"stage1-only": ("stage2.enabled", False),
-                                          "scalarised": ("select.method", "scalarised")}
-
-
 class RicConfig(Section):
     steps: int | None = Field(None, ge=1)
     """Optimizer steps of RiC's one model (batch train.batch_size); default train.steps x the number of preferences (ParetoHqD's stage-1 budget)."""
@@ -233,8 +230,8 @@ class MorlhfConfig(Section):
 
 
 class CompareConfig(Section):
-    methods: list[Method] = list(METHODS)
-    """Methods `paretohqd compare` runs, in order; the first prepares and scores the data the others share."""
+    methods: list[str] = ["paretohqd", "stage1-only", "scalarised", "full-data", "ric", "rewarded-soups", "morlhf"]
+    """Methods `paretohqd compare` runs, in order (names of `paretohqd.methods.METHODS`); the first prepares and scores the data the others share."""
 
     @field_validator("methods")
     @classmethod
@@ -261,35 +258,12 @@ class Config(Section):
     generate: GenerateConfig = GenerateConfig()
     stage2: Stage2Config = Stage2Config()
     evaluate: EvaluateConfig = EvaluateConfig()
-    method: Method = "paretohqd"
-    """What trains the per-preference models: ParetoHqD, one of its ablations (`stage1-only`, `scalarised`, `full-data`) or a baseline (`ric`, `rewarded-soups`, `morlhf`)."""
+    method: str = "paretohqd"
+    """What trains the per-preference models, a name of `paretohqd.methods.METHODS`: ParetoHqD, one of its ablations (`stage1-only`, `scalarised`, `full-data`) or a baseline (`ric`, `rewarded-soups`, `morlhf`)."""
     ric: RicConfig = RicConfig()
     soups: SoupsConfig = SoupsConfig()
     morlhf: MorlhfConfig = MorlhfConfig()
     compare: CompareConfig = CompareConfig()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _implied(cls, tree: Any) -> Any:
-        # `method: stage1-only` means stage2.enabled false, and so on: filled in here, so the
-        # written config.yaml shows the effective settings; a contradicting explicit value is an error
-        if not isinstance(tree, dict) or tree.get("method") not in IMPLIED:
-            return tree
-        key, value = IMPLIED[tree["method"]]
-        section, field = key.split(".")
-        node = tree.get(section)
-        node = dict(node) if isinstance(node, dict) else {}
-        if field in node and node[field] != value:
-            raise ValueError(f"method {tree['method']!r} means {key} = {value!r}, but the config sets "
-                             f"{key} = {node[field]!r}; drop that key or choose another method")
-        node[field] = value
-        return {**tree, section: node}
-
-    @model_validator(mode="after")
-    def _adapters(self) -> Config:
-        if self.method in ("rewarded-soups", "morlhf") and not self.train.lora:
-            raise ValueError(f"method {self.method!r} trains LoRA adapters (soups mix them); set train.lora: true")
-        return self
 
 
 class ConfigError(ValueError):

@@ -25,7 +25,7 @@ def hh_dir() -> Path:
 @pytest.fixture(scope="session")
 def smol_tokenizer():
     """The real SmolLM2 tokenizer (converted once from the packaged GGUF into the cache)."""
-    from paretohqd.models import OFFLINE_SMOLLM2, load_tokenizer
+    from paretohqd.policy.load import OFFLINE_SMOLLM2, load_tokenizer
 
     return load_tokenizer(OFFLINE_SMOLLM2)
 

@@ -1,9 +1,7 @@
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from paretohqd.cli import app
 from paretohqd.config import Config, ConfigError, load_config
 
 CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").rglob("*.yaml"))
@@ -49,8 +47,3 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_length_window_checked():
     with pytest.raises(ConfigError, match="min_response_tokens"):
         load_config(None, ["data.min_response_tokens=600"])
-
-
-def test_cli_help_lists_commands():
-    out = CliRunner().invoke(app, ["--help"]).output
-    assert "data" in out

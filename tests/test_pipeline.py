@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from paretohqd import pipeline
 from paretohqd.cli import app
 from paretohqd.config import ConfigError, load_config
+from paretohqd.methods import paretohqd as method
 
 
 def _overrides(tmp_path, small_hh, policy):
@@ -28,28 +29,30 @@ def test_run_tiny_end_to_end_and_resume(tmp_path, small_hh, tiny_policy, monkeyp
     cfg = load_config("configs/demo.yaml", _overrides(tmp_path, small_hh, tiny_policy))
     gc.collect()
     before = _live_models()  # other tests' fixtures may hold models
-    real = pipeline._train_preference
+    real = method.finetune_rows
 
-    def fail_on_second(cfg_, tok, scores, selection, index, out, steps, init):
-        if index == 1:
+    def fail_on_second(cfg_, tok, rows, out, **kw):
+        if out.name == "pref-01":
             raise RuntimeError("injected failure")
-        real(cfg_, tok, scores, selection, index, out, steps, init)
+        return real(cfg_, tok, rows, out, **kw)
 
-    monkeypatch.setattr(pipeline, "_train_preference", fail_on_second)
+    monkeypatch.setattr(method, "finetune_rows", fail_on_second)
     with pytest.raises(RuntimeError, match="injected"):
         pipeline.run(cfg)
     root = tmp_path / "runs" / "demo"
     first = (root / "stage1" / "pref-00" / "train.json").stat().st_mtime_ns
     assert not (root / "stage1" / "pref-01").exists()
 
-    monkeypatch.setattr(pipeline, "_train_preference", real)
+    monkeypatch.setattr(method, "finetune_rows", real)
     pipeline.run(cfg)
     # every step frees its models when it ends (without this they lived on in reference cycles)
     assert not _live_models() - before
     assert (root / "stage1" / "pref-00" / "train.json").stat().st_mtime_ns == first  # finished work skipped
     manifest = json.loads((root / "manifest.json").read_text())["steps"]
-    for name in ("prepare", "score", "select", "stage2/score", "stage2/select", "stage2/pref-02 w=[1.0, 0.0]"):
-        assert name in manifest and manifest[name]["wall_s"] >= 0
+    for name in ("prepare", "score", "select", "stage2/score", "stage2/select", "stage2/pref-02 w=[1.0, 0.0]",
+                 "evaluate"):
+        assert manifest[name]["wall_s"] > 0 and manifest[name]["n_devices"] == 1
+        assert manifest[name]["device_s"] == pytest.approx(manifest[name]["wall_s"])
     assert sum(n.startswith("stage2/generate") for n in manifest) == 3  # M + 1 representatives
     for i in range(3):
         trained = json.loads((root / "stage2" / f"pref-{i:02d}" / "train.json").read_text())
@@ -61,26 +64,17 @@ def test_run_tiny_end_to_end_and_resume(tmp_path, small_hh, tiny_policy, monkeyp
         pipeline.run(load_config("configs/demo.yaml", _overrides(tmp_path, small_hh, tiny_policy) + ["select.k=5"]))
 
 
-def test_representatives_are_vertices_and_balanced():
-    import numpy as np
-
-    from paretohqd.pareto.preferences import simplex_grid
-
-    grid = simplex_grid(3, 5)
-    picks = [grid[i].tolist() for i in pipeline.representatives(grid)]
-    assert picks[:3] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
-    assert np.allclose(picks[3], [0.25, 0.25, 0.5]) or np.allclose(sorted(picks[3]), [0.25, 0.25, 0.5])
-
-
 def test_heldout_prompts_leave_training(hh_dir):
     import pandas as pd
 
     df = pd.DataFrame({"prompt": ["a", "a", "b", "c", "d"], "messages": [[]] * 5, "response": list("vwxyz")})
-    train, held = pipeline.split_heldout(df, 2, seed=0)
+    from paretohqd.data.prepare import split_heldout
+
+    train, held = split_heldout(df, 2, seed=0)
     assert len(held) == 2 and not set(held["prompt"]) & set(train["prompt"])
     assert len(train) + df["prompt"].isin(held["prompt"]).sum() == 5
     with pytest.raises(ConfigError, match="evaluate.prompts"):
-        pipeline.split_heldout(df, 4, seed=0)
+        split_heldout(df, 4, seed=0)
 
 
 def test_cli_run_smoke_on_real_offline_parts(tmp_path, small_hh):

@@ -10,9 +10,10 @@ import hashlib
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from paretohqd.config import DataConfig
+from paretohqd.config import ConfigError, DataConfig
 from paretohqd.data.hh_rlhf import read_pairs, to_messages
 from paretohqd.io import write_parquet
 
@@ -80,3 +81,22 @@ def _filter_lengths(rows: list[dict], cfg: DataConfig, tokenizer, counts: Counte
         elif p + n > cfg.max_sample_tokens:
             r["keep"] = False
             counts[f"dropped: prompt+response > {cfg.max_sample_tokens} tokens"] += 1
+
+
+def split_heldout(df: pd.DataFrame, n_prompts: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out `n_prompts` whole prompts (every sample of theirs) for evaluation.
+
+    Returns (training samples, held-out prompts with columns prompt_id, prompt, messages).
+
+    Raises:
+        ConfigError: `evaluate.prompts` leaves no prompt to train on.
+    """
+    pids = df["prompt"].map(prompt_id)
+    unique = np.sort(pids.unique())
+    if n_prompts >= len(unique):
+        raise ConfigError(f"evaluate.prompts ({n_prompts}) must be below the {len(unique)} distinct prompts "
+                          "in the data, or nothing is left to train on")
+    held = set(np.random.default_rng(seed).choice(unique, n_prompts, replace=False))
+    mask = pids.isin(held)
+    heldout = df[mask].assign(prompt_id=pids[mask]).drop_duplicates("prompt_id")
+    return df[~mask].reset_index(drop=True), heldout[["prompt_id", "prompt", "messages"]].reset_index(drop=True)

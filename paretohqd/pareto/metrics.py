@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from paretohqd.pareto.layers import as_points
-from paretohqd.pareto.selection import normalise
+from paretohqd.pareto.rays import normalise
 
 
 def hypervolume(

@@ -73,7 +73,7 @@ def _mean_ci(mean: float, ci: list) -> str:
     return f"{mean:.3f}" if ci[0] is None else f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]]) -> str:
     cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731 - a pipe would split the cell
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
@@ -122,14 +122,14 @@ def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
               "method's models; `vs first`: hypervolume minus the first method's, with a paired interval (the "
               "same draws for both). An interval that holds 0 is no evidence either way. Compute: every step "
               "of the run before evaluate (from manifest.json); device hours = wall hours x devices.", "",
-              _md_table(MAIN_HEADER, main_rows(report)), ""]
+              md_table(MAIN_HEADER, main_rows(report)), ""]
     header, rows = preference_rows(report)
     lines += ["## Per preference", "", f"Mean reward per objective ({', '.join(names)}) with its 95% "
               "bootstrap interval; on front = no other model of the method has higher means everywhere.", "",
-              _md_table(header, rows), "", "## Front", "", f"![front]({png})", "", "## Compute by stage", ""]
+              md_table(header, rows), "", "## Front", "", f"![front]({png})", "", "## Compute by stage", ""]
     stage_rows = [[m["method"], s, f"{v['wall_h']:.4f}", f"{v['device_h']:.4f}", str(v["steps"])]
                   for m in report["methods"] for s, v in m["compute"]["stages"].items()]
-    lines += [_md_table(["method", "stage", "wall h", "device h", "steps"], stage_rows), ""]
+    lines += [md_table(["method", "stage", "wall h", "device h", "steps"], stage_rows), ""]
     return "\n".join(lines + samples_md(report, samples))
 
 

@@ -1,0 +1,50 @@
+"""How long `paretohqd compare` will take: each method's counts of work (its `work(cfg)`) times
+measured unit costs.
+
+The counts follow the config exactly (optimizer steps x samples, generated tokens, models
+evaluated); the unit costs are measurements of SmolLM2-135M with LoRA on this workplace's machine
+(2 cores of an Intel Xeon, 2026-11-29), fitted to the compare-cpu run of that day
+(docs/results/compare-cpu-2026-11-29: 81.7 min measured, 82.5 min estimated with these costs).
+Every answer is counted at max_new_tokens. Other models or machines: scale the costs (`CostModel`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from paretohqd.config import Config
+from paretohqd.methods import configure, module
+
+
+@dataclass(frozen=True)
+class CostModel:
+    sft_sample_s: float = 1.2
+    """Seconds per training sample per optimizer step (forward + backward), model loading included
+    (measured: 0.96 for ParetoHqD's stage 1, 1.7 for RiC, whose random samples run longer)."""
+    generated_token_s: float = 1 / 46
+    """Seconds per generated token, batched (evaluation measured 156-196 s per 5 x 24 x 64 tokens)."""
+    grpo_completion_s: float = 4.5
+    """Seconds per GRPO completion at 64 new tokens: sampling, both forward passes and the backward
+    (measured: 31-48 s per step of 8 completions, TRL 1.16, fp32, quiet machine; runs that shared
+    the cores with other training measured 245-314 s)."""
+    run_overhead_s: float = 30.0
+    """Per run: loading models, scoring with the reward heads, writing the report."""
+
+
+def estimate_seconds(cfg: Config, costs: CostModel = CostModel()) -> dict[str, float]:
+    """Estimated seconds per method of `cfg.compare.methods`, in order (plus the base model's
+    answers once, with the first run)."""
+    out = {}
+    grpo_tokens = cfg.morlhf.max_completion_length or cfg.generate.max_new_tokens
+    for i, method in enumerate(cfg.compare.methods):
+        sub = configure(cfg, method)
+        w = module(sub).work(sub)
+        train = w.get("train_samples", 0)
+        if method == "stage1-only" and "paretohqd" in cfg.compare.methods[:i]:
+            train -= w.get("stage1_samples", 0)  # `compare` shares paretohqd's stage-1 models
+        generated = w.get("generated_tokens", 0) + w["models"] * cfg.evaluate.prompts * cfg.generate.max_new_tokens
+        out[method] = (costs.run_overhead_s + train * costs.sft_sample_s + generated * costs.generated_token_s
+                       + w.get("grpo_completions", 0) * costs.grpo_completion_s * grpo_tokens / 64)
+    first = cfg.compare.methods[0]
+    out[first] += cfg.evaluate.prompts * cfg.generate.max_new_tokens * costs.generated_token_s
+    return out

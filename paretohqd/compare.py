@@ -1,0 +1,171 @@
+"""`paretohqd compare CONFIG`: every method of `compare.methods` in one harness, one table, one plot.
+
+Each method is a separate run, `runs_dir/NAME-METHOD`, made from CONFIG with `method` (and what it
+implies) changed. The first method's run prepares the data, scores it, and fixes the held-out
+prompts and the hypervolume box (`evaluate/bounds.json`); every later run gets those files
+hard-linked in (outputs are written once and replaced atomically, never edited in place, so a
+link is a read-only share), so all methods train on the same samples and answer the same prompts
+in the same box. The shared steps' manifest entries are copied too, marked `shared_from`: each
+method's compute includes preparing and scoring the data, which every method needs (MORLHF
+normalises its rewards with the scores' statistics), although the machine did it once.
+
+`stage1-only` is ParetoHqD stopped after stage 1: when `paretohqd` ran before it with the same
+selection and training settings, its stage-1 models are shared the same way (and charged to it).
+The untuned base model's answers are shared too (same model, prompts and seed); evaluation is
+not part of the compute column.
+
+Outputs in `runs_dir/NAME-compare/`: report.json/report.md/front.png (`write_report` over the
+runs, measured in the first run's box) and compare.json/compare.md, the main table: method,
+hypervolume, collapse rate, compute hours and compute relative to ParetoHqD.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from paretohqd import methods, pipeline
+from paretohqd.budget import estimate_seconds
+from paretohqd.config import Config, ConfigError, dump_config
+from paretohqd.io import write_json, write_text
+from paretohqd.progress import console as default_console
+from paretohqd.report import write_report
+from paretohqd.report.render import hv_cell, hv_delta_cell, md_table
+from paretohqd.runfolder import RunFolder
+
+SHARED_FILES = ("data/all.parquet", "data/train.parquet", "data/heldout.parquet", "data/scores.parquet",
+                "data/scores.stats.json", "evaluate/bounds.json", "evaluate/responses/base.parquet")
+SHARED_STEPS = ("prepare", "rewards", "score")
+# the config sections that decide ParetoHqD's stage-1 models
+STAGE1_KEYS = ("seed", "data", "policy", "rewards", "select", "train")
+HEADER = ["method", "what", "hypervolume [95%]", "HV - first [95%]", "collapse rate", "compute (device h)",
+          "compute vs ParetoHqD"]
+
+
+def method_config(cfg: Config, method: str) -> Config:
+    """CONFIG with `method` set (and the settings it implies), named NAME-METHOD."""
+    return methods.configure(cfg.model_copy(update={"name": f"{cfg.name}-{method}"}), method)
+
+
+def share(src: Path, dst: RunFolder, files: list[str], steps: tuple[str, ...]) -> list[str]:
+    """Hard-link `files` (relative paths) from run `src` into run `dst` and copy the manifest
+    entries of the steps that made them (names equal to, or starting with "X/", a name in
+    `steps`), marked `shared_from`. Files `dst` already has are kept. Returns the linked paths.
+    """
+    linked = []
+    for rel in files:
+        a, b = src / rel, dst.root / rel
+        if not a.exists() or b.exists():
+            continue
+        b.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(a, b)
+        except OSError:  # another file system, or links not allowed: a copy shares the same bytes
+            shutil.copy2(a, b)
+        linked.append(rel)
+    for name, entry in json.loads((src / "manifest.json").read_text())["steps"].items():
+        if name not in dst.manifest["steps"] and any(name == s or name.startswith(s + "/") for s in steps):
+            dst.record(name, {**entry, "shared_from": str(src)})
+    return linked
+
+
+def _stage1_files(root: Path) -> list[str]:
+    return [str(p.relative_to(root)) for p in sorted((root / "stage1").rglob("*")) if p.is_file()]
+
+
+def _same(a: Config, b: Config, keys: tuple[str, ...]) -> bool:
+    da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
+    return all(da[k] == db[k] for k in keys)
+
+
+def compare(cfg: Config) -> Path:
+    """Run every method of `cfg.compare.methods` (resumable), then write the comparison.
+
+    Returns:
+        The path of NAME-compare/compare.json.
+
+    Raises:
+        ConfigError: `method` is set in CONFIG (compare sets it per run), or an unknown method.
+    """
+    if cfg.method != "paretohqd":
+        raise ConfigError(f"compare sets `method` for each run from compare.methods; leave `method` unset "
+                          f"(got method: {cfg.method})")
+    subs = {method: method_config(cfg, method) for method in cfg.compare.methods}  # every name checked first
+    est = estimate_seconds(cfg)
+    default_console.print(f"compare: {len(est)} methods; estimate for SmolLM2-135M on 2 CPU cores: "
+                          f"{sum(est.values()) / 3600:.1f} h (" + ", ".join(f"{m} {s / 60:.0f} min" for m, s in est.items())
+                          + "); other models and machines scale it")
+    roots: dict[str, Path] = {}
+    for method, sub in subs.items():
+        if roots:
+            first = next(iter(roots.values()))
+            dst = RunFolder(sub)
+            share(first, dst, list(SHARED_FILES), SHARED_STEPS)
+            if method == "stage1-only" and "paretohqd" in roots and _same(subs["paretohqd"], sub, STAGE1_KEYS):
+                src = roots["paretohqd"]
+                share(src, dst, _stage1_files(src), ("select", "stage1"))
+        default_console.rule(f"[bold]compare: {method}[/] ({Path(sub.runs_dir) / sub.name})")
+        roots[method] = pipeline.run(sub)
+    return write_comparison(cfg, roots)
+
+
+def write_comparison(cfg: Config, roots: dict[str, Path], *, console: Console | None = None) -> Path:
+    """The overlaid report (report.*, front.png) and the main table (compare.json/.md) of the runs."""
+    out = Path(cfg.runs_dir) / f"{cfg.name}-compare"
+    report = json.loads(write_report(list(roots.values()), out, console=console).read_text())
+    rows = comparison_rows(list(roots), report)
+    write_text(dump_config(cfg), out / "config.yaml")
+    md = ["# Methods compared", "", f"Runs: {', '.join(str(r) for r in roots.values())}. "
+          "Hypervolume of each method's mean-reward points in the first run's box, with a 95% bootstrap "
+          "interval over the held-out prompts; `HV - first`: the difference to the first method with a "
+          "paired interval (the same prompt draws), so an interval holding 0 means no evidence either "
+          "way; collapse rate over "
+          "every preference model's held-out answers; compute = device hours of every step but "
+          "evaluation (shared data preparation and scoring charged to every method).", "",
+          md_table(HEADER, [_cells(r) for r in rows])]
+    write_text("\n".join(md) + "\n\nPlot: front.png; per-preference details: report.md\n", out / "compare.md")
+    path = write_json({"methods": rows, "report": str(out / "report.json")}, out / "compare.json")
+    table = Table(title=f"methods compared ({out})")
+    for col in HEADER:
+        table.add_column(col, justify="left" if col in ("method", "what") else "right")
+    for r in rows:
+        table.add_row(*_cells(r))
+    (console or default_console).print(table)
+    return path
+
+
+def comparison_rows(methods: list[str], report: dict) -> list[dict]:
+    """One row per method (in `methods` order, matching report["methods"]): hypervolume, collapse
+    rate, compute and compute relative to the `paretohqd` run (None without one).
+
+    Examples:
+        >>> rep = {"methods": [{"method": "x-paretohqd", "description": "d", "hypervolume": 0.5,
+        ...     "collapse_rate": 0.1, "compute": {"training": {"device_h": 2.0, "wall_h": 2.0}}},
+        ...     {"method": "x-ric", "description": "e", "hypervolume": 0.4, "collapse_rate": 0.2,
+        ...     "compute": {"training": {"device_h": 5.0, "wall_h": 5.0}}}]}
+        >>> [r["relative_compute"] for r in comparison_rows(["paretohqd", "ric"], rep)]
+        [1.0, 2.5]
+    """
+    entries = dict(zip(methods, report["methods"]))
+    ref = entries.get("paretohqd")
+    ref_h = ref["compute"]["training"]["device_h"] if ref else None
+    rows = []
+    for method, m in entries.items():
+        hours = m["compute"]["training"]["device_h"]
+        rows.append({"method": method, "run": m["method"], "description": m["description"],
+                     "hypervolume": m["hypervolume"], "hypervolume_ci95": m.get("hypervolume_ci95"),
+                     "hypervolume_vs_first": m.get("hypervolume_vs_first"), "collapse_rate": m["collapse_rate"],
+                     "compute_device_h": hours, "compute_wall_h": m["compute"]["training"]["wall_h"],
+                     "relative_compute": hours / ref_h if ref_h else None})
+    return rows
+
+
+def _cells(r: dict) -> list[str]:
+    rel = "-" if r["relative_compute"] is None else f"{r['relative_compute']:.2f}x"
+    return [r["method"], r["description"], hv_cell(r), hv_delta_cell(r), f"{r['collapse_rate']:.1%}",
+            f"{r['compute_device_h']:.3f}", rel]

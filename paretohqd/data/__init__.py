@@ -1,0 +1,1 @@
+"""Datasets: readers (HH-RLHF) and `prepare` (samples, filters, the held-out split)."""

@@ -1,0 +1,79 @@
+"""What trains the per-preference models: ParetoHqD, its ablations and the paper's baselines, all
+run in one harness (same data, reward models, held-out prompts, hypervolume box, compute
+accounting). `pipeline.run` prepares and scores the data, calls the method's `train`, then
+evaluates the models its `final_models` lists.
+
+`METHODS` is the one place a method's name is looked up. Each method module offers:
+
+- `train(r, tokenizer)`: every training step, each recorded in the run folder's manifest;
+- `final_models(r) -> list[FinalModel]`: the models to evaluate, one per preference;
+- `describe(cfg) -> str`: one line naming the method and its budget, for reports;
+- `work(cfg) -> dict`: counts of work (`budget.py` turns them into an estimate of time).
+
+An ablation is a method module plus the settings its name implies (`Method.implies`). Adding a
+method is one module and one entry here (and its config section, if it has settings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from paretohqd.config import Config, ConfigError
+from paretohqd.methods import morlhf, paretohqd, ric, soups
+from paretohqd.runfolder import FinalModel
+
+__all__ = ["METHODS", "FinalModel", "Method", "configure"]
+
+
+@dataclass(frozen=True)
+class Method:
+    module: ModuleType
+    """The module with train, final_models, describe and work."""
+    implies: dict[str, Any] = field(default_factory=dict)
+    """Settings the name means, as dotted key -> value; a config that sets a key otherwise is refused."""
+
+
+METHODS: dict[str, Method] = {
+    "paretohqd": Method(paretohqd),
+    "stage1-only": Method(paretohqd, {"stage2.enabled": False}),
+    "scalarised": Method(paretohqd, {"select.method": "scalarised"}),
+    "full-data": Method(paretohqd, {"select.method": "random"}),
+    "ric": Method(ric),
+    "rewarded-soups": Method(soups, {"train.lora": True}),  # soups mix LoRA adapters
+    "morlhf": Method(morlhf, {"train.lora": True}),
+}
+
+
+def configure(cfg: Config, method: str | None = None) -> Config:
+    """`cfg` for `method` (default `cfg.method`): the name checked, the settings it implies filled in,
+    so the run's config.yaml shows the effective settings.
+
+    Examples:
+        >>> configure(Config(method="stage1-only")).stage2.enabled
+        False
+        >>> configure(Config(), "scalarised").select.method
+        'scalarised'
+
+    Raises:
+        ConfigError: an unknown method, or a setting given explicitly that contradicts the method.
+    """
+    method = cfg.method if method is None else method
+    if method not in METHODS:
+        raise ConfigError(f"method: {method!r} is not a method; choose one of {', '.join(METHODS)}")
+    sections: dict[str, Any] = {}
+    for key, value in METHODS[method].implies.items():
+        section, name = key.split(".")
+        node = sections.get(section, getattr(cfg, section))
+        # a key left at its default takes the method's value; one set otherwise by the user is a contradiction
+        if name in node.model_fields_set and getattr(node, name) != value:
+            raise ConfigError(f"method {method!r} means {key} = {value!r}, but the config sets {key} = "
+                              f"{getattr(node, name)!r}; drop that key or choose another method")
+        sections[section] = node.model_copy(update={name: value})
+    return cfg.model_copy(update={"method": method, **sections})
+
+
+def module(cfg: Config) -> ModuleType:
+    """The module of `cfg.method` (checked by `configure`)."""
+    return METHODS[cfg.method].module

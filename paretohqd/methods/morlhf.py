@@ -1,0 +1,130 @@
+"""MORLHF: online RL on the scalarised reward w . r, one LoRA model per preference.
+
+The paper's MORLHF runs PPO on w . r; we use TRL's GRPOTrainer (no value model, so it fits small
+machines): for each prompt `morlhf.num_generations` completions are sampled from the current
+policy, every run reward model scores them, and the advantage is w . r normalised within the
+prompt's group. `reward_funcs` are wrappers around the run's reward models and `reward_weights`
+= w (objectives of weight 0 are not scored). Each reward is first z-normalised with the mean and
+std of the run's scored training data, as RiC's MORLHF does, so w weighs objectives of equal
+spread rather than whatever scale each reward model happens to have. A KL term (`morlhf.beta`) to
+the base policy keeps the policy near it, as in RLHF.
+
+Prompts are training prompts only (`data/train.parquet`); held-out prompts are never seen. A run
+killed inside one preference's RL restarts that preference (no mid-RL checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from paretohqd.config import Config
+from paretohqd.io import atomic_dir, read_table, write_json
+from paretohqd.pareto.preferences import preferences_from_config
+from paretohqd.rewards.score import stats_path
+from paretohqd.runfolder import FinalModel, RunFolder, pref_name
+
+
+def preferences(cfg: Config) -> np.ndarray:
+    """(P, M) preferences MORLHF trains."""
+    return preferences_from_config(cfg.morlhf.preferences, len(cfg.rewards.models))
+
+
+def reward_funcs(r: RunFolder, weights: np.ndarray) -> tuple[list, list[float]]:
+    """One GRPO reward function per objective of nonzero weight, and those weights.
+
+    Each function scores (HH prompt, completion) with the run's reward model and returns the
+    reward z-normalised by the training data's mean and std.
+    """
+    from paretohqd.rewards import load_reward_models
+
+    cfg = r.cfg
+    stats = json.loads(stats_path(r.scores).read_text())["stats"]
+    models = load_reward_models(cfg.rewards)
+    funcs, used = [], []
+    for (name, model), w in zip(models.items(), weights):
+        if w == 0:
+            continue
+        mean, std = stats[name]["mean"], stats[name]["std"] or 1.0
+
+        def score(prompts, completions, hh_prompt, model=model, mean=mean, std=std, **_) -> list[float]:
+            # conversational datasets give each completion as [{"role": "assistant", "content": ...}]
+            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+            return ((model.score(hh_prompt, texts, batch_size=cfg.rewards.batch_size) - mean) / std).tolist()
+
+        score.__name__ = name  # TRL logs each reward under its function's name
+        funcs.append(score)
+        used.append(float(w))
+    return funcs, used
+
+
+def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *, seed: int) -> dict:
+    """GRPO with LoRA on w . r; saves the adapter and `train.json` to `out` (atomically)."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from paretohqd.policy.load import load_policy
+    from paretohqd.policy.sft import lora_config, mixed_precision
+
+    cfg = r.cfg
+    m = cfg.morlhf
+    prompts = read_table(r.train_data).drop_duplicates("prompt")
+    n = min(len(prompts), m.steps * m.batch_size // m.num_generations)  # prompts the budget reaches
+    prompts = prompts.sample(n=n, random_state=seed)
+    data = Dataset.from_dict({"prompt": [list(x) for x in prompts["messages"]], "hh_prompt": list(prompts["prompt"])})
+    funcs, used = reward_funcs(r, weights)
+    args = GRPOConfig(
+        output_dir=str(out.with_name(f".{out.name}.trainer")),  # nothing kept: save_strategy no, report_to none
+        max_steps=m.steps, per_device_train_batch_size=m.batch_size,
+        num_generations=m.num_generations, max_completion_length=m.max_completion_length or cfg.generate.max_new_tokens,
+        learning_rate=m.lr, beta=m.beta, reward_weights=used, temperature=cfg.generate.temperature or 1.0,
+        top_p=cfg.generate.top_p, warmup_steps=min(cfg.train.warmup_steps, m.steps - 1), seed=seed,
+        bf16=mixed_precision(cfg.train) == "bf16", use_cpu=not torch.cuda.is_available(),
+        activation_checkpointing=False,  # small models fit without it (GRPOConfig turns it on)
+        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
+    )
+    model = load_policy(cfg.policy.model, dtype=cfg.policy.dtype, trust_remote_code=cfg.policy.trust_remote_code)
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data,
+                          processing_class=tokenizer, peft_config=lora_config(cfg.train))
+    t0 = time.perf_counter()
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "reward" in h]
+    stats = {"steps": m.steps, "weights": [float(w) for w in weights], "prompts": n, "seconds": time.perf_counter() - t0,
+             "reward_first": logs[0]["reward"] if logs else None, "reward_last": logs[-1]["reward"] if logs else None,
+             "kl_last": logs[-1].get("kl") if logs else None}
+    shutil.rmtree(args.output_dir, ignore_errors=True)
+    with atomic_dir(out) as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        write_json(stats, tmp / "train.json")
+    return stats
+
+
+def train(r: RunFolder, tokenizer) -> None:
+    for i, w in enumerate(preferences(r.cfg)):
+        out = r.path("morlhf", pref_name(i))
+        r.step(f"morlhf/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json",
+               lambda w=w, out=out, i=i: train_preference(r, tokenizer, w, out, seed=r.cfg.seed + i))
+
+
+def final_models(r: RunFolder) -> list[FinalModel]:
+    return [FinalModel(pref_name(i), w, r.path("morlhf", pref_name(i)), r.path("morlhf", pref_name(i), "train.json"))
+            for i, w in enumerate(preferences(r.cfg))]
+
+
+def rl_text(cfg: Config) -> str:
+    m = cfg.morlhf
+    return f"GRPO, {m.steps} steps x {m.batch_size} completions, beta {m.beta}"
+
+
+def describe(cfg: Config) -> str:
+    return f"MORLHF ({rl_text(cfg)}, on w.r for {len(preferences(cfg))} preferences)"
+
+
+def work(cfg: Config) -> dict[str, float]:
+    n = len(preferences(cfg))
+    return {"grpo_completions": n * cfg.morlhf.steps * cfg.morlhf.batch_size, "models": n}

@@ -1,0 +1,131 @@
+"""ParetoHqD (arXiv 2504.16628) and its ablations: select -> stage 1 -> stage 2.
+
+- Stage 1: from the scored data's top Pareto layers, each preference takes the k points nearest
+  its ray (`paretohqd.select`) and fine-tunes one model on them.
+- Stage 2: the M + 1 representative stage-1 models (`representatives`) answer `stage2.prompts`
+  training prompts; the answers are scored, selected again (k/2 per preference), and each
+  preference's stage-1 adapter trains on its new samples.
+
+The ablations are settings (see `paretohqd.methods.METHODS`): `stage1-only` turns stage 2 off,
+`scalarised` selects the top k of w . z, `full-data` draws uniformly from the whole set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from paretohqd.config import Config
+from paretohqd.data.prepare import sample_id
+from paretohqd.io import read_table, write_parquet
+from paretohqd.pareto.preferences import preferences_from_config
+from paretohqd.policy.generate import answer
+from paretohqd.policy.sft import finetune_rows
+from paretohqd.progress import console
+from paretohqd.rewards.score import write_scores
+from paretohqd.runfolder import FinalModel, RunFolder, pref_name
+from paretohqd.select import write_selection
+
+
+def representatives(preferences: np.ndarray) -> list[int]:
+    """Indices of the M + 1 stage-2 generators: the preference nearest each vertex, then the one
+    nearest the uniform weights (the balanced model).
+
+    Examples:
+        >>> representatives(np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0], [0.4, 0.6]]))
+        [2, 0, 1]
+    """
+    m = preferences.shape[1]
+    targets = list(np.eye(m)) + [np.full(m, 1.0 / m)]
+    picks = [int(np.argmin(np.linalg.norm(preferences - t, axis=1))) for t in targets]
+    return list(dict.fromkeys(picks))
+
+
+def train(r: RunFolder, tokenizer) -> None:
+    """Selection, stage 1 and, unless it is off, stage 2."""
+    cfg = r.cfg
+    r.step("select", r.path("stage1", "selection.parquet"),
+           lambda: write_selection(cfg, r.scores, r.path("stage1"), k=cfg.select.k,
+                                   random_n=cfg.train.steps * cfg.train.batch_size))
+    _train_stage(r, tokenizer, "stage1", r.scores, cfg.train.steps)
+    if cfg.stage2.enabled:
+        _stage2(r, tokenizer)
+
+
+def _stage2(r: RunFolder, tokenizer) -> None:
+    cfg = r.cfg
+    k2 = cfg.stage2.k or max(cfg.select.k // 2, 1)
+    prompts = read_table(r.train_data).drop_duplicates("prompt")
+    n = min(cfg.stage2.prompts, len(prompts))
+    if n < cfg.stage2.prompts:
+        console.print(f"[yellow]stage2.prompts = {cfg.stage2.prompts:,} but the data holds {n:,} distinct "
+                      f"training prompts: using all of them[/]")
+    prompts = prompts.sample(n=n, random_state=cfg.seed).reset_index(drop=True)
+    pools = []
+    for i in representatives(r.preferences):
+        pool = r.path("stage2", f"generated-{pref_name(i)}.parquet")
+        pools.append(pool)
+        r.step(f"stage2/generate {pref_name(i)}", pool,
+               lambda i=i, pool=pool: _generate_pool(cfg, tokenizer, prompts, r.path("stage1", pref_name(i)), i, pool))
+
+    def score_pool() -> None:
+        df = pd.concat([read_table(p) for p in pools], ignore_index=True).drop_duplicates("id")
+        write_scores(cfg, df, r.path("stage2", "scores.parquet"))
+
+    r.step("stage2/score", r.path("stage2", "scores.parquet"), score_pool)
+    r.step("stage2/select", r.path("stage2", "selection.parquet"),
+           lambda: write_selection(cfg, r.path("stage2", "scores.parquet"), r.path("stage2"), k=k2,
+                                   random_n=cfg.stage2.steps * cfg.train.batch_size))
+    _train_stage(r, tokenizer, "stage2", r.path("stage2", "scores.parquet"), cfg.stage2.steps, init_stage="stage1")
+
+
+def _generate_pool(cfg: Config, tokenizer, prompts: pd.DataFrame, adapter, index: int, out) -> None:
+    responses = answer(cfg, tokenizer, [list(m) for m in prompts["messages"]], adapter, seed=cfg.seed + index,
+                       label=f"pref {index:02d} answers")
+    df = prompts[["prompt", "messages"]].assign(response=responses, source=f"stage1:{pref_name(index)}",
+                                                 preference_index=index, model=str(adapter))
+    df = df[df["response"].str.len() > 0]
+    df.insert(0, "id", [sample_id(p, r) for p, r in zip(df["prompt"], df["response"])])
+    write_parquet(df, out)
+
+
+def _train_stage(r: RunFolder, tokenizer, stage: str, scores_path, steps: int, init_stage: str | None = None) -> None:
+    """One model per preference on its selection; stage 2 continues from the stage-1 adapters."""
+    for i, w in enumerate(r.preferences):
+        out = r.path(stage, pref_name(i))
+        init = r.path(init_stage, pref_name(i)) if init_stage else None
+
+        def fit(i=i, out=out, init=init) -> None:
+            scores = read_table(scores_path).set_index("id")
+            selection = read_table(r.path(stage, "selection.parquet"))
+            rows = scores.loc[selection.loc[selection["preference_index"] == i, "id"]]
+            finetune_rows(r.cfg, tokenizer, rows, out, steps=steps, seed=r.cfg.seed + i, init_adapter=init)
+
+        r.step(f"{stage}/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json", fit, every_process=True)
+
+
+def final_models(r: RunFolder) -> list[FinalModel]:
+    """Each preference's stage-2 model if stage 2 ran, else its stage-1 model."""
+    stage = "stage2" if r.cfg.stage2.enabled else "stage1"
+    return [FinalModel(pref_name(i), w, r.path(stage, pref_name(i)), r.path(stage, pref_name(i), "train.json"))
+            for i, w in enumerate(r.preferences)]
+
+
+def describe(cfg: Config) -> str:
+    stages = "stage 1 + 2" if cfg.stage2.enabled else "stage 1 only"
+    if cfg.select.method == "random":
+        return f"ParetoHqD without Pareto data (uniform random training samples, {stages})"
+    return f"ParetoHqD ({cfg.select.method} selection, {stages}, k={cfg.select.k})"
+
+
+def work(cfg: Config) -> dict[str, float]:
+    """Samples x steps trained (stage 1 separately, since `compare` can share it), tokens generated
+    (stage 2, counted at max_new_tokens) and the number of models evaluated."""
+    prefs = preferences_from_config(cfg.select.preferences, len(cfg.rewards.models))  # (P, M)
+    stage1 = len(prefs) * cfg.train.steps * cfg.train.batch_size
+    stage2 = generated = 0
+    if cfg.stage2.enabled:
+        generated = len(representatives(prefs)) * cfg.stage2.prompts * cfg.generate.max_new_tokens
+        stage2 = len(prefs) * cfg.stage2.steps * cfg.train.batch_size
+    return {"train_samples": stage1 + stage2, "stage1_samples": stage1, "generated_tokens": generated,
+            "models": len(prefs)}

@@ -1,0 +1,87 @@
+"""Batched sampling from a policy (base or with adapters), left-padded, with a progress bar."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from paretohqd.config import Config, GenerateConfig, PolicyConfig
+from paretohqd.devices import native_bf16
+from paretohqd.policy.load import load_policy
+from paretohqd.progress import console, progress_bar
+
+
+def load_for_generation(policy: PolicyConfig, adapter: str | Path | None, *, lora: bool = True,
+                        dtype: str = "auto"):
+    """The base policy, with a trained adapter merged in (or a fully fine-tuned folder), cast to
+    `dtype` (`auto`: bfloat16 where the device runs it natively, else the policy's dtype).
+
+    Weights are cast once rather than autocast: autocast re-casts every weight at every decoded
+    token, which made sampling 1.7x slower than fp32 here, while bf16 weights made it 1.8x faster.
+    """
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if native_bf16(device) else policy.dtype
+    if adapter is not None and not lora:
+        model = load_policy(str(adapter), dtype=policy.dtype, trust_remote_code=policy.trust_remote_code)
+    else:
+        model = load_policy(policy.model, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code)
+        if adapter is not None:
+            from peft import PeftModel
+
+            # merging removes the adapter's extra matmuls from every generated token
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    return model.to(device=device, dtype=getattr(torch, dtype)).eval()
+
+
+def generate(
+    model,
+    tokenizer,
+    conversations: list[list[dict]],
+    cfg: GenerateConfig,
+    *,
+    seed: int,
+    label: str = "generating",
+) -> tuple[list[str], dict]:
+    """One sampled response per conversation, in input order.
+
+    Returns the responses and stats (seconds, new tokens per second).
+    """
+    torch.manual_seed(seed)
+    pad_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # responses start at one column
+    # longest prompts first: similar lengths share a batch, and an out-of-memory shows up at once
+    order = sorted(range(len(conversations)), key=lambda i: -len(str(conversations[i])))
+    out: list[str] = [""] * len(conversations)
+    n_new, t0 = 0, time.perf_counter()
+    sampling = dict(do_sample=True, top_p=cfg.top_p, temperature=cfg.temperature) if cfg.temperature > 0 \
+        else dict(do_sample=False)
+    try:
+        with progress_bar(unit="prompts") as bar, torch.inference_mode():
+            task = bar.add_task(label, total=len(order))
+            for start in range(0, len(order), cfg.batch_size):
+                idx = order[start:start + cfg.batch_size]
+                texts = [tokenizer.apply_chat_template(conversations[i], add_generation_prompt=True, tokenize=False)
+                         for i in idx]
+                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+                ids = model.generate(**enc, max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                     **sampling)[:, enc["input_ids"].shape[1]:]  # (B, new)
+                n_new += int((ids != tokenizer.pad_token_id).sum())
+                for i, row in zip(idx, tokenizer.batch_decode(ids, skip_special_tokens=True)):
+                    out[i] = row.strip()
+                bar.advance(task, len(idx))
+    finally:
+        tokenizer.padding_side = pad_side
+    seconds = time.perf_counter() - t0
+    return out, {"seconds": seconds, "new_tokens": n_new, "tokens_per_s": n_new / seconds if seconds else 0.0}
+
+
+def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: str | Path | None, *, seed: int,
+           label: str) -> list[str]:
+    """Load the run's policy with `adapter` (None: the base model), answer every conversation with the
+    run's generation settings, print the speed; returns the answers in input order."""
+    model = load_for_generation(cfg.policy, adapter, lora=cfg.train.lora, dtype=cfg.generate.dtype)
+    responses, stats = generate(model, tokenizer, conversations, cfg.generate, seed=seed, label=label)
+    console.print(f"  {label}: {stats['new_tokens']:,} tokens at {stats['tokens_per_s']:.1f} tokens/s")
+    return responses

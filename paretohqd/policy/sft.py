@@ -1,0 +1,290 @@
+"""Supervised fine-tuning on a preference's selected samples, loss on response tokens only.
+
+A plain loop on `accelerate` (devices, mixed precision, DDP under `accelerate launch`), measured
+faster on CPU than TRL's SFTTrainer for the same maths (benchmarks/train.py) because it:
+- left-pads batches, so every response ends at the last position, and asks the model for logits
+  of the last (longest response) positions only (`logits_to_keep`): on HH the prompt is most of
+  the sequence, and the 49k-vocabulary head is a large share of a small model's compute;
+- splits each step's batch into micro-batches of similar length under a token budget
+  (little padding), accumulating gradients, with the loss normalised over the whole step;
+- keeps gradient checkpointing off (small models fit without it), and on CPU uses eager
+  attention (PyTorch's CPU flash-attention backward is slower at these lengths).
+The loss is the mean token cross-entropy over response tokens, as SFTTrainer's completion_only_loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from paretohqd.config import Config, PolicyConfig, TrainConfig
+from paretohqd.io import atomic_dir, write_json
+from paretohqd.progress import console
+from paretohqd.devices import native_bf16
+from paretohqd.policy.load import load_policy
+
+IGNORE = -100
+# accelerate's prepare() asks transformers a deprecated question on every model: noise, not news
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+# Data --------------------------------------------------------------------------------------------
+
+
+def encode(tokenizer, messages: list[dict], response: str, max_length: int) -> tuple[list[int], int]:
+    """Chat-template a (prompt, response) sample. Returns (token ids, number of prompt tokens).
+
+    Prompts longer than the budget lose their oldest tokens first; the response is kept whole
+    (up to `max_length` - 1 tokens) because it is what the loss is about.
+    """
+    prompt = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)["input_ids"])
+    full = list(tokenizer.apply_chat_template(
+        list(messages) + [{"role": "assistant", "content": response}], tokenize=True)["input_ids"])
+    if full[: len(prompt)] == prompt:
+        answer = full[len(prompt):]
+    else:  # a template that renders history differently once an answer follows
+        answer = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    answer = answer[: max_length - 1]
+    prompt = prompt[-(max_length - len(answer)):]
+    return prompt + answer, len(prompt)
+
+
+def collate(samples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-pad a micro-batch. Labels are -100 on prompt and padding; `keep` = logits needed."""
+    width = max(len(ids) for ids, _ in samples)
+    keep = max(len(ids) - n_prompt for ids, n_prompt in samples) + 1  # +1: first answer token's predictor
+    input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)  # (B, T)
+    attention = torch.zeros((len(samples), width), dtype=torch.long)  # (B, T)
+    labels = torch.full((len(samples), width), IGNORE, dtype=torch.long)  # (B, T)
+    for row, (ids, n_prompt) in enumerate(samples):
+        start = width - len(ids)
+        input_ids[row, start:] = torch.tensor(ids)
+        attention[row, start:] = 1
+        labels[row, start + n_prompt:] = torch.tensor(ids[n_prompt:])
+    # positions count real tokens only, so left padding changes nothing in the maths
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": input_ids, "attention_mask": attention, "position_ids": position_ids,
+            "labels": labels, "keep": min(keep, width)}
+
+
+def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed next-token cross-entropy over response tokens (the caller divides by the count)."""
+    keep = int(batch["keep"])
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=batch["position_ids"], logits_to_keep=keep).logits  # (B, keep, V)
+    # logits[:, j] predicts the token after position T-keep+j
+    targets = batch["labels"][:, -keep + 1:] if keep > 1 else batch["labels"][:, :0]  # (B, keep-1)
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+
+
+def step_plan(lengths: list[int], steps: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Sample indices for each step: epochs of a seeded shuffle, `batch_size` per step,
+    each step's samples sorted by length (so micro-batches group similar lengths)."""
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    while len(order) < steps * batch_size:
+        order.extend(rng.permutation(len(lengths)).tolist())
+    return [sorted(order[s * batch_size:(s + 1) * batch_size], key=lambda i: lengths[i]) for s in range(steps)]
+
+
+def micro_batches(indices: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Split length-sorted indices into micro-batches whose padded size stays under `max_tokens`
+    (a single longer sample still gets its own micro-batch).
+
+    Examples:
+        >>> micro_batches([0, 1, 2, 3], [100, 120, 300, 500], 600)
+        [[0, 1], [2], [3]]
+    """
+    out: list[list[int]] = []
+    for i in indices:
+        if out and (len(out[-1]) + 1) * max(lengths[j] for j in out[-1] + [i]) <= max_tokens:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+# Model -------------------------------------------------------------------------------------------
+
+
+def lora_config(cfg: TrainConfig):
+    """PEFT LoraConfig of the `train` section (SFT here, and MORLHF's GRPO)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
+
+
+def build_model(policy: PolicyConfig, cfg: TrainConfig, init_adapter: str | Path | None = None):
+    """The policy with fresh LoRA adapters, those of `init_adapter` (trainable), or all weights."""
+    from peft import PeftModel, get_peft_model
+
+    attention = cfg.attention if cfg.attention != "auto" else (None if torch.cuda.is_available() else "eager")
+    # a fully fine-tuned checkpoint is a whole model
+    source = str(init_adapter) if init_adapter is not None and not cfg.lora else policy.model
+    model = load_policy(source, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code,
+                        attn_implementation=attention)
+    if cfg.lora:
+        if init_adapter is not None:
+            return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+        return get_peft_model(model, lora_config(cfg))
+    return model
+
+
+def mixed_precision(cfg: TrainConfig) -> str:
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision
+    return "bf16" if native_bf16("cuda" if torch.cuda.is_available() else "cpu") else "no"
+
+
+def _accelerator(precision: str) -> Accelerator:
+    # accelerate keeps one state per process; a single process may train with several configs
+    # (tests, `compare`), so reset it there. Under `accelerate launch` the launcher's state stands.
+    from accelerate.state import AcceleratorState, PartialState
+
+    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+        if AcceleratorState().mixed_precision != precision:
+            AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(mixed_precision=precision)
+
+
+# Loop --------------------------------------------------------------------------------------------
+
+
+def finetune(
+    samples: list[tuple[list[int], int]],
+    out: Path,
+    *,
+    policy: PolicyConfig,
+    cfg: TrainConfig,
+    steps: int,
+    seed: int,
+    pad_id: int,
+    init_adapter: str | Path | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict:
+    """Train one model on encoded samples and save it to `out` (atomically, with `train.json`).
+
+    Resumes from `out/../<name>.ckpt` if a killed run left one; returns the training stats.
+    """
+    if (out / "train.json").exists():
+        return json.loads((out / "train.json").read_text())
+    acc = _accelerator(mixed_precision(cfg))
+    set_seed(seed)
+    if cfg.batch_size % acc.num_processes:
+        raise ValueError(f"train.batch_size ({cfg.batch_size}) must divide by the number of processes "
+                         f"({acc.num_processes})")
+    model = build_model(policy, cfg, init_adapter)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / max(cfg.warmup_steps, 1), 1.0)
+                                              * max(0.0, (steps - s) / max(steps - cfg.warmup_steps, 1)))
+    model, opt = acc.prepare(model, opt)
+
+    ckpt = out.with_name(out.name + ".ckpt")
+    start = _load_checkpoint(ckpt, acc.unwrap_model(model), opt, sched)
+    lengths = [len(ids) for ids, _ in samples]
+    n_answer = [len(ids) - n_prompt for ids, n_prompt in samples]
+    plan = step_plan(lengths, steps, cfg.batch_size, seed)
+    losses, t0, n_tokens = [], time.perf_counter(), 0
+    model.train()
+    for step in range(start, steps):
+        # the loss is the mean over every response token of the whole step, on every device:
+        # DDP averages gradients over processes, hence the * num_processes
+        denom = sum(n_answer[i] for i in plan[step]) / acc.num_processes
+        chunks = micro_batches(plan[step][acc.process_index::acc.num_processes], lengths, cfg.micro_batch_tokens)
+        step_loss = 0.0
+        for j, idx in enumerate(chunks):
+            batch = collate([samples[i] for i in idx], pad_id)
+            n_tokens += int(batch["attention_mask"].sum())
+            batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            # gradients sync across devices once per step, on the last micro-batch
+            with acc.no_sync(model) if j < len(chunks) - 1 else contextlib.nullcontext():
+                with acc.autocast():
+                    loss = completion_loss(model, batch) / denom
+                acc.backward(loss)
+            step_loss += loss.item() / acc.num_processes
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        if not math.isfinite(step_loss):
+            raise FloatingPointError(f"loss is {step_loss} at step {step + 1}; lower train.lr")
+        losses.append(step_loss)
+        if on_step:
+            on_step(step + 1, step_loss)
+        if (step + 1) % cfg.save_every == 0 and step + 1 < steps and acc.is_main_process:
+            _save_checkpoint(ckpt, acc.unwrap_model(model), opt, sched, step + 1)
+    seconds = time.perf_counter() - t0
+    stats = {"steps": steps, "resumed_at": start, "loss_first": losses[0] if losses else None,
+             "loss_last": losses[-1] if losses else None, "seconds": seconds,
+             "tokens_per_s": n_tokens / seconds if seconds else None, "samples": len(samples),
+             "mixed_precision": acc.mixed_precision}
+    if acc.is_main_process:
+        _save_model(acc.unwrap_model(model), out, stats)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    acc.wait_for_everyone()
+    return stats
+
+
+def finetune_rows(cfg: Config, tokenizer, rows, out: Path, *, steps: int, seed: int,
+                  init_adapter: str | Path | None = None, tags: list[str] | None = None) -> dict:
+    """Encode a table's (messages, response) rows (each prompt with its RiC tag, if `tags`) and
+    `finetune` one model on them with the run's settings, printing loss and speed as it goes."""
+    from paretohqd.policy.prompts import with_tag
+
+    conversations = [list(m) for m in rows["messages"]]
+    if tags is not None:
+        conversations = [with_tag(c, t) for c, t in zip(conversations, tags)]
+    samples = [encode(tokenizer, c, r, cfg.train.max_length) for c, r in zip(conversations, rows["response"])]
+    t0 = time.perf_counter()
+
+    def show(step: int, loss: float) -> None:
+        if step == 1 or step % 10 == 0 or step == steps:
+            console.print(f"  step {step}/{steps}  loss {loss:.3f}  {(time.perf_counter() - t0) / step:.1f} s/step")
+
+    return finetune(samples, out, policy=cfg.policy, cfg=cfg.train, steps=steps, seed=seed,
+                    pad_id=tokenizer.pad_token_id, init_adapter=init_adapter, on_step=show)
+
+
+def _save_model(model, out: Path, stats: dict) -> None:
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        write_json(stats, tmp / "train.json")
+
+
+def _save_checkpoint(ckpt: Path, model, opt, sched, step: int) -> None:
+    with atomic_dir(ckpt) as tmp:
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+        write_json({"step": step}, tmp / "state.json")
+
+
+def _load_checkpoint(ckpt: Path, model, opt, sched) -> int:
+    if not (ckpt / "state.json").exists():
+        return 0
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = ckpt / "model" / ("adapter_model.safetensors" if hasattr(model, "peft_config") else "model.safetensors")
+    state = load_file(weights)
+    if hasattr(model, "peft_config"):
+        set_peft_model_state_dict(model, state)
+    else:
+        model.load_state_dict(state, strict=False)
+    # weights_only: tensors and plain containers, no arbitrary objects (our own file, still no pickle code)
+    extra = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    opt.load_state_dict(extra["optimizer"])
+    sched.load_state_dict(extra["scheduler"])
+    return json.loads((ckpt / "state.json").read_text())["step"]

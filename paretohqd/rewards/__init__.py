@@ -1,0 +1,71 @@
+"""Reward models, one per objective: a name, a fingerprint, and `score(prompts, responses)`.
+
+Three kinds, named the same way in every config (`rewards.models`):
+- presets for the paper's Hugging Face reward models (`ray2333-helpful`, ...), each with its input
+  format and logit index;
+- any hub id or local folder of an `AutoModelForSequenceClassification`;
+- the offline heads `paretohqd reward train` writes (`minilm-helpful`, ...): a small head on frozen
+  all-MiniLM-L6-v2 embeddings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from paretohqd.config import ConfigError
+from paretohqd.rewards.base import (OFFLINE, PRESETS, Format, Preset, RewardModel, available, head_marker,
+                                    resolve_dtype, state_fingerprint)
+
+if TYPE_CHECKING:
+    from paretohqd.config import RewardsConfig
+
+__all__ = ["OFFLINE", "PRESETS", "Format", "Preset", "RewardModel", "available", "head_marker", "load_reward_model",
+           "load_reward_models", "resolve_dtype", "state_fingerprint"]
+
+
+def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None = None) -> RewardModel:
+    """One reward model by name (see the module docstring).
+
+    Raises:
+        ConfigError: unknown name, missing folder, or an offline head not trained yet; the message
+            lists what is available.
+    """
+    from paretohqd.rewards.hf import HFRewardModel
+
+    if name in PRESETS:
+        p = PRESETS[name]
+        return HFRewardModel(p.hub_id, cfg, format=p.format, logit=p.logit, name=name)
+    if name in OFFLINE:
+        from paretohqd.rewards.minilm import load_head_model
+
+        folder = Path(cfg.dir) / name
+        if not head_marker(cfg, name).exists():
+            raise ConfigError(
+                f"reward model {name!r} is not trained yet ({folder} missing); run `paretohqd reward train "
+                f"--only {name.removeprefix('minilm-')}` or set rewards.dir. Available: {available(cfg)}"
+            )
+        return load_head_model(folder, cfg, encoders=_encoders if _encoders is not None else {})
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ConfigError(f"reward model folder {path} has no config.json. Available: {available(cfg)}")
+        return HFRewardModel(str(path), cfg, format=cfg.format, logit=cfg.logit, name=name)
+    if _looks_like_hub_id(name):
+        return HFRewardModel(name, cfg, format=cfg.format, logit=cfg.logit, name=name)
+    raise ConfigError(f"unknown reward model {name!r}: not a preset, offline head, folder or hub id. Available: {available(cfg)}")
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    # owner/name with no path-like pieces; anything else that is not a folder is a typo'd path
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
+
+
+def load_reward_models(cfg: RewardsConfig) -> dict[str, RewardModel]:
+    """Every model in `cfg.models`, by objective name. Offline heads share one encoder instance,
+    so the scoring engine embeds each text once for all of them."""
+    if not cfg.models:
+        raise ConfigError(f"rewards.models is empty; name at least one objective, e.g. helpful=minilm-helpful. Available: {available(cfg)}")
+    encoders: dict = {}
+    return {obj: load_reward_model(name, cfg, _encoders=encoders) for obj, name in cfg.models.items()}

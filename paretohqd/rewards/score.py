@@ -1,0 +1,181 @@
+"""The scoring engine and `paretohqd score`: one float column per objective, cached and resumable.
+
+Scores are cached per (reward model fingerprint, sample id) as Parquet chunks under
+`<cache_dir>/<fingerprint>/`, each written atomically as soon as it is scored: a rerun scores only
+ids it has not seen, and a run killed midway loses at most the chunk in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from paretohqd.io import InputError, read_table, write_json, write_parquet
+from paretohqd.progress import progress_bar
+from paretohqd.rewards import RewardModel
+
+REQUIRED = ("id", "prompt", "response")
+# rows per cache file: small enough that a kill loses little, large enough for few files
+CHUNK_SIZE = 256
+
+Scorer = Callable[[Sequence[str], Sequence[str], int], dict[str, np.ndarray]]
+
+
+class ScoreCache:
+    """One reward model's scores by sample id, in `chunk-*.parquet` files (never pickle)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def load(self) -> dict[str, float]:
+        files = sorted(self.folder.glob("chunk-*.parquet"))
+        if not files:
+            return {}
+        df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        return dict(zip(df["id"], df["score"]))
+
+    def write(self, ids: Sequence[str], scores: np.ndarray) -> None:
+        name = f"chunk-{time.time_ns()}-{os.getpid()}.parquet"
+        write_parquet(pd.DataFrame({"id": list(ids), "score": scores.astype(np.float64)}), self.folder / name)
+
+
+def _groups(models: dict[str, RewardModel]) -> list[tuple[list[str], Scorer]]:
+    """Objectives grouped so that heads on one encoder share its embeddings; others stand alone."""
+    from paretohqd.rewards.minilm import HeadRewardModel
+
+    by_encoder: dict[int, list[str]] = {}
+    groups: list[tuple[list[str], Scorer]] = []
+    for obj, m in models.items():
+        if isinstance(m, HeadRewardModel):
+            by_encoder.setdefault(id(m.encoder), []).append(obj)
+        else:
+            groups.append(([obj], lambda p, r, bs, m=m, obj=obj: {obj: m.score(p, r, batch_size=bs)}))
+    for objs in by_encoder.values():
+        groups.append((objs, lambda p, r, bs, objs=objs: _score_heads({o: models[o] for o in objs}, p, r, bs)))
+    return groups
+
+
+def _score_heads(heads: dict, prompts: Sequence[str], responses: Sequence[str], batch_size: int) -> dict[str, np.ndarray]:
+    """Embed prompts (if any head reads them) and responses once, then apply every head."""
+    # the heads share one encoder: a pair head's embeddings serve every head (prompt ones are unused
+    # by response-only heads)
+    lead = next((h for h in heads.values() if h.inputs == "pair"), next(iter(heads.values())))
+    p, r = lead.embed(prompts, responses, batch_size=batch_size)  # (n, 384) or None, (n, 384)
+    return {obj: h.score_embeddings(p, r) for obj, h in heads.items()}
+
+
+def _check_frame(df: pd.DataFrame, models: dict[str, RewardModel]) -> None:
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise InputError(f"table to score lacks column(s) {missing}; it needs {list(REQUIRED)} (as `data prepare` writes)")
+    for col in ("prompt", "response"):
+        bad = df[~df[col].map(lambda x: isinstance(x, str))]
+        if len(bad):
+            raise InputError(f"sample id {bad['id'].iloc[0]!r}: {col} must be text, got {bad[col].iloc[0]!r}")
+    clash = [o for o in models if o in df.columns]
+    if clash:
+        raise InputError(f"table already has column(s) {clash}; drop them or name the objectives differently")
+
+
+def score_frame(
+    df: pd.DataFrame,
+    models: dict[str, RewardModel],
+    *,
+    cache_dir: str | Path,
+    batch_size: int = 32,
+    chunk_size: int = CHUNK_SIZE,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Score every row with every model; `df` is not modified.
+
+    Args:
+        df: columns id, prompt (HH text without the trailing "Assistant:"), response.
+        models: objective name -> reward model (`load_reward_models`).
+        cache_dir: score cache root; each model keys its own folder by fingerprint.
+        batch_size: samples per forward pass.
+        chunk_size: samples per cache file (the unit a killed run may lose).
+        progress: show a rich progress bar with rate and ETA.
+
+    Returns:
+        A copy of `df` with one float64 column per objective.
+
+    Raises:
+        InputError: missing columns or non-text fields, naming the sample id.
+        ValueError: a model scored a sample NaN (named by id; nothing of that chunk is cached).
+    """
+    _check_frame(df, models)
+    out = df.copy()
+    unique = df.drop_duplicates("id")
+    with progress_bar(unit="samples", enabled=progress) as bar:
+        for objs, scorer in _groups(models):
+            caches = {o: ScoreCache(Path(cache_dir) / models[o].fingerprint) for o in objs}
+            known = {o: c.load() for o, c in caches.items()}
+            todo = unique[~unique["id"].map(lambda i: all(i in known[o] for o in objs))]
+            # longest first in chunks, so the slowest chunk (and any memory error) comes early and the
+            # ETA is pessimistic; character length tracks token length closely enough for chunking,
+            # and each model sorts by exact token length inside the chunk
+            todo = todo.iloc[np.argsort(-(todo["prompt"].str.len() + todo["response"].str.len()).to_numpy(), kind="stable")]
+            task = bar.add_task("scoring " + ",".join(objs), total=len(todo))
+            for start in range(0, len(todo), chunk_size):
+                chunk = todo.iloc[start : start + chunk_size]
+                scores = scorer(chunk["prompt"].tolist(), chunk["response"].tolist(), batch_size)
+                for o in objs:
+                    _check_finite(scores[o], chunk["id"], o, models[o].name)
+                for o in objs:
+                    caches[o].write(chunk["id"].tolist(), scores[o])
+                    known[o].update(zip(chunk["id"], scores[o]))
+                bar.advance(task, len(chunk))
+            for o in objs:
+                out[o] = df["id"].map(known[o]).astype(np.float64)
+    return out
+
+
+def _check_finite(scores: np.ndarray, ids: pd.Series, objective: str, name: str) -> None:
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        raise ValueError(
+            f"reward model {name!r} (objective {objective!r}) scored sample id {ids.iloc[bad[0]]!r} as "
+            f"{scores[bad[0]]} ({len(bad)} non-finite in this batch); check the model's dtype and that input"
+        )
+
+
+def stats(df: pd.DataFrame, objectives: Sequence[str]) -> dict[str, dict[str, float]]:
+    """min, max, mean, std (population) per objective column."""
+    return {o: {"min": float(df[o].min()), "max": float(df[o].max()), "mean": float(df[o].mean()),
+                "std": float(df[o].std(ddof=0))} for o in objectives}
+
+
+def stats_path(out: str | Path) -> Path:
+    """Where the statistics of `out` go: scores.parquet -> scores.stats.json."""
+    return Path(out).with_suffix(".stats.json")
+
+
+def write_scores(cfg, df: pd.DataFrame, out: str | Path, *, progress: bool = True) -> Path:
+    """Score `df` with `cfg.rewards.models`; write `out` and its statistics record (per objective
+    min/max/mean/std under "stats", with the models and their fingerprints) beside it."""
+    from paretohqd.rewards import load_reward_models
+
+    models = load_reward_models(cfg.rewards)
+    scored = score_frame(df, models, cache_dir=Path(cfg.rewards.dir) / "scores",
+                         batch_size=cfg.rewards.batch_size, progress=progress)
+    # the table last: a run step takes `out` as its done-marker, so the stats must already be there
+    write_json({"rows": len(scored), "models": dict(cfg.rewards.models),
+                "fingerprints": {o: m.fingerprint for o, m in models.items()},
+                "stats": stats(scored, list(models)), "config": cfg.rewards.model_dump(mode="json")}, stats_path(out))
+    write_parquet(scored, out)
+    return Path(out)
+
+
+def score_file(cfg, data: str | Path, out: str | Path, *, progress: bool = True) -> Path:
+    """`paretohqd score`: read `data`, train missing offline heads, score, write `out` and its stats."""
+    from paretohqd.rewards import OFFLINE
+    from paretohqd.rewards.heads import ensure_trained
+
+    df = read_table(data)
+    ensure_trained(cfg.rewards, [n for n in cfg.rewards.models.values() if n in OFFLINE], sources=cfg.data.sources)
+    return write_scores(cfg, df, out, progress=progress)

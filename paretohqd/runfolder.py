@@ -1,0 +1,166 @@
+"""A run folder (`runs_dir/NAME/`): its named paths, its one config, and `manifest.json`, the record
+of which steps finished and what each cost. This module is the only writer of the manifest.
+
+Every step writes its outputs atomically and is recorded with its wall and device time. A rerun
+skips finished steps; a killed run resumes from the last finished step, and training resumes
+from its last checkpoint inside a step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from accelerate.utils.memory import clear_device_cache
+from rich.table import Table
+
+from paretohqd.config import Config, ConfigError, dump_config
+from paretohqd.devices import device_name
+from paretohqd.io import write_json, write_text
+from paretohqd.pareto.preferences import preferences_from_config
+from paretohqd.progress import console
+
+
+def pref_name(i: int) -> str:
+    """The name of preference i's model and folder.
+
+    Examples:
+        >>> pref_name(3)
+        'pref-03'
+    """
+    return f"pref-{i:02d}"
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """One model a method hands to evaluation: a preference's finished policy."""
+
+    model: str
+    """Its name in the report (`pref-XX`)."""
+    weights: np.ndarray
+    """(M,) the preference it answers for."""
+    adapter: Path
+    """The adapter folder (or the whole model, without LoRA)."""
+    done: Path
+    """The file that exists once the model is finished."""
+    tag: str | None = None
+    """Text added to the prompt (RiC's desired rewards), or None."""
+
+
+def manifest_entry(wall: float, n_devices: int) -> dict:
+    """A finished step's manifest record: wall seconds, the device and its count, device seconds."""
+    # device time: what the paper reports as GPU hours (wall x devices); on CPU, the machine's time
+    return {"wall_s": round(wall, 3), "device": device_name(), "n_devices": n_devices,
+            "device_s": round(wall * n_devices, 3),
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+class RunFolder:
+    """The run's folder, config, objectives, preferences and manifest.
+
+    Args:
+        cfg: the run's config; `cfg.runs_dir / cfg.name` is the folder unless `root` is given.
+        root: an existing run folder (`paretohqd evaluate RUN`).
+
+    Raises:
+        ConfigError: the folder was made with another config (the keys that differ are named).
+    """
+
+    def __init__(self, cfg: Config, root: str | Path | None = None):
+        self.cfg = cfg
+        self.root = Path(root) if root is not None else Path(cfg.runs_dir) / cfg.name
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.objectives: list[str] = list(cfg.rewards.models)
+        self.preferences: np.ndarray = preferences_from_config(cfg.select.preferences, len(self.objectives))  # (P, M)
+        self._check_config()  # every process checks; all write the same bytes atomically
+        path = self.path("manifest.json")
+        self.manifest = json.loads(path.read_text()) if path.exists() else {"steps": {}}
+        self.n_devices = self.state.num_processes
+
+    # named paths shared by every method
+    @property
+    def train_data(self) -> Path:
+        return self.path("data", "train.parquet")
+
+    @property
+    def heldout(self) -> Path:
+        return self.path("data", "heldout.parquet")
+
+    @property
+    def scores(self) -> Path:
+        return self.path("data", "scores.parquet")
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    @property
+    def state(self) -> PartialState:
+        # one process, or one per device under `accelerate launch`; asked afresh each time
+        # because the trainer may reset accelerate's shared state between models
+        return PartialState()
+
+    def _check_config(self) -> None:
+        # a run folder holds one config: mixing outputs of two configs would report nonsense
+        path, text = self.path("config.yaml"), dump_config(self.cfg)
+        if path.exists() and path.read_text() != text:
+            import yaml
+
+            old, new = _flatten(yaml.safe_load(path.read_text())), _flatten(yaml.safe_load(text))
+            # keys a newer paretohqd added (absent from the old file) take their defaults: not a change
+            keys = sorted(k for k in old if old[k] != new.get(k))
+            if keys:
+                raise ConfigError(f"{self.root} was made with another config (differs in: {', '.join(keys)}); "
+                                  f"resume with the same config, or start a new run with --set name=NEW")
+        write_text(text, path)
+        write_json({"seed": self.cfg.seed, "torch": torch.__version__}, self.path("seed.json"))
+
+    def step(self, name: str, done: Path, fn: Callable[[], object], *, every_process: bool = False) -> None:
+        """Run `fn` unless `done` exists; record wall time and device time in the manifest.
+
+        Under `accelerate launch` only training runs on every process (`every_process`); the
+        main process alone runs the other steps while the rest wait, so no file is written twice.
+        """
+        if done.exists():
+            console.print(f"[dim]skip {name} (done)[/]")
+            return
+        console.print(f"[bold]{name}[/]")
+        t0 = time.perf_counter()
+        if every_process or self.state.is_main_process:
+            fn()
+            # models a step loaded sit in reference cycles (trainers, hooks) until the collector runs:
+            # free them now, so the next step (or the next method of `compare`) starts with the memory
+            clear_device_cache(garbage_collection=True)
+        self.state.wait_for_everyone()
+        self.record(name, manifest_entry(time.perf_counter() - t0, self.n_devices))
+
+    def record(self, name: str, entry: dict) -> None:
+        """Add (or replace) one step's record in `manifest.json` (main process only)."""
+        if not self.state.is_main_process:
+            return
+        self.manifest["steps"][name] = entry
+        write_json(self.manifest, self.path("manifest.json"))
+
+    def print_times(self) -> None:
+        table = Table(title=f"where the time went ({self.root})")
+        for col in ("step", "wall s", "device s"):
+            table.add_column(col, justify="left" if col == "step" else "right")
+        steps = self.manifest["steps"]
+        for name, s in steps.items():
+            table.add_row(name, f"{s['wall_s']:.1f}", f"{s['device_s']:.1f}")
+        table.add_row("total", f"{sum(s['wall_s'] for s in steps.values()):.1f}",
+                      f"{sum(s['device_s'] for s in steps.values()):.1f}")
+        console.print(table)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out

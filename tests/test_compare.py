@@ -1,0 +1,188 @@
+"""`paretohqd compare` end to end: every method trains and evaluates on a tiny random Llama.
+
+One module-scoped compare run (the shipped configs/compare-cpu.yaml with a minimal budget) serves
+every test here: seven runs on the same 80 real HH rows, MiniLM reward heads trained on them.
+Stage 2 is off to keep the suite fast (test_pipeline runs it; `full-data`'s stage-2 selection is
+the function unit-tested in test_baselines_units).
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from paretohqd import budget, compare
+from paretohqd.cli import app
+from paretohqd.config import ConfigError, load_config
+from paretohqd.methods import METHODS as REGISTRY
+from paretohqd.pareto.layers import nondominated_layers
+from paretohqd.pareto.metrics import hypervolume
+
+METHODS = tuple(REGISTRY)  # configs/compare-cpu.yaml compares every method
+
+NAME = "t"
+N_PREFS, N_PROMPTS = 2, 3
+MORLHF_PREFS = [[0.3, 0.7]]  # an explicit subset, not the grid
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, small_hh, tiny_policy):
+    runs = tmp_path_factory.mktemp("compare") / "runs"
+    sets = [f"name={NAME}", f"runs_dir={runs}", f"data.sources=[{small_hh}]", f"policy.model={tiny_policy}",
+            f"rewards.dir={tmp_path_factory.getbasetemp() / 'rewards'}", "rewards.epochs=3",
+            f"select.preferences={N_PREFS}", "select.k=4", "train.steps=2", "train.batch_size=2",
+            "train.warmup_steps=0", "stage2.enabled=false", f"evaluate.prompts={N_PROMPTS}",
+            "evaluate.bootstrap=20", "generate.max_new_tokens=8", "generate.batch_size=4", "ric.steps=3",
+            f"morlhf.preferences={MORLHF_PREFS}", "morlhf.steps=1", "morlhf.batch_size=4", "morlhf.num_generations=2",
+            "morlhf.lr=1e-3"]
+    args = ["compare", "configs/compare-cpu.yaml"]
+    for s in sets:
+        args += ["--set", s]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    return runs
+
+
+def _lora_b(folder) -> list:
+    weights = load_file(folder / "adapter_model.safetensors")
+    return [t for k, t in weights.items() if "lora_B" in k]
+
+
+def test_compare_writes_one_table_and_one_plot(compared):
+    out = compared / f"{NAME}-compare"
+    rows = json.loads((out / "compare.json").read_text())["methods"]
+    assert [r["method"] for r in rows] == list(METHODS)
+    by = {r["method"]: r for r in rows}
+    assert by["paretohqd"]["relative_compute"] == 1.0
+    box = json.loads((compared / f"{NAME}-paretohqd" / "evaluate" / "bounds.json").read_text())
+    for r in rows:
+        # each number recomputed from the run's own answers
+        df = pd.read_parquet(compared / f"{NAME}-{r['method']}" / "evaluate" / "responses.parquet")
+        tuned = df[df["model"] != "base"]
+        assert r["collapse_rate"] == pytest.approx(tuned["collapse"].notna().mean())
+        means = tuned.groupby("model")[["helpful", "harmless"]].mean().to_numpy()
+        assert r["hypervolume"] == pytest.approx(hypervolume(means, lower=box["lower"], upper=box["upper"]))
+        assert r["compute_device_h"] > 0
+        assert r["relative_compute"] == pytest.approx(r["compute_device_h"] / by["paretohqd"]["compute_device_h"])
+    # every method answered the same prompts, so each gets a paired difference to ParetoHqD
+    for r in rows[1:]:
+        d = r["hypervolume_vs_first"]
+        assert d["vs"] == f"{NAME}-paretohqd" and d["delta"] == pytest.approx(r["hypervolume"] - rows[0]["hypervolume"])
+        assert d["ci95"][0] <= d["ci95"][1]
+    report = json.loads((out / "report.json").read_text())
+    assert [m["method"] for m in report["methods"]] == [f"{NAME}-{m}" for m in METHODS]
+    assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (out / "compare.md").read_text()
+    assert all(f"| {m} |" in table for m in METHODS) and "| HV - first [95%] |" in table
+    # every run is measured in the first run's box
+    first = json.loads((compared / f"{NAME}-paretohqd" / "evaluate" / "bounds.json").read_text())
+    assert report["bounds"]["lower"] == first["lower"] and report["bounds"]["upper"] == first["upper"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_answers_the_same_heldout_prompts(compared, method):
+    root = compared / f"{NAME}-{method}"
+    df = pd.read_parquet(root / "evaluate" / "responses.parquet")
+    n_models = len(MORLHF_PREFS) if method == "morlhf" else N_PREFS
+    assert sorted(df["model"].unique()) == ["base"] + [f"pref-{i:02d}" for i in range(n_models)]
+    assert df.groupby("model").size().eq(N_PROMPTS).all()
+    first = pd.read_parquet(compared / f"{NAME}-paretohqd" / "data" / "heldout.parquet")
+    assert set(df["prompt_id"]) == set(first["prompt_id"].head(N_PROMPTS))
+    assert df[["helpful", "harmless"]].notna().all().all()
+    meta = json.loads((root / "evaluate" / "meta.json").read_text())
+    assert meta["variant"] == method and len(meta["preferences"]) == n_models
+
+
+def test_runs_share_data_and_charge_its_compute(compared):
+    first = compared / f"{NAME}-paretohqd"
+    for method in METHODS[1:]:
+        root = compared / f"{NAME}-{method}"
+        for rel in ("data/train.parquet", "data/scores.parquet", "evaluate/bounds.json"):
+            assert (root / rel).read_bytes() == (first / rel).read_bytes()
+        steps = json.loads((root / "manifest.json").read_text())["steps"]
+        assert steps["score"]["shared_from"] == str(first)
+    stage1_only = json.loads((compared / f"{NAME}-stage1-only" / "manifest.json").read_text())["steps"]
+    shared = [n for n, s in stage1_only.items() if n.startswith("stage1/") and s.get("shared_from") == str(first)]
+    assert len(shared) == N_PREFS and not any(n.startswith("stage2") for n in stage1_only)
+
+
+def test_ablations_change_what_they_should(compared):
+    sel = {m: pd.read_parquet(compared / f"{NAME}-{m}" / "stage1" / "selection.parquet")
+           for m in ("paretohqd", "scalarised", "full-data")}
+    info = json.loads((compared / f"{NAME}-scalarised" / "stage1" / "selection.json").read_text())
+    assert info["method"] == "scalarised"
+    # scalarised is the top k of w . z over the same Pareto pool (an independent recomputation)
+    scores = pd.read_parquet(compared / f"{NAME}-scalarised" / "data" / "scores.parquet")
+    pts = scores[["helpful", "harmless"]].to_numpy()
+    pool = np.flatnonzero(nondominated_layers(pts) < info["layers_used"])
+    z = (pts - info["lower"]) / (np.array(info["upper"]) - info["lower"])  # (N, 2)
+    for _, chosen in sel["scalarised"].groupby("preference_index"):
+        w = np.array(chosen["weights"].iloc[0])
+        top = pool[np.argsort(-(z[pool] @ w), kind="stable")[:len(chosen)]]
+        assert set(chosen["id"]) == set(scores["id"].to_numpy()[top])
+    assert (sel["full-data"]["layer"] == -1).all()
+    # full-data draws as many samples as 2 steps x batch 2 reach, from the whole table
+    assert sel["full-data"].groupby("preference_index").size().eq(4).all()
+    # the ablations' selections differ from ParetoHqD's (scalarised: top of w . z; full-data: random)
+    assert set(sel["full-data"]["id"]) != set(sel["paretohqd"]["id"])
+    assert not (compared / f"{NAME}-stage1-only" / "stage2").exists()
+
+
+def test_ric_one_model_with_a_tag_per_preference(compared):
+    root = compared / f"{NAME}-ric"
+    trained = json.loads((root / "ric" / "model" / "train.json").read_text())
+    assert trained["steps"] == 3 and trained["samples"] == 6  # 3 steps x batch 2
+    assert any(t.abs().sum() > 0 for t in _lora_b(root / "ric" / "model"))  # B starts at 0: it trained
+    tags = json.loads((root / "evaluate" / "meta.json").read_text())["tags"]
+    stats = json.loads((root / "ric" / "rewards.json").read_text())
+    # w = (0, 1): helpful at its lowest, harmless at its highest; w = (1, 0) the other way round
+    assert tags[0] == f"<helpful_score> {stats['lo'][0]:.1f} <harmless_score> {stats['hi'][1]:.1f}"
+    assert tags[-1] == f"<helpful_score> {stats['hi'][0]:.1f} <harmless_score> {stats['lo'][1]:.1f}"
+
+
+def test_soups_mix_one_model_per_objective(compared):
+    root = compared / f"{NAME}-rewarded-soups"
+    steps = json.loads((root / "manifest.json").read_text())["steps"]
+    assert {"soups/select", "soups/merge"} <= set(steps)
+    objectives = [root / "soups" / f"objective-{i:02d}" for i in range(2)]
+    sel = pd.read_parquet(root / "soups" / "selection.parquet")
+    scores = pd.read_parquet(root / "data" / "scores.parquet").set_index("id")
+    top_helpful = sel.loc[sel["preference_index"] == 0, "id"]
+    assert scores.loc[top_helpful, "helpful"].min() >= scores["helpful"].nlargest(4).min()
+    soup = json.loads((root / "soups" / "pref-01" / "merge.json").read_text())
+    assert soup["weights"] == [1.0, 0.0] and soup["combination"] == "cat"
+    config = json.loads((root / "soups" / "pref-01" / "adapter_config.json").read_text())
+    assert config["r"] == 2 * 16  # one block per objective
+    assert all((o / "adapter_model.safetensors").exists() for o in objectives)
+
+
+def test_morlhf_trains_configured_preferences_with_grpo(compared):
+    root = compared / f"{NAME}-morlhf"
+    trained = json.loads((root / "morlhf" / "pref-00" / "train.json").read_text())
+    assert trained["weights"] == MORLHF_PREFS[0] and trained["steps"] == 1
+    assert np.isfinite(trained["reward_last"])
+    assert any(t.abs().sum() > 0 for t in _lora_b(root / "morlhf" / "pref-00"))  # B starts at 0: it trained
+    assert not (root / "morlhf" / "pref-01").exists()
+
+
+def test_method_config_names_runs_and_sets_implied_keys():
+    cfg = load_config("configs/compare-cpu.yaml")
+    sub = compare.method_config(cfg, "stage1-only")
+    assert sub.name == "cpu-stage1-only" and sub.method == "stage1-only" and not sub.stage2.enabled
+    assert compare.method_config(cfg, "ric").stage2.enabled  # other methods keep the config's values
+    with pytest.raises(ConfigError, match="leave `method` unset"):
+        compare.compare(load_config("configs/compare-cpu.yaml", ["method=ric"]))
+    with pytest.raises(ConfigError, match="'dpo' is not a method"):
+        compare.compare(load_config("configs/compare-cpu.yaml", ["compare.methods=[paretohqd, dpo]"]))
+
+
+def test_compare_cpu_fits_two_hours_on_this_machine():
+    cfg = load_config("configs/compare-cpu.yaml")
+    seconds = budget.estimate_seconds(cfg)
+    assert list(seconds) == cfg.compare.methods
+    assert sum(seconds.values()) <= 2 * 3600, seconds
+    # the estimate counts work: sharing stage 1 makes stage1-only the cheapest run
+    assert min(seconds, key=seconds.get) == "stage1-only"

@@ -1,0 +1,226 @@
+"""`evaluate` on a tiny run folder: a random 2-layer Llama (real SmolLM2 tokenizer) with LoRA
+adapters as the preference models, and a deterministic fake scorer in place of the reward models
+(they live in `paretohqd.rewards`; here only the plumbing around them is under test)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from paretohqd import pipeline
+from paretohqd.cli import app
+from paretohqd.config import Config, PolicyConfig, dump_config
+from paretohqd.data.prepare import prompt_id, sample_id
+from paretohqd.evaluate import answer as ev
+from paretohqd.io import InputError, write_json, write_parquet
+from paretohqd.methods import paretohqd as method
+from paretohqd.pareto.metrics import hypervolume
+from paretohqd.pareto.preferences import preferences_from_config
+from paretohqd.policy.load import load_tokenizer
+from paretohqd.runfolder import RunFolder
+
+OBJ = ["helpful", "harmless"]
+N_PROMPTS = 4
+
+
+def make_config(tmp_path, policy: str, **over) -> Config:
+    kw = dict(name="tiny", runs_dir=str(tmp_path), seed=3, policy={"model": policy},
+              select={"preferences": 3, "k": 2}, stage2={"enabled": False},
+              train={"lora_r": 2, "lora_alpha": 4, "lora_targets": ["q_proj", "v_proj"]},
+              generate={"max_new_tokens": 6, "batch_size": 4},
+              evaluate={"prompts": N_PROMPTS, "bootstrap": 100, "samples": 1}) | over
+    # not `minilm-*` names: the pipeline would train those offline reward heads first
+    return Config(rewards={"models": {"helpful": "fake-helpful", "harmless": "fake-harmless"}}, **kw)
+
+
+def fake_score(cfg, df, out):
+    """Deterministic stand-in for the reward models: helpful = words, harmless = -characters / 10."""
+    write_parquet(df.assign(helpful=df["response"].str.split().str.len().astype(float),
+                            harmless=-df["response"].str.len() / 10), out)
+
+
+def evaluate(cfg, root):
+    """The evaluate step as `paretohqd run` calls it."""
+    r = RunFolder(cfg, root)
+    return ev.evaluate(r, load_tokenizer(cfg.policy.model), method.final_models(r), method.describe(cfg))
+
+
+def _prompt(messages) -> str:
+    return "".join(f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in messages)
+
+
+@pytest.fixture
+def tiny_run(tmp_path, tiny_policy, hh_samples, monkeypatch):
+    """A run folder as `paretohqd run` leaves it before evaluate (stage 1 only, 3 preferences)."""
+    from paretohqd.policy.sft import build_model
+
+    monkeypatch.setattr(ev, "write_scores", fake_score)
+    cfg = make_config(tmp_path, tiny_policy)
+    root = tmp_path / "tiny"
+    rows = [{"prompt": _prompt(m), "messages": m, "response": r} for m, r in hh_samples]
+    df = pd.DataFrame(rows).drop_duplicates("prompt").reset_index(drop=True)
+    held, train = df.iloc[:N_PROMPTS + 1], df.iloc[N_PROMPTS + 1:]
+    write_parquet(held.assign(prompt_id=held["prompt"].map(prompt_id))[["prompt_id", "prompt", "messages"]],
+                  root / "data" / "heldout.parquet")
+    write_parquet(train, root / "data" / "train.parquet")
+    rng = np.random.default_rng(0)
+    write_parquet(train.assign(helpful=rng.normal(5, 3, len(train)), harmless=rng.normal(-20, 8, len(train))),
+                  root / "data" / "scores.parquet")
+    write_json({"steps": {"prepare": {"wall_s": 10.0, "device_s": 10.0, "device": "cpu"}}}, root / "manifest.json")
+    (root / "config.yaml").write_text(dump_config(cfg))
+    for i in range(3):
+        model = build_model(PolicyConfig(model=tiny_policy), cfg.train)
+        torch.manual_seed(i)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:  # fresh LoRA B is zero; make each adapter change the model
+                torch.nn.init.normal_(p, std=0.5)
+        out = root / "stage1" / f"pref-{i:02d}"
+        model.save_pretrained(out)
+        write_json({"steps": 0}, out / "train.json")
+    return cfg, root
+
+
+def test_evaluate_answers_scores_and_reports(tiny_run):
+    cfg, root = tiny_run
+    report_path = pipeline.evaluate_run(cfg, root)
+    df = pd.read_parquet(root / "evaluate" / "responses.parquet")
+    assert list(df.columns[:7]) == ["id", "model", "preference_index", "weights", "prompt_id", "prompt", "response"]
+    assert {"collapse", *OBJ} <= set(df.columns)
+    assert df.groupby("model", sort=False).size().to_dict() == {"base": 4, "pref-00": 4, "pref-01": 4, "pref-02": 4}
+    prefs = preferences_from_config(3, 2)  # (3, 2) the run's weights, in preference order
+    for i in range(3):
+        assert df.loc[df["model"] == f"pref-{i:02d}", "weights"].iloc[0].tolist() == prefs[i].tolist()
+    assert df.loc[df["model"] == "base", "weights"].isna().all()
+    held = pd.read_parquet(root / "data" / "heldout.parquet")
+    assert set(df["prompt_id"]) == set(held["prompt_id"].head(N_PROMPTS))  # the first evaluate.prompts only
+    # adapters are loaded: the preference models do not all answer like the base model
+    answers = df.pivot(index="prompt_id", columns="model", values="response")
+    assert (answers["pref-00"] != answers["base"]).any()
+
+    scores = pd.read_parquet(root / "data" / "scores.parquet")
+    bounds = json.loads((root / "evaluate" / "bounds.json").read_text())
+    assert bounds["lower"] == scores[OBJ].min().tolist() and bounds["upper"] == scores[OBJ].max().tolist()
+    disjoint = json.loads((root / "evaluate" / "disjoint.json").read_text())
+    assert disjoint["heldout_prompts"] == N_PROMPTS and disjoint["overlap"] == 0
+    assert disjoint["training_prompts"] == {"data/train.parquet": len(scores)}
+    assert "evaluate" in json.loads((root / "manifest.json").read_text())["steps"]
+
+    report = json.loads(report_path.read_text())
+    (m,) = report["methods"]
+    means = np.array([[r["mean"][o] for o in OBJ] for r in m["models"]])  # (3, 2)
+    expected = df[df["preference_index"] >= 0].groupby("model")[OBJ].mean().to_numpy()
+    np.testing.assert_allclose(means, expected)
+    assert m["hypervolume"] == pytest.approx(hypervolume(means, lower=bounds["lower"], upper=bounds["upper"]))
+    assert m["collapse_rate"] == pytest.approx(df[df["model"] != "base"]["collapse"].notna().mean())
+    assert m["disjointness"]["overlap"] == 0 and m["compute"]["stages"]["prepare"]["wall_h"] > 0
+    assert (root / "report.md").exists() and (root / "front.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_resumes_per_model(tiny_run, monkeypatch):
+    cfg, root = tiny_run
+    evaluate(cfg, root)
+    first = pd.read_parquet(root / "evaluate" / "responses.parquet")
+    calls = []
+    real = ev.answer
+    monkeypatch.setattr(ev, "answer", lambda *a, **kw: (calls.append(kw["label"].split()[0]), real(*a, **kw))[1])
+    evaluate(cfg, root)  # finished: nothing generated
+    assert calls == []
+    (root / "evaluate" / "responses.parquet").unlink()  # killed after pref-00, before scoring
+    (root / "evaluate" / "responses" / "pref-01.parquet").unlink()
+    (root / "evaluate" / "responses" / "pref-02.parquet").unlink()
+    evaluate(cfg, root)
+    assert calls == ["pref-01", "pref-02"]
+    again = pd.read_parquet(root / "evaluate" / "responses.parquet")
+    pd.testing.assert_frame_equal(again, first)  # same seed: the regenerated answers are the same
+
+
+def test_disjointness_fails_loudly_on_overlap(tiny_run):
+    cfg, root = tiny_run
+    train = pd.read_parquet(root / "data" / "train.parquet")
+    held = pd.read_parquet(root / "data" / "heldout.parquet")
+    leaked = pd.concat([train, held.iloc[[2]].assign(response="x")], ignore_index=True)
+    write_parquet(leaked, root / "data" / "train.parquet")
+    with pytest.raises(InputError, match=r"1 of the 4 held-out prompts were also used in training "
+                                         r"\(e.g. prompt_id \w+ in data/train.parquet"):
+        evaluate(cfg, root)
+    assert not (root / "evaluate" / "responses").exists()  # failed before any generation
+
+
+def test_disjointness_checks_stage2_pools(tiny_run):
+    cfg, root = tiny_run
+    held = pd.read_parquet(root / "data" / "heldout.parquet")
+    prompts = ev.heldout_prompts(root, N_PROMPTS)
+    write_parquet(held.iloc[[4]][["prompt"]], root / "stage2" / "generated-pref-00.parquet")  # not evaluated
+    check = ev.check_disjoint(root, prompts)
+    assert check["training_prompts"]["stage2/generated-pref-00.parquet"] == 1 and check["overlap"] == 0
+    write_parquet(held.iloc[[0, 1]][["prompt"]], root / "stage2" / "generated-pref-01.parquet")
+    with pytest.raises(InputError, match=r"2 of the 4 held-out prompts .* in stage2/generated-pref-01.parquet"):
+        ev.check_disjoint(root, prompts)
+
+
+def test_evaluate_input_errors(tiny_run):
+    cfg, root = tiny_run
+    with pytest.raises(InputError, match=r"holds 5 distinct prompts but evaluate.prompts = 9; "
+                                         r"set evaluate.prompts <= 5"):
+        ev.heldout_prompts(root, 9)
+    (root / "stage1" / "pref-01" / "train.json").unlink()
+    with pytest.raises(InputError, match=r"1 preference model\(s\) not trained to the end: .*pref-01"):
+        evaluate(cfg, root)
+    (root / "evaluate" / "bounds.json").write_text(json.dumps({"objectives": ["a", "b"]}))
+    with pytest.raises(InputError, match=r"holds bounds for \['a', 'b'\] but the config names"):
+        ev.hypervolume_box(root, OBJ)
+    (root / "evaluate" / "bounds.json").unlink()
+    with pytest.raises(InputError, match=r"scores.parquet lacks objective column\(s\) \['humor'\]"):
+        ev.hypervolume_box(root, ["helpful", "humor"])
+    scores = pd.read_parquet(root / "data" / "scores.parquet")
+    write_parquet(scores.assign(harmless=1.0), root / "data" / "scores.parquet")
+    with pytest.raises(InputError, match=r"take one value only"):
+        ev.hypervolume_box(root, OBJ)
+    (root / "data" / "train.parquet").unlink()
+    with pytest.raises(InputError, match="train.parquet: no such file; cannot check the held-out prompts"):
+        ev.check_disjoint(root, ev.heldout_prompts(root, 2))
+    (root / "data" / "heldout.parquet").unlink()
+    with pytest.raises(InputError, match="heldout.parquet: no such file; the prepare step"):
+        ev.heldout_prompts(root, 2)
+
+
+def test_evaluate_cli_loads_the_run_config(tmp_path, monkeypatch):
+    cfg = Config(name="demo", runs_dir=str(tmp_path), evaluate={"prompts": 7})
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "config.yaml").write_text(dump_config(cfg))
+    seen = []
+    monkeypatch.setattr(pipeline, "evaluate_run", lambda c, root: seen.append((c, root)))
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "demo"), "--set", "evaluate.bootstrap=10"])
+    assert res.exit_code == 0, res.output
+    (c, root), = seen
+    assert root == tmp_path / "demo" and c.evaluate.prompts == 7 and c.evaluate.bootstrap == 10
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "no such config file" in res.output
+
+
+def test_pipeline_ends_with_evaluate_and_report(tmp_path, tiny_policy, hh_samples, monkeypatch):
+    """`paretohqd run` on tiny data: its last step is evaluate, then the report is written and
+    printed, and the compute in it includes the evaluate step."""
+    def tiny_prepare(cfg, tokenizer, out):
+        df = pd.DataFrame([{"prompt": _prompt(m), "messages": m, "response": r} for m, r in hh_samples])
+        df.insert(0, "id", [sample_id(p, r) for p, r in zip(df["prompt"], df["response"])])
+        write_parquet(df, out)
+        return df, {"kept": len(df)}
+
+    monkeypatch.setattr(pipeline, "prepare", tiny_prepare)
+    for module in (pipeline, ev):
+        monkeypatch.setattr(module, "write_scores", fake_score)
+    cfg = make_config(tmp_path, tiny_policy, select={"preferences": 2, "k": 2, "pool_size": 2},
+                      train={"steps": 1, "batch_size": 2, "lora_r": 2, "lora_alpha": 4, "mixed_precision": "no",
+                             "lora_targets": ["q_proj"]},
+                      evaluate={"prompts": 2, "bootstrap": 50, "samples": 1})
+    root = pipeline.run(cfg)
+    steps = json.loads((root / "manifest.json").read_text())["steps"]
+    assert list(steps)[-1] == "evaluate"
+    report = json.loads((root / "report.json").read_text())
+    assert report["methods"][0]["compute"]["stages"]["evaluate"]["steps"] == 1
+    assert [r["model"] for r in report["methods"][0]["models"]] == ["pref-00", "pref-01"]
+    assert (root / "front.png").exists() and (root / "report.md").exists()
