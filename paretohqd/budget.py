@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from paretohqd.config import Config
 from paretohqd.methods import configure, module
+from paretohqd.methods.paretohqd import representatives
+from paretohqd.pareto.preferences import preferences_from_config
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,39 @@ class CostModel:
     the cores with other training measured 245-314 s)."""
     run_overhead_s: float = 30.0
     """Per run: loading models, scoring with the reward heads, writing the report."""
+
+
+H100_LLAMA2_7B = CostModel(
+    sft_sample_s=0.06,
+    generated_token_s=1 / 1500,
+    grpo_completion_s=0.5,
+    run_overhead_s=600.0,
+)
+"""An *assumed*, not measured, cost model for Llama-2 7B in bf16 with LoRA on one H100-class GPU
+(nobody has run the paper configs on a GPU with this code yet):
+- SFT: ~6 x 7e9 FLOPs per token at ~30% of the H100's 990 dense bf16 TFLOP/s is ~7,000 tokens/s;
+  an HH sample is ~300 tokens plus padding, so ~0.06 s per sample per step, loading amortised;
+- generation with HF `generate` at batch 64: ~1,500 new tokens/s (decoding is memory-bound, far
+  below vLLM's rate);
+- per run: loading the 7B model and scoring with two GPT-2-large reward models, ~10 minutes.
+Replace these figures with measured ones before planning a cluster budget."""
+
+
+def step_seconds(cfg: Config, costs: CostModel) -> dict[str, float]:
+    """Estimated seconds of one ParetoHqD step of each kind under `cfg` (one device): a stage-1 or
+    stage-2 training step (one preference's whole fine-tuning), one representative's stage-2
+    generation, one model's evaluation answers, and the whole run on one device."""
+    sub = configure(cfg, "paretohqd")
+    w = module(sub).work(sub)
+    n_reps = len(representatives(preferences_from_config(cfg.select.preferences, len(cfg.rewards.models))))
+    per_rep = cfg.stage2.prompts / (1 if cfg.stage2.prompts_per == "model" else n_reps)
+    eval_model = cfg.evaluate.prompts * cfg.generate.max_new_tokens * costs.generated_token_s
+    return {"stage1 training, per preference": cfg.train.steps * cfg.train.batch_size * costs.sft_sample_s,
+            "stage2 generation, per representative": per_rep * cfg.generate.max_new_tokens * costs.generated_token_s,
+            "stage2 training, per preference": cfg.stage2.steps * cfg.train.batch_size * costs.sft_sample_s,
+            "evaluation, per model": eval_model,
+            "whole run": (costs.run_overhead_s + w["train_samples"] * costs.sft_sample_s
+                          + w["generated_tokens"] * costs.generated_token_s + (w["models"] + 1) * eval_model)}
 
 
 def estimate_seconds(cfg: Config, costs: CostModel = CostModel()) -> dict[str, float]:

@@ -90,11 +90,18 @@ def select(
 def run_job(
     config: Path = typer.Argument(..., help="Run config (YAML), e.g. configs/demo.yaml."),
     set_: list[str] = SetOpt,
+    check: bool = typer.Option(False, "--check", help="Only check the config, models, data and run folder (what every run checks first), then stop."),
 ) -> None:
     """The whole method: prepare, score, select, stage 1, stage 2, evaluate, report; resumable, in runs/NAME/."""
-    from paretohqd.pipeline import run
+    from paretohqd.pipeline import preflight, run
 
-    run(load_config(config, set_))
+    cfg = load_config(config, set_)
+    if check:
+        cfg, _ = preflight(cfg)
+        console.print(f"{config}: ready to run (method {cfg.method}, policy {cfg.policy.model}, "
+                      f"{len(cfg.rewards.models)} reward models, run folder {cfg.runs_dir}/{cfg.name})")
+        return
+    run(cfg)
 
 
 @app.command("compare")

@@ -48,11 +48,16 @@ class PolicyConfig(Section):
     """Run model code from the hub. Off unless you trust the repository."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights dtype for training and generation."""
+    prompt_format: Literal["auto", "chat", "hh"] = "auto"
+    """How a conversation becomes the prompt: `chat` (the tokenizer's chat template), `hh` (the raw HH
+    transcript `\n\nHuman: ...\n\nAssistant:`, what RiC and a base Llama-2 use), or `auto`: chat when
+    the tokenizer has a template, else hh."""
 
 
 class SelectConfig(Section):
-    preferences: int | list[list[float]] = 11
-    """Points per axis of the simplex grid (11 = step 0.1), or an explicit list of weight vectors."""
+    preferences: int | str | list[list[float]] = 11
+    """Points per axis of the simplex grid (11 = step 0.1), a preset (`ric-3obj`: RiC's 13 three-objective
+    vectors), or an explicit list of weight vectors (rows summing to 1 within 1e-2 are rescaled, with a warning)."""
     k: int = Field(100, ge=1)
     """Samples selected per preference (paper: 100)."""
     layers: int | Literal["auto"] = "auto"
@@ -64,6 +69,10 @@ class SelectConfig(Section):
     method: Literal["direction", "scalarised", "random"] = "direction"
     """`direction` (ParetoHqD's rays), `scalarised` (top-k of w . z, the paper's ablation), or `random`
     (uniform draws from the whole scored set, as many as training reaches: the full-data ablation)."""
+
+    nadir: Literal["data", "front"] = "data"
+    """r_min of the normalisation, where the preference rays are drawn: `data`, each objective's minimum
+    over the whole scored set (the paper's r_min), or `front`, the nadir of the first Pareto layer."""
 
     @field_validator("layers")
     @classmethod
@@ -117,6 +126,10 @@ class GenerateConfig(Section):
     """Longest response, in tokens."""
     top_p: float = Field(0.9, gt=0, le=1)
     """Nucleus sampling mass."""
+    top_k: int = Field(0, ge=0)
+    """Sample from the k most likely tokens only; 0 = off, as RiC (transformers would otherwise apply 50)."""
+    stop: list[str] = []
+    """Extra strings that end an answer (cut from it); the `hh` format always stops at `\n\nHuman:` too."""
     temperature: float = Field(1.0, ge=0)
     """Sampling temperature; 0 = greedy."""
     batch_size: int = Field(16, ge=1)
@@ -129,7 +142,11 @@ class Stage2Config(Section):
     enabled: bool = True
     """Run stage 2 (generate, score, reselect, continue training). Off = the `stage1-only` ablation."""
     prompts: int = Field(10_000, ge=1)
-    """Random dataset prompts each representative stage-1 model answers (paper: 10,000)."""
+    """Random training prompts answered in stage 2 (paper: 10,000); see `prompts_per`."""
+    prompts_per: Literal["model", "total"] = "model"
+    """`model`: each of the M + 1 representative models answers the same `prompts` prompts (the paper's
+    "M+1 models generate new responses for 10,000 random prompts", read as each model; the paper
+    configs use it); `total`: the models share them, each answering its own 1/(M+1) slice."""
     k: int | None = Field(None, ge=1)
     """Samples per preference in stage 2; default k // 2 (paper: 50)."""
     steps: int = Field(200, ge=1)
@@ -138,11 +155,25 @@ class Stage2Config(Section):
 
 class EvaluateConfig(Section):
     prompts: int = Field(200, ge=1)
-    """Held-out prompts: removed from training and stage-2 data before anything else, answered by every model."""
+    """Evaluation prompts, answered by every model (see `source`)."""
+    source: Literal["heldout", "split"] = "heldout"
+    """`heldout`: `prompts` whole prompts removed from the training data before anything else; `split`:
+    prompts drawn from a separate split (`sources`, e.g. HH test while training on HH train, as RiC
+    evaluates), filtered by the same length window; either way checked disjoint from training by hash."""
+    sources: list[str] = []
+    """Evaluation data for `source: split`: HH files, folders, or the hub id `Anthropic/hh-rlhf`."""
+    hub_split: str = "test"
+    """Split to read when an evaluation source is a hub id."""
     bootstrap: int = Field(1000, ge=0)
     """Bootstrap resamples for the 95% intervals of mean rewards (0 = no intervals)."""
     samples: int = Field(3, ge=0)
     """Sample responses per model shown in report.md (the first held-out prompts, same for every model)."""
+
+    @model_validator(mode="after")
+    def _split(self) -> EvaluateConfig:
+        if self.source == "split" and not self.sources:
+            raise ValueError("source: split needs sources (the evaluation split's files or hub id)")
+        return self
 
 
 def cache_dir() -> Path:
@@ -206,7 +237,7 @@ class SoupsConfig(Section):
 
 
 class MorlhfConfig(Section):
-    preferences: int | list[list[float]] = 5
+    preferences: int | str | list[list[float]] = 5
     """Preferences trained with RL: grid points per axis, or explicit weight vectors (paper: 5)."""
     steps: int = Field(100, ge=1)
     """GRPO optimizer steps per preference."""

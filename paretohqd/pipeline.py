@@ -12,11 +12,11 @@ from pathlib import Path
 
 from paretohqd import methods
 from paretohqd.config import Config, ConfigError
-from paretohqd.data.prepare import prepare, split_heldout
+from paretohqd.data.prepare import prepare, split_heldout, split_prompts
 from paretohqd.devices import device_name
 from paretohqd.evaluate.answer import evaluate
 from paretohqd.io import read_table, write_parquet
-from paretohqd.policy.load import load_tokenizer
+from paretohqd.policy.load import load_tokenizer, resolve_policy
 from paretohqd.progress import console
 from paretohqd.report import write_report
 from paretohqd.rewards import OFFLINE, head_marker
@@ -29,24 +29,26 @@ def run(cfg: Config) -> Path:
     """Run (or resume) every step of `cfg.method`; returns the run folder.
 
     Raises:
-        ConfigError: an unknown method or a setting it contradicts, a config that differs from the
-            run folder's, or a batch that does not split over the processes.
+        ConfigError: whatever `preflight` finds, or a config that differs from the run folder's.
     """
-    cfg = methods.configure(cfg)
+    cfg, tokenizer = preflight(cfg)
     r = RunFolder(cfg)
-    if cfg.train.batch_size % r.n_devices:
-        raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must divide by the number of processes "
-                          f"({r.n_devices}): each step's batch is split over them")
     console.print(f"run folder: {r.root}  device: {device_name()} x{r.n_devices}  seed: {cfg.seed}")
-    tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
     console.print(f"objectives: {r.objectives}; {len(r.preferences)} preferences; k = {cfg.select.k}")
 
     def prepare_step() -> None:
         df, counts = prepare(cfg.data, tokenizer, r.path("data", "all.parquet"))
-        train_df, heldout = split_heldout(df, cfg.evaluate.prompts, cfg.seed)
+        if cfg.evaluate.source == "heldout":
+            train_df, heldout = split_heldout(df, cfg.evaluate.prompts, cfg.seed)
+            what = f"{len(heldout)} prompts held out ({len(train_df):,} samples left)"
+        else:
+            split = cfg.data.model_copy(update={"sources": cfg.evaluate.sources, "hub_split": cfg.evaluate.hub_split})
+            eval_df, _ = prepare(split, tokenizer, r.path("data", "evaluation-split.parquet"))
+            train_df, heldout = df, split_prompts(eval_df, df, cfg.evaluate.prompts, cfg.seed)
+            what = f"{len(heldout)} evaluation prompts from {', '.join(cfg.evaluate.sources)}"
         write_parquet(heldout, r.heldout)
         write_parquet(train_df, r.train_data)
-        console.print(f"  {counts['kept']:,} samples; {len(heldout)} prompts held out ({len(train_df):,} samples left)")
+        console.print(f"  {counts['kept']:,} samples; {what}")
 
     r.step("prepare", r.train_data, prepare_step)
     offline = [n for n in cfg.rewards.models.values() if n in OFFLINE]
@@ -81,3 +83,112 @@ def _evaluate_and_report(r: RunFolder, tokenizer) -> Path:
     path = write_report([r.root])  # every time, after the step, so its compute includes evaluate's own time
     r.print_times()
     return path
+
+
+# Preflight ---------------------------------------------------------------------------------------
+
+
+def preflight(cfg: Config) -> tuple[Config, object]:
+    """Check, before anything expensive, what would otherwise fail hours into a run: the method and
+    its settings, the preferences, the batch split, the policy's tokenizer and prompt format (one
+    training sample encoded), every reward model, data source and the run folder's config. Hub ids
+    are asked for concurrently (each unreachable one takes huggingface_hub ~30 s of retries).
+
+    Returns:
+        The configured config (`methods.configure`) and the policy's tokenizer.
+
+    Raises:
+        ConfigError: every problem found, one line each, named by its config key.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from accelerate import PartialState
+    from huggingface_hub.utils import logging as hf_logging
+
+    from paretohqd.data.hh_rlhf import HUB_ID, read_pairs, to_messages
+    from paretohqd.pareto.preferences import preferences_from_config
+    from paretohqd.policy.prompts import resolve_format
+    from paretohqd.policy.sft import encode
+    from paretohqd.rewards import locate
+    from paretohqd.runfolder import config_differences
+
+    cfg = methods.configure(cfg)
+    problems: list[str] = []
+    for key, value in (("select.preferences", cfg.select.preferences), ("morlhf.preferences", cfg.morlhf.preferences)):
+        try:
+            preferences_from_config(value, len(cfg.rewards.models))
+        except ValueError as e:
+            problems.append(f"{key}: {e}")
+    n_processes = PartialState().num_processes
+    if cfg.train.batch_size % n_processes:
+        problems.append(f"train.batch_size: {cfg.train.batch_size} does not split over the {n_processes} processes; "
+                        f"use a multiple of {n_processes}")
+    differs = config_differences(cfg, Path(cfg.runs_dir) / cfg.name)
+    if differs:
+        problems.append(f"name: {Path(cfg.runs_dir) / cfg.name} was made with another config (differs in: "
+                        f"{', '.join(differs)}); resume with the same config, or start a new run with --set name=NEW")
+
+    hub: dict[str, tuple[str, str]] = {}  # config key -> (repo id, repo type) to ask the hub about
+    for objective, name in cfg.rewards.models.items():
+        try:
+            kind, source = locate(name, cfg.rewards)
+        except ConfigError as e:
+            problems.append(f"rewards.models.{objective}: {e}")
+            continue
+        if kind == "hub":
+            hub[f"rewards.models.{objective}"] = (source, "model")
+    data_sources = [("data.sources", s) for s in cfg.data.sources]
+    if cfg.evaluate.source == "split":
+        data_sources += [("evaluate.sources", s) for s in cfg.evaluate.sources]
+    for key, source in data_sources:
+        if source == HUB_ID and not Path(source).exists():
+            hub[f"{key} {source}"] = (source, "dataset")
+        elif not Path(source).expanduser().exists():
+            problems.append(f"{key}: {source}: no such file or folder (and not the hub id {HUB_ID!r})")
+
+    def ask_hub(repo: str, repo_type: str) -> str | None:
+        from huggingface_hub import HfApi, constants, try_to_load_from_cache
+
+        if constants.HF_HUB_OFFLINE:  # offline by choice: what counts is the local cache
+            if repo_type == "dataset" or isinstance(try_to_load_from_cache(repo, "config.json"), str):
+                return None  # (`datasets` checks its own cache when it loads)
+            return "HF_HUB_OFFLINE is set and it is not in the local cache"
+        try:
+            HfApi().repo_info(repo, repo_type=repo_type)
+            return None
+        except Exception as e:  # offline, gated, a typo: all end the same way for the user
+            return str(e).strip().splitlines()[0][:160]
+
+    if resolve_policy(cfg.policy.model) == cfg.policy.model and not Path(cfg.policy.model).expanduser().exists():
+        hub["policy.model"] = (cfg.policy.model, "model")  # a hub id: asked first, with the others
+    hf_logging.set_verbosity_error()  # one line per problem below, not huggingface_hub's retry chatter
+    with ThreadPoolExecutor(max_workers=len(hub) or 1) as pool:
+        answers = {key: pool.submit(ask_hub, *repo) for key, repo in hub.items()}
+        for key, job in answers.items():
+            if job.result() is not None:
+                repo, repo_type = hub[key]
+                problems.append(f"{key.split()[0]}: cannot reach the {repo_type} {repo!r} on the Hugging Face hub "
+                                f"({job.result()}); use a local folder, or HF_HUB_OFFLINE=1 once it is in the "
+                                "cache, or `hf auth login` if it is gated")
+    tokenizer = None
+    if not any(p.startswith("policy.model:") for p in problems):
+        try:
+            tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
+        except (OSError, ValueError) as e:
+            problems.append(f"policy.model: cannot load the tokenizer of {cfg.policy.model!r}: "
+                            f"{str(e).strip().splitlines()[0][:160]}")
+    if tokenizer is not None:
+        try:
+            fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
+            local = [s for _, s in data_sources[:len(cfg.data.sources)] if Path(s).expanduser().exists()]
+            if local:  # one real training sample, encoded exactly as training will
+                prompt, response = next(iter(read_pairs(local))).samples()[0]
+                encode(tokenizer, to_messages(prompt), response, cfg.train.max_length, fmt)
+        except ConfigError as e:
+            problems.append(str(e))
+        except Exception as e:  # a template or tokenizer that cannot encode our samples
+            problems.append(f"policy.prompt_format: cannot encode a training sample with {cfg.policy.model!r} in "
+                            f"format {cfg.policy.prompt_format}: {str(e).splitlines()[0][:160]}")
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) found before the run:\n  - " + "\n  - ".join(problems))
+    return cfg, tokenizer

@@ -78,7 +78,10 @@ class RunFolder:
         self.root = Path(root) if root is not None else Path(cfg.runs_dir) / cfg.name
         self.root.mkdir(parents=True, exist_ok=True)
         self.objectives: list[str] = list(cfg.rewards.models)
-        self.preferences: np.ndarray = preferences_from_config(cfg.select.preferences, len(self.objectives))  # (P, M)
+        try:
+            self.preferences: np.ndarray = preferences_from_config(cfg.select.preferences, len(self.objectives))  # (P, M)
+        except ValueError as e:
+            raise ConfigError(f"select.preferences: {e}") from None
         self._check_config()  # every process checks; all write the same bytes atomically
         path = self.path("manifest.json")
         self.manifest = json.loads(path.read_text()) if path.exists() else {"steps": {}}
@@ -108,17 +111,11 @@ class RunFolder:
 
     def _check_config(self) -> None:
         # a run folder holds one config: mixing outputs of two configs would report nonsense
-        path, text = self.path("config.yaml"), dump_config(self.cfg)
-        if path.exists() and path.read_text() != text:
-            import yaml
-
-            old, new = _flatten(yaml.safe_load(path.read_text())), _flatten(yaml.safe_load(text))
-            # keys a newer paretohqd added (absent from the old file) take their defaults: not a change
-            keys = sorted(k for k in old if old[k] != new.get(k))
-            if keys:
-                raise ConfigError(f"{self.root} was made with another config (differs in: {', '.join(keys)}); "
-                                  f"resume with the same config, or start a new run with --set name=NEW")
-        write_text(text, path)
+        keys = config_differences(self.cfg, self.root)
+        if keys:
+            raise ConfigError(f"{self.root} was made with another config (differs in: {', '.join(keys)}); "
+                              f"resume with the same config, or start a new run with --set name=NEW")
+        write_text(dump_config(self.cfg), self.path("config.yaml"))
         write_json({"seed": self.cfg.seed, "torch": torch.__version__}, self.path("seed.json"))
 
     def step(self, name: str, done: Path, fn: Callable[[], object], *, every_process: bool = False) -> None:
@@ -157,6 +154,19 @@ class RunFolder:
         table.add_row("total", f"{sum(s['wall_s'] for s in steps.values()):.1f}",
                       f"{sum(s['device_s'] for s in steps.values()):.1f}")
         console.print(table)
+
+
+def config_differences(cfg: Config, root: Path) -> list[str]:
+    """The dotted keys in which `cfg` differs from the config a run folder was made with (none for a
+    new folder). Keys a newer paretohqd added (absent from the old file) take their defaults: no change."""
+    path = Path(root) / "config.yaml"
+    text = dump_config(cfg)
+    if not path.exists() or path.read_text() == text:
+        return []
+    import yaml
+
+    old, new = _flatten(yaml.safe_load(path.read_text())), _flatten(yaml.safe_load(text))
+    return sorted(k for k in old if old[k] != new.get(k))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

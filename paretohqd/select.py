@@ -175,11 +175,13 @@ def _select(points, objectives, cfg: SelectConfig, lower, upper, source: str):
         prefs = preferences_from_config(cfg.preferences, len(objectives))  # (P, M)
     except ValueError as e:
         raise ConfigError(f"select.preferences: {e}") from None
+    layer = pool_layers(points, layers=cfg.layers, min_size=cfg.min_pool)  # (N,)
+    if lower is None and cfg.nadir == "front":
+        lower = points[layer == 0].min(axis=0)  # (M,) the Pareto front's nadir, not the data's minimum
     try:
         lo, hi = normalisation_box(points, lower=lower, upper=upper)  # (M,), (M,)
     except ValueError as e:
         raise InputError(f"{source}: {e}") from None
-    layer = pool_layers(points, layers=cfg.layers, min_size=cfg.min_pool)  # (N,)
     pool = np.flatnonzero(layer >= 0)  # (n_pool,)
     k, whole_pool = cfg.k, False
     if len(pool) < cfg.k:
@@ -193,6 +195,7 @@ def _select(points, objectives, cfg: SelectConfig, lower, upper, source: str):
     rows, dist = SELECTORS[cfg.method](points[pool], prefs, k=k, lower=lo, upper=hi)  # (P, k) each
     info = {
         "method": cfg.method,
+        "nadir": cfg.nadir,
         "objectives": list(objectives),
         "n_points": len(points),
         "n_preferences": len(prefs),

@@ -32,8 +32,14 @@ def make_config(tmp_path, policy: str, **over) -> Config:
               train={"lora_r": 2, "lora_alpha": 4, "lora_targets": ["q_proj", "v_proj"]},
               generate={"max_new_tokens": 6, "batch_size": 4},
               evaluate={"prompts": N_PROMPTS, "bootstrap": 100, "samples": 1}) | over
-    # not `minilm-*` names: the pipeline would train those offline reward heads first
-    return Config(rewards={"models": {"helpful": "fake-helpful", "harmless": "fake-harmless"}}, **kw)
+    # not `minilm-*` names: the pipeline would train those offline reward heads first;
+    # local folders (what preflight accepts without the hub) that `fake_score` stands in for
+    models = {}
+    for name in OBJ:
+        (tmp_path / f"rm-{name}").mkdir(exist_ok=True)
+        (tmp_path / f"rm-{name}" / "config.json").write_text("{}")
+        models[name] = str(tmp_path / f"rm-{name}")
+    return Config(rewards={"models": models}, **kw)
 
 
 def fake_score(cfg, df, out):

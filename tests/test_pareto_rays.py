@@ -73,8 +73,12 @@ def test_check_preferences_reports_every_problem_at_once():
 
 def test_check_preferences_tolerance_and_empty():
     check_preferences([[0.3333333, 0.6666667]], 2)  # within 1e-6
-    with pytest.raises(ValueError, match="sums to 0.9999, not 1"):
-        check_preferences([[0.4999, 0.5]], 2)
+    # within 1e-2 (rounded weights): rescaled onto the simplex, and the rows are named
+    with pytest.warns(UserWarning, match=r"preference\(s\) \[1\] sum to \[0.9999\], not 1: renormalised"):
+        out = check_preferences([[0.2, 0.8], [0.4999, 0.5]], 2)
+    np.testing.assert_allclose(out, [[0.2, 0.8], [0.4999 / 0.9999, 0.5 / 0.9999]])
+    with pytest.raises(ValueError, match="sums to 0.98, not 1"):
+        check_preferences([[0.48, 0.5]], 2)
     with pytest.raises(ValueError, match="preferences must be a non-empty list of weight vectors; got \\[\\]"):
         check_preferences([], 2)
     with pytest.raises(ValueError, match="has shape \\(2, 1\\) weights"):
@@ -83,6 +87,11 @@ def test_check_preferences_tolerance_and_empty():
 
 def test_preferences_from_config():
     np.testing.assert_array_equal(preferences_from_config(11, 2), simplex_grid(2, 11))
+    with pytest.warns(UserWarning, match=r"\[7\] sum to \[0.99\]"):
+        ric = preferences_from_config("ric-3obj", 3)
+    assert ric.shape == (13, 3) and np.allclose(ric.sum(axis=1), 1) and np.allclose(ric[7], 1 / 3)
+    with pytest.raises(ValueError, match="unknown preference preset 'ric'; presets are \['ric-3obj'\]"):
+        preferences_from_config("ric", 3)
     np.testing.assert_array_equal(preferences_from_config([[0.2, 0.8]], 2), [[0.2, 0.8]])
     with pytest.raises(ValueError, match="has 2 weights but there are 3 objectives"):
         preferences_from_config([[0.2, 0.8]], 3)

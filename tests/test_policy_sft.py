@@ -29,6 +29,33 @@ def test_encode_masks_prompt_and_keeps_response(smol_tokenizer):
     assert len(ids2) == 64 and smol_tokenizer.decode(ids2[n2:]).startswith("Short answer here.")
 
 
+def test_every_target_ends_with_eos_in_both_formats(smol_tokenizer, hh_samples):
+    """RiC#9: a model trained without EOS never learns to stop. Chat: the template's end-of-turn is
+    the last target token (its trailing newline dropped); hh: the raw transcript, then " answer" + EOS.
+    Also when the answer is cut to fit max_length."""
+    eos = smol_tokenizer.eos_token_id
+    for fmt in ("chat", "hh"):
+        for messages, response in hh_samples:
+            for max_length in (512, 24):
+                ids, n_prompt = encode(smol_tokenizer, messages, response, max_length, fmt)
+                assert ids[-1] == eos and eos not in ids[n_prompt:-1] and len(ids) <= max_length
+    messages, response = hh_samples[0]
+    ids, n_prompt = encode(smol_tokenizer, messages, response, 512, "hh")
+    text = smol_tokenizer.decode(ids[:n_prompt])
+    assert text.startswith("\n\nHuman: ") and text.endswith("\n\nAssistant:") and "<|im_start|>" not in text
+    assert smol_tokenizer.decode(ids[n_prompt:-1]) == " " + response
+
+
+def test_training_in_the_hh_format(tmp_path, tiny_policy, smol_tokenizer, hh_samples):
+    """A tiny model trains on hh-format samples (each ending with EOS) and its loss goes down."""
+    samples = [encode(smol_tokenizer, m, r, 128, "hh") for m, r in hh_samples[:8]]
+    assert all(ids[-1] == smol_tokenizer.eos_token_id for ids, _ in samples)
+    cfg = CFG.model_copy(update={"lr": 1e-2, "warmup_steps": 0})
+    stats = finetune(samples, tmp_path / "hh", policy=PolicyConfig(model=tiny_policy), cfg=cfg, steps=6, seed=0,
+                     pad_id=smol_tokenizer.pad_token_id)
+    assert stats["loss_last"] < stats["loss_first"]
+
+
 def test_collate_left_pads_and_labels_only_answers():
     batch = collate([([5, 6, 7, 8], 2), ([1, 2, 3, 4, 5, 6], 5)], pad_id=0)
     assert batch["input_ids"].tolist() == [[0, 0, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6]]

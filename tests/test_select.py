@@ -205,3 +205,20 @@ def test_full_data_draws_what_the_budget_reaches_from_everything(tmp_path):
     assert firsts[0] != firsts[1]  # each preference its own draw
     write_selection(cfg, tmp_path / "scores.parquet", tmp_path / "b", k=1, random_n=50 * 4)  # 200 > 100 rows
     assert pd.read_parquet(tmp_path / "b" / "selection.parquet").groupby("preference_index").size().eq(100).all()
+
+
+def test_nadir_front_draws_the_rays_from_the_fronts_nadir():
+    """`select.nadir: front` puts r_min at the first layer's nadir: the selection is then exactly
+    the one `select_table` makes when given that point as `lower`, and it moves the rays."""
+    rng = np.random.default_rng(4)
+    pts = rng.normal(size=(400, 2)) * [1.0, 3.0]
+    scores = pd.DataFrame({"id": [f"s{i}" for i in range(400)], "a": pts[:, 0], "b": pts[:, 1]})
+    front = pts[nondominated_layers(pts) == 0]
+    cfg = SelectConfig(preferences=5, k=10, layers=3)
+    data_sel, data_info = select_table(scores, ["a", "b"], cfg)
+    sel, info = select_table(scores, ["a", "b"], cfg.model_copy(update={"nadir": "front"}))
+    assert info["nadir"] == "front" and info["lower"] == front.min(axis=0).tolist()
+    assert data_info["lower"] == pts.min(axis=0).tolist()
+    explicit, _ = select_table(scores, ["a", "b"], cfg, lower=front.min(axis=0))
+    pd.testing.assert_frame_equal(sel, explicit)
+    assert not sel["id"].equals(data_sel["id"])  # the nadir moves the rays, so the choice

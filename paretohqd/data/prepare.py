@@ -100,3 +100,24 @@ def split_heldout(df: pd.DataFrame, n_prompts: int, seed: int) -> tuple[pd.DataF
     mask = pids.isin(held)
     heldout = df[mask].assign(prompt_id=pids[mask]).drop_duplicates("prompt_id")
     return df[~mask].reset_index(drop=True), heldout[["prompt_id", "prompt", "messages"]].reset_index(drop=True)
+
+
+def split_prompts(eval_df: pd.DataFrame, train_df: pd.DataFrame, n_prompts: int, seed: int) -> pd.DataFrame:
+    """`n_prompts` distinct prompts of a separate evaluation split, none of them a training prompt.
+
+    A prompt of the evaluation split that also occurs in training (same text hash) is dropped, so
+    the disjointness check after evaluation holds by construction.
+
+    Returns:
+        Prompts with columns prompt_id, prompt, messages, in a seeded random order.
+
+    Raises:
+        ConfigError: fewer than `n_prompts` prompts are left.
+    """
+    train_ids = set(train_df["prompt"].map(prompt_id))
+    pids = eval_df["prompt"].map(prompt_id)
+    df = eval_df.assign(prompt_id=pids)[~pids.isin(train_ids)].drop_duplicates("prompt_id")
+    if len(df) < n_prompts:
+        raise ConfigError(f"evaluate.prompts ({n_prompts}) is more than the {len(df)} distinct prompts of "
+                          "evaluate.sources that are not training prompts; lower evaluate.prompts")
+    return df.sample(n=n_prompts, random_state=seed)[["prompt_id", "prompt", "messages"]].reset_index(drop=True)

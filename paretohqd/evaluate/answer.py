@@ -28,7 +28,7 @@ from paretohqd.evaluate.collapse import collapse_reasons
 from paretohqd.evaluate.front import run_bounds
 from paretohqd.io import InputError, read_table, write_json, write_parquet
 from paretohqd.policy.generate import answer
-from paretohqd.policy.prompts import with_tag
+from paretohqd.policy.prompts import resolve_format, with_tag
 from paretohqd.progress import console
 from paretohqd.rewards.score import write_scores
 from paretohqd.runfolder import FinalModel, RunFolder
@@ -156,6 +156,16 @@ def _answer_model(r: RunFolder, tokenizer, prompts: pd.DataFrame, spec: dict, ou
     write_parquet(df[["model", "preference_index", "weights", "prompt_id", "prompt", "response"]], out)
 
 
+def protocol(r: RunFolder, tokenizer) -> dict:
+    """The run's protocol choices that move its numbers (README, "Reproducing the paper")."""
+    cfg = r.cfg
+    return {"prompt_format": resolve_format(tokenizer, cfg.policy.prompt_format),
+            "select_nadir": cfg.select.nadir, "evaluate_source": cfg.evaluate.source,
+            "evaluate_sources": cfg.evaluate.sources if cfg.evaluate.source == "split" else None,
+            "stage2_prompts_per": cfg.stage2.prompts_per, "top_k": cfg.generate.top_k, "top_p": cfg.generate.top_p,
+            "temperature": cfg.generate.temperature, "stop": cfg.generate.stop}
+
+
 # The step ----------------------------------------------------------------------------------------
 
 
@@ -186,7 +196,8 @@ def evaluate(r: RunFolder, tokenizer, finals: list[FinalModel], description: str
                 "preferences": [s["weights"] for s in specs[1:]], "seed": cfg.seed,
                 "bootstrap": cfg.evaluate.bootstrap, "samples": cfg.evaluate.samples,
                 "prompts": len(prompts), "policy": cfg.policy.model,
-                "generate": cfg.generate.model_dump(mode="json")}, folder / "meta.json")
+                "generate": cfg.generate.model_dump(mode="json"), "protocol": protocol(r, tokenizer)},
+               folder / "meta.json")
     out = folder / "responses.parquet"
     parts = []
     for spec in specs:

@@ -26,6 +26,7 @@ import torch
 from paretohqd.config import Config
 from paretohqd.io import atomic_dir, read_table, write_json
 from paretohqd.pareto.preferences import preferences_from_config
+from paretohqd.policy.prompts import HH_STOP, cut_at_stop, hh_text, resolve_format
 from paretohqd.rewards.score import stats_path
 from paretohqd.runfolder import FinalModel, RunFolder, pref_name
 
@@ -54,7 +55,7 @@ def reward_funcs(r: RunFolder, weights: np.ndarray) -> tuple[list, list[float]]:
 
         def score(prompts, completions, hh_prompt, model=model, mean=mean, std=std, **_) -> list[float]:
             # conversational datasets give each completion as [{"role": "assistant", "content": ...}]
-            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+            texts = [c[-1]["content"] if isinstance(c, list) else cut_at_stop(c, [HH_STOP]) for c in completions]
             return ((model.score(hh_prompt, texts, batch_size=cfg.rewards.batch_size) - mean) / std).tolist()
 
         score.__name__ = name  # TRL logs each reward under its function's name
@@ -76,7 +77,11 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
     prompts = read_table(r.train_data).drop_duplicates("prompt")
     n = min(len(prompts), m.steps * m.batch_size // m.num_generations)  # prompts the budget reaches
     prompts = prompts.sample(n=n, random_state=seed)
-    data = Dataset.from_dict({"prompt": [list(x) for x in prompts["messages"]], "hh_prompt": list(prompts["prompt"])})
+    # conversational prompts go through the chat template; a base model gets the raw HH transcript
+    fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
+    conversations = [list(x) for x in prompts["messages"]]
+    data = Dataset.from_dict({"prompt": conversations if fmt == "chat" else [hh_text(c) for c in conversations],
+                              "hh_prompt": list(prompts["prompt"])})
     funcs, used = reward_funcs(r, weights)
     args = GRPOConfig(
         output_dir=str(out.with_name(f".{out.name}.trainer")),  # nothing kept: save_strategy no, report_to none

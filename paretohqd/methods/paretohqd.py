@@ -61,12 +61,15 @@ def _stage2(r: RunFolder, tokenizer) -> None:
         console.print(f"[yellow]stage2.prompts = {cfg.stage2.prompts:,} but the data holds {n:,} distinct "
                       f"training prompts: using all of them[/]")
     prompts = prompts.sample(n=n, random_state=cfg.seed).reset_index(drop=True)
+    reps = representatives(r.preferences)
     pools = []
-    for i in representatives(r.preferences):
+    for j, i in enumerate(reps):
+        # each representative answers every sampled prompt, or its own slice of them
+        mine = prompts if cfg.stage2.prompts_per == "model" else prompts.iloc[j::len(reps)]
         pool = r.path("stage2", f"generated-{pref_name(i)}.parquet")
         pools.append(pool)
         r.step(f"stage2/generate {pref_name(i)}", pool,
-               lambda i=i, pool=pool: _generate_pool(cfg, tokenizer, prompts, r.path("stage1", pref_name(i)), i, pool))
+               lambda i=i, pool=pool, mine=mine: _generate_pool(cfg, tokenizer, mine, r.path("stage1", pref_name(i)), i, pool))
 
     def score_pool() -> None:
         df = pd.concat([read_table(p) for p in pools], ignore_index=True).drop_duplicates("id")
@@ -125,7 +128,8 @@ def work(cfg: Config) -> dict[str, float]:
     stage1 = len(prefs) * cfg.train.steps * cfg.train.batch_size
     stage2 = generated = 0
     if cfg.stage2.enabled:
-        generated = len(representatives(prefs)) * cfg.stage2.prompts * cfg.generate.max_new_tokens
+        answers = cfg.stage2.prompts * (len(representatives(prefs)) if cfg.stage2.prompts_per == "model" else 1)
+        generated = answers * cfg.generate.max_new_tokens
         stage2 = len(prefs) * cfg.stage2.steps * cfg.train.batch_size
     return {"train_samples": stage1 + stage2, "stage1_samples": stage1, "generated_tokens": generated,
             "models": len(prefs)}

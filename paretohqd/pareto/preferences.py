@@ -8,6 +8,7 @@ the paper's 11 preferences (0.0, 1.0), (0.1, 0.9), ..., (1.0, 0.0).
 from __future__ import annotations
 
 import json
+import warnings
 from itertools import combinations
 from pathlib import Path
 
@@ -17,6 +18,17 @@ from numpy.typing import ArrayLike
 
 # Weights may miss a sum of 1 by this much (hand-typed 1/3s, float round-off).
 SUM_TOLERANCE = 1e-6
+RENORMALISE_TOLERANCE = 1e-2  # rows off by at most this are rescaled (with a warning), not refused
+
+
+PRESETS: dict[str, list[list[float]]] = {
+    # the 13 three-objective preferences RiC evaluates (github.com/YangRui2015/RiC, ric/evaluation.py);
+    # [0.33, 0.33, 0.33] is renormalised to 1/3 each
+    "ric-3obj": [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6],
+                 [0.2, 0.4, 0.4], [0.2, 0.6, 0.2], [0.33, 0.33, 0.33], [0.4, 0.4, 0.2], [0.4, 0.2, 0.4],
+                 [0.6, 0.2, 0.2], [0.8, 0.1, 0.1], [1.0, 0.0, 0.0]],
+}
+"""Named preference lists (`select.preferences: ric-3obj`)."""
 
 
 def simplex_grid(n_objectives: int, points_per_axis: int) -> np.ndarray:
@@ -74,7 +86,8 @@ def check_preferences(weights: ArrayLike, n_objectives: int) -> np.ndarray:
 
     Raises:
         ValueError: not a non-empty list of rows, a row with the wrong length, a negative or
-            non-finite weight, or a row not summing to 1 (within 1e-6).
+            non-finite weight, or a row not summing to 1 within 1e-2. Rows off by more than 1e-6
+            but within 1e-2 (rounded weights such as 0.33) are divided by their sum, with a warning.
 
     Examples:
         >>> check_preferences([[0.25, 0.75]], 2)
@@ -104,19 +117,28 @@ def check_preferences(weights: ArrayLike, n_objectives: int) -> np.ndarray:
             problems.append(f"preference {i} {shown}: weights must be finite")
         elif (w < 0).any():
             problems.append(f"preference {i} {shown}: negative weight; weights must be >= 0")
-        elif abs(w.sum() - 1.0) > SUM_TOLERANCE:
+        elif abs(w.sum() - 1.0) > RENORMALISE_TOLERANCE + 1e-12:  # 0.33 * 3 lies 1e-2 + 9e-18 away
             problems.append(f"preference {i} {shown}: sums to {w.sum():.6g}, not 1; "
                             "rescale it so the weights sum to 1")
     if problems:
         raise ValueError(f"{len(problems)} bad preference(s):\n  - " + "\n  - ".join(problems))
-    return np.array(rows, dtype=np.float64)  # (P, M)
+    out = np.array(rows, dtype=np.float64)  # (P, M)
+    sums = out.sum(axis=1)  # (P,)
+    off = np.flatnonzero(np.abs(sums - 1.0) > SUM_TOLERANCE)
+    if len(off):
+        # rounded vectors such as RiC's [0.33, 0.33, 0.33]: scaled onto the simplex, and said so
+        warnings.warn(f"preference(s) {off.tolist()} sum to {np.round(sums[off], 6).tolist()}, not 1: "
+                      "renormalised to sum to 1", UserWarning, stacklevel=2)
+        out = out / sums[:, None]
+    return out
 
 
-def preferences_from_config(value: int | list[list[float]], n_objectives: int) -> np.ndarray:
+def preferences_from_config(value: int | str | list[list[float]], n_objectives: int) -> np.ndarray:
     """The `select.preferences` setting as a (P, M) weight array.
 
     Args:
-        value: points per axis of the simplex grid (11: step 0.1), or explicit weight vectors.
+        value: points per axis of the simplex grid (11: step 0.1), a preset name (`PRESETS`), or
+            explicit weight vectors.
         n_objectives: M.
 
     Returns:
@@ -135,6 +157,10 @@ def preferences_from_config(value: int | list[list[float]], n_objectives: int) -
     """
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return simplex_grid(n_objectives, int(value))
+    if isinstance(value, str):
+        if value not in PRESETS:
+            raise ValueError(f"unknown preference preset {value!r}; presets are {sorted(PRESETS)}")
+        value = PRESETS[value]
     return check_preferences(value, n_objectives)
 
 

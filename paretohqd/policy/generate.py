@@ -10,6 +10,7 @@ import torch
 from paretohqd.config import Config, GenerateConfig, PolicyConfig
 from paretohqd.devices import native_bf16
 from paretohqd.policy.load import load_policy
+from paretohqd.policy.prompts import cut_at_stop, prompt_text, resolve_format, stop_strings
 from paretohqd.progress import console, progress_bar
 
 
@@ -43,9 +44,11 @@ def generate(
     cfg: GenerateConfig,
     *,
     seed: int,
+    fmt: str = "chat",
     label: str = "generating",
 ) -> tuple[list[str], dict]:
-    """One sampled response per conversation, in input order.
+    """One sampled response per conversation, in input order, prompted in format `fmt`
+    (`prompts.prompt_text`). Sampling stops at EOS and at the stop strings, which are cut off.
 
     Returns the responses and stats (seconds, new tokens per second).
     """
@@ -55,21 +58,27 @@ def generate(
     order = sorted(range(len(conversations)), key=lambda i: -len(str(conversations[i])))
     out: list[str] = [""] * len(conversations)
     n_new, t0 = 0, time.perf_counter()
-    sampling = dict(do_sample=True, top_p=cfg.top_p, temperature=cfg.temperature) if cfg.temperature > 0 \
-        else dict(do_sample=False)
+    sampling = dict(do_sample=True, top_p=cfg.top_p, top_k=cfg.top_k, temperature=cfg.temperature) \
+        if cfg.temperature > 0 else dict(do_sample=False)
+    stops = stop_strings(fmt, cfg.stop)
+    if stops:
+        sampling.update(stop_strings=stops, tokenizer=tokenizer)
+    # the tokenizer's EOS is what training taught the model to end with; keep the model's own too
+    eos = model.generation_config.eos_token_id
+    eos = [*(eos if isinstance(eos, list) else [eos] if eos is not None else []), tokenizer.eos_token_id]
     try:
         with progress_bar(unit="prompts") as bar, torch.inference_mode():
             task = bar.add_task(label, total=len(order))
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
-                texts = [tokenizer.apply_chat_template(conversations[i], add_generation_prompt=True, tokenize=False)
-                         for i in idx]
-                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+                texts = [prompt_text(tokenizer, conversations[i], fmt) for i in idx]
+                # a chat template writes its own special tokens; raw HH text gets the tokenizer's (BOS)
+                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=fmt == "hh").to(model.device)
                 ids = model.generate(**enc, max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                     **sampling)[:, enc["input_ids"].shape[1]:]  # (B, new)
+                                     eos_token_id=list(dict.fromkeys(eos)), **sampling)[:, enc["input_ids"].shape[1]:]  # (B, new)
                 n_new += int((ids != tokenizer.pad_token_id).sum())
                 for i, row in zip(idx, tokenizer.batch_decode(ids, skip_special_tokens=True)):
-                    out[i] = row.strip()
+                    out[i] = cut_at_stop(row, stops)
                 bar.advance(task, len(idx))
     finally:
         tokenizer.padding_side = pad_side
@@ -82,6 +91,7 @@ def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: str
     """Load the run's policy with `adapter` (None: the base model), answer every conversation with the
     run's generation settings, print the speed; returns the answers in input order."""
     model = load_for_generation(cfg.policy, adapter, lora=cfg.train.lora, dtype=cfg.generate.dtype)
-    responses, stats = generate(model, tokenizer, conversations, cfg.generate, seed=seed, label=label)
+    fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
+    responses, stats = generate(model, tokenizer, conversations, cfg.generate, seed=seed, fmt=fmt, label=label)
     console.print(f"  {label}: {stats['new_tokens']:,} tokens at {stats['tokens_per_s']:.1f} tokens/s")
     return responses

@@ -33,6 +33,7 @@ from paretohqd.io import atomic_dir, write_json
 from paretohqd.progress import console
 from paretohqd.devices import native_bf16
 from paretohqd.policy.load import load_policy
+from paretohqd.policy.prompts import hh_text, resolve_format, with_tag
 
 IGNORE = -100
 # accelerate's prepare() asks transformers a deprecated question on every model: noise, not news
@@ -42,20 +43,30 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 # Data --------------------------------------------------------------------------------------------
 
 
-def encode(tokenizer, messages: list[dict], response: str, max_length: int) -> tuple[list[int], int]:
-    """Chat-template a (prompt, response) sample. Returns (token ids, number of prompt tokens).
+def encode(tokenizer, messages: list[dict], response: str, max_length: int, fmt: str = "chat") -> tuple[list[int], int]:
+    """Tokenize a (prompt, response) sample in the prompt format `fmt` (`chat`: the tokenizer's chat
+    template; `hh`: the raw HH transcript, see `prompts.hh_text`). Returns (token ids, number of
+    prompt tokens).
 
+    The target always ends with the EOS token (a model trained without it never learns to stop;
+    RiC#9), and nothing after it: a chat template's trailing newline is never generated anyway.
     Prompts longer than the budget lose their oldest tokens first; the response is kept whole
-    (up to `max_length` - 1 tokens) because it is what the loss is about.
+    (up to `max_length` - 1 tokens, EOS included) because it is what the loss is about.
     """
-    prompt = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)["input_ids"])
-    full = list(tokenizer.apply_chat_template(
-        list(messages) + [{"role": "assistant", "content": response}], tokenize=True)["input_ids"])
-    if full[: len(prompt)] == prompt:
-        answer = full[len(prompt):]
-    else:  # a template that renders history differently once an answer follows
-        answer = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    answer = answer[: max_length - 1]
+    eos = tokenizer.eos_token_id
+    if fmt == "hh":
+        prompt = tokenizer(hh_text(messages))["input_ids"]
+        answer = tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [eos]
+    else:
+        prompt = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)["input_ids"])
+        full = list(tokenizer.apply_chat_template(
+            list(messages) + [{"role": "assistant", "content": response}], tokenize=True)["input_ids"])
+        if full[: len(prompt)] == prompt:
+            answer = full[len(prompt):]
+            answer = answer[:len(answer) - answer[::-1].index(eos)] if eos in answer else answer + [eos]
+        else:  # a template that renders history differently once an answer follows
+            answer = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
+    answer = answer[:-1][: max_length - 2] + [eos]
     prompt = prompt[-(max_length - len(answer)):]
     return prompt + answer, len(prompt)
 
@@ -183,9 +194,6 @@ def finetune(
         return json.loads((out / "train.json").read_text())
     acc = _accelerator(mixed_precision(cfg))
     set_seed(seed)
-    if cfg.batch_size % acc.num_processes:
-        raise ValueError(f"train.batch_size ({cfg.batch_size}) must divide by the number of processes "
-                         f"({acc.num_processes})")
     model = build_model(policy, cfg, init_adapter)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -242,12 +250,11 @@ def finetune_rows(cfg: Config, tokenizer, rows, out: Path, *, steps: int, seed: 
                   init_adapter: str | Path | None = None, tags: list[str] | None = None) -> dict:
     """Encode a table's (messages, response) rows (each prompt with its RiC tag, if `tags`) and
     `finetune` one model on them with the run's settings, printing loss and speed as it goes."""
-    from paretohqd.policy.prompts import with_tag
-
     conversations = [list(m) for m in rows["messages"]]
     if tags is not None:
         conversations = [with_tag(c, t) for c, t in zip(conversations, tags)]
-    samples = [encode(tokenizer, c, r, cfg.train.max_length) for c, r in zip(conversations, rows["response"])]
+    fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
+    samples = [encode(tokenizer, c, r, cfg.train.max_length, fmt) for c, r in zip(conversations, rows["response"])]
     t0 = time.perf_counter()
 
     def show(step: int, loss: float) -> None:

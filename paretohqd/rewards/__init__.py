@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from paretohqd.config import RewardsConfig
 
 __all__ = ["OFFLINE", "PRESETS", "Format", "Preset", "RewardModel", "available", "head_marker", "load_reward_model",
-           "load_reward_models", "resolve_dtype", "state_fingerprint"]
+           "load_reward_models", "locate", "resolve_dtype", "state_fingerprint"]
 
 
 def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None = None) -> RewardModel:
@@ -33,10 +33,8 @@ def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None =
     """
     from paretohqd.rewards.hf import HFRewardModel
 
-    if name in PRESETS:
-        p = PRESETS[name]
-        return HFRewardModel(p.hub_id, cfg, format=p.format, logit=p.logit, name=name)
-    if name in OFFLINE:
+    kind, source = locate(name, cfg)
+    if kind == "offline":
         from paretohqd.rewards.minilm import load_head_model
 
         folder = Path(cfg.dir) / name
@@ -46,13 +44,29 @@ def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None =
                 f"--only {name.removeprefix('minilm-')}` or set rewards.dir. Available: {available(cfg)}"
             )
         return load_head_model(folder, cfg, encoders=_encoders if _encoders is not None else {})
+    preset = PRESETS.get(name)
+    return HFRewardModel(source, cfg, format=preset.format if preset else cfg.format,
+                         logit=preset.logit if preset else cfg.logit, name=name)
+
+
+def locate(name: str, cfg: RewardsConfig) -> tuple[str, str | None]:
+    """Where reward model `name` comes from, without loading it: ("hub", id), ("folder", path) or
+    ("offline", None) for a MiniLM head (trained on first use).
+
+    Raises:
+        ConfigError: a name that is none of these, or a folder without config.json.
+    """
+    if name in PRESETS:
+        return "hub", PRESETS[name].hub_id
+    if name in OFFLINE:
+        return "offline", None
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ConfigError(f"reward model folder {path} has no config.json. Available: {available(cfg)}")
-        return HFRewardModel(str(path), cfg, format=cfg.format, logit=cfg.logit, name=name)
+        return "folder", str(path)
     if _looks_like_hub_id(name):
-        return HFRewardModel(name, cfg, format=cfg.format, logit=cfg.logit, name=name)
+        return "hub", name
     raise ConfigError(f"unknown reward model {name!r}: not a preset, offline head, folder or hub id. Available: {available(cfg)}")
 
 

@@ -1,0 +1,102 @@
+"""Dry runs of the paper's configs on CPU: every setting as written in configs/paper-*.yaml, only
+the models swapped for offline stand-ins and the budgets shrunk.
+
+The stand-in policy is the tiny random Llama with SmolLM2's tokenizer *with its chat template
+removed*, so it behaves as the paper's base Llama-2 does (no template: the `hh` prompt format).
+The reward models are the offline MiniLM heads; the data are 40 real HH rows per subset for
+training and the next 20 for the evaluation split (standing in for the hub's train and test).
+"""
+
+import gzip
+import itertools
+import json
+
+import pytest
+from transformers import AutoTokenizer
+from typer.testing import CliRunner
+
+from paretohqd.cli import app
+from paretohqd.config import load_config
+
+OFFLINE_HEADS = {"helpful": "minilm-helpful", "harmless": "minilm-harmless", "humor": "minilm-humor"}
+
+
+@pytest.fixture(scope="module")
+def base_policy(tmp_path_factory, tiny_policy):
+    """The tiny Llama, its tokenizer stripped of the chat template (as base Llama-2 ships)."""
+    folder = tmp_path_factory.mktemp("base-llama")
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tiny_policy).save_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(tiny_policy)
+    tok.chat_template = None
+    tok.save_pretrained(folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    assert not AutoTokenizer.from_pretrained(folder).chat_template
+    return folder
+
+
+@pytest.fixture(scope="module")
+def test_split(tmp_path_factory, hh_dir):
+    """Rows 40-59 of each HH subset: an evaluation split beside `small_hh`'s rows 0-39."""
+    folder = tmp_path_factory.mktemp("hh-test")
+    for subset in ("helpful-base", "harmless-base"):
+        with gzip.open(hh_dir / f"{subset}.jsonl.gz", "rt") as src, gzip.open(folder / f"{subset}.jsonl.gz", "wt") as dst:
+            dst.writelines(itertools.islice(src, 40, 60))
+    return folder
+
+
+def _args(config, tmp_path, base_policy, small_hh, test_split, extra=()):
+    cfg = load_config(config)
+    sets = [f"runs_dir={tmp_path / 'runs'}", f"policy.model={base_policy}", f"data.sources=[{small_hh}]",
+            f"evaluate.sources=[{test_split}]", "rewards.device=cpu",
+            f"rewards.dir={tmp_path.parent / 'paper-rewards'}", "rewards.epochs=3",
+            "rewards.humor_positives=40", "rewards.humor_negatives=40",
+            # budgets only
+            "select.k=2", "train.steps=1", "stage2.steps=1", "stage2.prompts=4", "evaluate.prompts=3",
+            "evaluate.bootstrap=50", "generate.max_new_tokens=8", *extra]
+    sets += [f"rewards.models.{o}={OFFLINE_HEADS[o]}" for o in cfg.rewards.models]
+    args = ["run", config]
+    for s in sets:
+        args += ["--set", s]
+    return args
+
+
+@pytest.mark.parametrize("config", ["configs/paper-hh-2obj.yaml", "configs/paper-hh-3obj.yaml"])
+def test_paper_config_dry_run(config, tmp_path, base_policy, small_hh, test_split):
+    res = CliRunner().invoke(app, _args(config, tmp_path, base_policy, small_hh, test_split))
+    assert res.exit_code == 0, (res.output, res.exception)
+    cfg = load_config(config)
+    root = tmp_path / "runs" / cfg.name
+    run_cfg = load_config(root / "config.yaml")
+    assert run_cfg.policy.prompt_format == "auto" and run_cfg.evaluate.source == "split"
+    report = json.loads((root / "report.json").read_text())
+    models = report["methods"][0]["models"]
+    n_prefs = 11 if "2obj" in config else 13  # the grid, or RiC's 13 three-objective vectors
+    assert len(models) == n_prefs
+    assert (root / "stage2" / f"pref-{n_prefs - 1:02d}" / "train.json").exists()
+    held = json.loads((root / "evaluate" / "disjoint.json").read_text())
+    assert held["overlap"] == 0 and held["heldout_prompts"] == 3
+
+
+def test_chat_format_without_a_template_stops_before_anything_runs(tmp_path, base_policy, small_hh, test_split):
+    args = _args("configs/paper-hh-2obj.yaml", tmp_path, base_policy, small_hh, test_split,
+                 ["policy.prompt_format=chat"])
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "has no chat template" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists()  # nothing written, nothing paid for
+
+
+def test_unreachable_hub_ids_are_one_line_each(tmp_path, monkeypatch):
+    """The shipped paper config with no hub: exit 2, one line per model, no traceback (offline mode
+    makes the answer immediate here; without it the hub is asked, concurrently)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    res = CliRunner().invoke(app, ["run", "configs/paper-hh-2obj.yaml", "--check", "--set", f"runs_dir={tmp_path}"])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    for key, repo in [("policy.model", "meta-llama/Llama-2-7b-hf"),
+                      ("rewards.models.helpful", "Ray2333/gpt2-large-helpful-reward_model"),
+                      ("rewards.models.harmless", "Ray2333/gpt2-large-harmless-reward_model")]:
+        assert f"{key}: cannot reach the model '{repo}'" in res.output
