@@ -16,7 +16,9 @@ not part of the compute column.
 
 Outputs in `runs_dir/NAME-compare/`: report.json/report.md/front.png (`write_report` over the
 runs, measured in the first run's box) and compare.json/compare.md, the main table: method,
-hypervolume, collapse rate, compute hours and compute relative to ParetoHqD.
+hypervolume (data box, with the difference to the first method), collapse rate, compute hours and
+compute relative to ParetoHqD, then the hypervolume under the z-score and fronts normalisations
+and the front's spacing and sparsity, each hypervolume header with its reference point.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from paretohqd.config import Config, ConfigError, dump_config
 from paretohqd.io import write_json, write_text
 from paretohqd.progress import console as default_console
 from paretohqd.report import write_report
-from paretohqd.report.render import hv_cell, hv_delta_cell, md_table
+from paretohqd.report.render import hv_cell, hv_column, hv_delta_cell, md_table, norm_cell, normalisation_lines
 from paretohqd.runfolder import RunFolder
 
 SHARED_FILES = ("data/all.parquet", "data/train.parquet", "data/heldout.parquet", "data/scores.parquet",
@@ -45,6 +47,17 @@ SHARED_STEPS = ("prepare", "rewards", "score")
 STAGE1_KEYS = ("seed", "data", "policy", "rewards", "select", "train")
 HEADER = ["method", "what", "hypervolume [95%]", "HV - first [95%]", "collapse rate", "compute (device h)",
           "compute vs ParetoHqD"]
+# after HEADER: the other normalisations' hypervolumes (headers with their reference points), spread
+OTHER_NORMALISATIONS = ("zscore", "fronts")
+SPREAD = ["spacing (data box)", "sparsity (data box)"]
+
+
+def header(report: dict) -> list[str]:
+    """HEADER with the data box's reference point in its hypervolume header, then the z-score and
+    fronts hypervolumes (their references in the headers) and the spread columns."""
+    data = hv_column(report, "data") if "data" in report.get("normalisations", {}) else HEADER[2]
+    others = [hv_column(report, n) for n in OTHER_NORMALISATIONS if n in report.get("normalisations", {})]
+    return HEADER[:2] + [data] + HEADER[3:] + others + SPREAD
 
 
 def method_config(cfg: Config, method: str) -> Config:
@@ -120,19 +133,25 @@ def write_comparison(cfg: Config, roots: dict[str, Path], *, console: Console | 
     report = json.loads(write_report(list(roots.values()), out, console=console).read_text())
     rows = comparison_rows(list(roots), report)
     write_text(dump_config(cfg), out / "config.yaml")
+    cols = header(report)
     md = ["# Methods compared", "", f"Runs: {', '.join(str(r) for r in roots.values())}. "
           "Hypervolume of each method's mean-reward points in the first run's box, with a 95% bootstrap "
           "interval over the held-out prompts; `HV - first`: the difference to the first method with a "
           "paired interval (the same prompt draws), so an interval holding 0 means no evidence either "
           "way; collapse rate over "
           "every preference model's held-out answers; compute = device hours of every step but "
-          "evaluation (shared data preparation and scoring charged to every method).", "",
-          md_table(HEADER, [_cells(r) for r in rows])]
+          "evaluation (shared data preparation and scoring charged to every method). The same points "
+          "are also measured z-scored and in the box of all the models' points (differences to the "
+          "first method for those in report.md); spacing and sparsity of each front in the data box. "
+          "The normalisations, each header naming its reference point in raw rewards:", "",
+          *[f"- {line}" for line in normalisation_lines(report)], "",
+          md_table(cols, [_cells(r) for r in rows])]
     write_text("\n".join(md) + "\n\nPlot: front.png; per-preference details: report.md\n", out / "compare.md")
-    path = write_json({"methods": rows, "report": str(out / "report.json")}, out / "compare.json")
+    path = write_json({"methods": rows, "normalisations": report.get("normalisations"),
+                       "report": str(out / "report.json")}, out / "compare.json")
     table = Table(title=f"methods compared ({out})")
-    for col in HEADER:
-        table.add_column(col, justify="left" if col in ("method", "what") else "right")
+    for col in cols:  # fold, not cut: the hypervolume headers carry their reference points
+        table.add_column(col, justify="left" if col in ("method", "what") else "right", overflow="fold")
     for r in rows:
         table.add_row(*_cells(r))
     (console or default_console).print(table)
@@ -140,8 +159,10 @@ def write_comparison(cfg: Config, roots: dict[str, Path], *, console: Console | 
 
 
 def comparison_rows(methods: list[str], report: dict) -> list[dict]:
-    """One row per method (in `methods` order, matching report["methods"]): hypervolume, collapse
-    rate, compute and compute relative to the `paretohqd` run (None without one).
+    """One row per method (in `methods` order, matching report["methods"]): hypervolume (data box),
+    collapse rate, compute and compute relative to the `paretohqd` run (None without one), and
+    `hypervolumes`: every normalisation's hypervolume, interval, difference to the first method,
+    spacing and sparsity (report["methods"][i]["hypervolumes"]; None in reports without them).
 
     Examples:
         >>> rep = {"methods": [{"method": "x-paretohqd", "description": "d", "hypervolume": 0.5,
@@ -161,11 +182,16 @@ def comparison_rows(methods: list[str], report: dict) -> list[dict]:
                      "hypervolume": m["hypervolume"], "hypervolume_ci95": m.get("hypervolume_ci95"),
                      "hypervolume_vs_first": m.get("hypervolume_vs_first"), "collapse_rate": m["collapse_rate"],
                      "compute_device_h": hours, "compute_wall_h": m["compute"]["training"]["wall_h"],
-                     "relative_compute": hours / ref_h if ref_h else None})
+                     "relative_compute": hours / ref_h if ref_h else None,
+                     "hypervolumes": m.get("hypervolumes")})
     return rows
 
 
 def _cells(r: dict) -> list[str]:
     rel = "-" if r["relative_compute"] is None else f"{r['relative_compute']:.2f}x"
+    hv = r.get("hypervolumes") or {}
+    others = [norm_cell(hv[n]) for n in OTHER_NORMALISATIONS if n in hv]
+    data = hv.get("data") or {}
+    spread = ["-" if data.get(k) is None else f"{data[k]:.4f}" for k in ("spacing", "sparsity")]
     return [r["method"], r["description"], hv_cell(r), hv_delta_cell(r), f"{r['collapse_rate']:.1%}",
-            f"{r['compute_device_h']:.3f}", rel]
+            f"{r['compute_device_h']:.3f}", rel, *others, *spread]

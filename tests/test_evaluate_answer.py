@@ -193,6 +193,18 @@ def test_evaluate_input_errors(tiny_run):
         ev.heldout_prompts(root, 2)
 
 
+def test_hypervolume_box_stores_min_max_mean_std_once(tmp_path):
+    scores = pd.DataFrame({"helpful": [0.0, 2.0, 4.0], "harmless": [1.0, 1.0, 7.0], "id": ["a", "b", "c"]})
+    write_parquet(scores, tmp_path / "data" / "scores.parquet")
+    box = ev.hypervolume_box(tmp_path, OBJ)
+    assert box["lower"] == [0.0, 1.0] and box["upper"] == [4.0, 7.0]
+    assert box["mean"] == pytest.approx([2.0, 3.0])
+    assert box["std"] == pytest.approx(scores[OBJ].std(ddof=0).tolist())  # population sd, as scores.stats.json
+    assert json.loads((tmp_path / "evaluate" / "bounds.json").read_text()) == box
+    write_parquet(scores.assign(helpful=9.0), tmp_path / "data" / "scores.parquet")
+    assert ev.hypervolume_box(tmp_path, OBJ) == box  # stored once: later calls read the file
+
+
 def test_evaluate_cli_loads_the_run_config(tmp_path, monkeypatch):
     cfg = Config(name="demo", runs_dir=str(tmp_path), evaluate={"prompts": 7})
     (tmp_path / "demo").mkdir()

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paretohqd.evaluate.front import (bootstrap_hypervolume, bootstrap_mean, front_metrics, percentile_interval,
-                                      run_bounds)
+from paretohqd.evaluate.front import (bootstrap_hypervolume, bootstrap_mean, front_metrics, front_spread, fronts_box,
+                                      percentile_interval, run_bounds, zscore_stats)
 
 
 def test_hypervolume_of_mean_points_2d_by_hand():
@@ -175,3 +175,91 @@ def test_bootstrap_hypervolume_errors_and_interval():
     assert bootstrap_hypervolume([[[1.0, 1.0]]], lower=[0, 0], upper=[1, 1], n_resamples=0, seed=0).shape == (0,)
     assert percentile_interval([]) is None
     assert percentile_interval([2.0, 2.0, 2.0]) == [2.0, 2.0]
+
+
+# Other normalisations and the front's spread -------------------------------------------------------
+
+def oracle_hv_2d_ref(points, lower, upper, ref):
+    """The staircase of `oracle_hv_2d` with the reference moved to `ref` (normalised): shift by it."""
+    span = [upper[k] - lower[k] for k in range(2)]
+    moved_lower = [lower[k] + ref[k] * span[k] for k in range(2)]
+    return oracle_hv_2d(points, moved_lower, [moved_lower[k] + span[k] for k in range(2)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=st.integers(1, 4), n=st.integers(1, 8), seed=st.integers(0, 2**16),
+       ref=st.tuples(st.floats(-2, 0.5), st.floats(-2, 0.5)))
+def test_bootstrap_hypervolume_with_a_reference_point_matches_the_oracle(p, n, seed, ref):
+    values = np.random.default_rng(seed).uniform(-1.5, 1.5, size=(p, n, 2))
+    lower, upper = [0.5, -1.0], [1.0, 1.0]
+    got = bootstrap_hypervolume(values, lower=lower, upper=upper, n_resamples=20, seed=seed, ref=list(ref))
+    idx = np.random.default_rng(seed).integers(0, n, size=(20, n))
+    want = [oracle_hv_2d_ref([[sum(m[i][k] for i in d) / n for k in range(2)] for m in values.tolist()], lower, upper,
+                             ref) for d in idx]
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    means = values.mean(axis=1)  # (p, 2)
+    assert front_metrics(means, lower=lower, upper=upper, ref=list(ref))[0] == pytest.approx(
+        oracle_hv_2d_ref(means.tolist(), lower, upper, ref), abs=1e-12)
+
+
+def test_zscored_hypervolume_by_hand():
+    """Training mean (1, 2), sd (0.5, 2): the mean point (2, 4) has z = (2, 1); from the reference
+    z = (-1, -1) it dominates a 3 x 2 rectangle, 6."""
+    hv, _ = front_metrics([[2.0, 4.0]], lower=[1.0, 2.0], upper=[1.5, 4.0], ref=[-1.0, -1.0])
+    assert hv == pytest.approx(6.0)
+
+
+def test_zscore_stats_are_the_scores_stats_json_ones():
+    import pandas as pd
+
+    from paretohqd.rewards.score import stats
+
+    x = np.random.default_rng(4).normal([1.0, -3.0], [2.0, 0.5], size=(200, 2))
+    mean, std = zscore_stats(x)
+    want = stats(pd.DataFrame(x, columns=["a", "b"]), ["a", "b"])  # what data/scores.stats.json holds
+    np.testing.assert_allclose(mean, [want["a"]["mean"], want["b"]["mean"]], rtol=1e-12)
+    np.testing.assert_allclose(std, [want["a"]["std"], want["b"]["std"]], rtol=1e-12)
+    z = (x - mean) / std
+    np.testing.assert_allclose([z.mean(axis=0), z.std(axis=0)], [[0, 0], [1, 1]], atol=1e-12)
+    with pytest.raises(ValueError, match=r"column\(s\) \[1\] take one value only"):
+        zscore_stats([[1.0, 2.0], [3.0, 2.0]])
+    with pytest.raises(ValueError, match="scores has no rows"):
+        zscore_stats(np.zeros((0, 2)))
+
+
+def test_fronts_box_and_errors():
+    lo, hi = fronts_box([[1, 3], [2, 2], [3, 1], [0.5, 0.5]])
+    assert lo.tolist() == [0.5, 0.5] and hi.tolist() == [3, 3]
+    with pytest.raises(ValueError, match=r"same mean in objective column\(s\) \[0\]"):
+        fronts_box([[1, 3], [1, 2]])
+    with pytest.raises(ValueError, match=r"same mean in objective column\(s\) \[0, 1\]"):
+        fronts_box([[1, 3]])  # one model alone: no box
+    with pytest.raises(ValueError, match="points has no rows"):
+        fronts_box(np.zeros((0, 2)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(p=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_front_spread_is_spacing_and_sparsity_of_the_normalised_front(p, seed):
+    """Oracle: drop dominated points by the O(P^2) definition, normalise by hand, then plain loops."""
+    import math
+
+    rng = np.random.default_rng(seed)
+    pts = rng.integers(0, 5, size=(p, 2)) * [2.0, 0.5] + [1.0, -1.0]  # ties and duplicates likely
+    lower, upper = [1.0, -1.0], [9.0, 1.0]
+    keep = [i for i in range(p) if not any((pts[j] >= pts[i]).all() and (pts[j] > pts[i]).any() for j in range(p))]
+    z = [[(pts[i][k] - lower[k]) / (upper[k] - lower[k]) for k in range(2)] for i in keep]
+    sp, sq = front_spread(pts, lower=lower, upper=upper)
+    if len(z) < 2:
+        assert math.isnan(sp) and math.isnan(sq)
+        return
+    d = [min(sum(abs(a - b) for a, b in zip(z[i], z[j])) for j in range(len(z)) if j != i) for i in range(len(z))]
+    want_sp = math.sqrt(sum((sum(d) / len(d) - x) ** 2 for x in d) / (len(z) - 1))
+    cols = [sorted(q[k] for q in z) for k in range(2)]
+    want_sq = sum((c[i + 1] - c[i]) ** 2 for c in cols for i in range(len(z) - 1)) / (len(z) - 1)
+    assert sp == pytest.approx(want_sp, abs=1e-12) and sq == pytest.approx(want_sq, abs=1e-12)
+
+
+def test_front_spread_errors():
+    with pytest.raises(ValueError, match="'upper' must exceed 'lower'"):
+        front_spread([[1.0, 1.0], [0.0, 2.0]], lower=[0, 0], upper=[0, 1])

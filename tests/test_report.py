@@ -1,5 +1,7 @@
-"""The report from evaluated run folders built by hand (no model): numbers, files, overlay, CLI."""
+"""The report from evaluated run folders built by hand (no model): numbers, files, overlay, CLI, and
+the hypervolume under three normalisations with spacing/sparsity, down to compare.json/.md."""
 
+import io
 import json
 
 import numpy as np
@@ -8,6 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from paretohqd.cli import app
+from paretohqd.compare import comparison_rows, write_comparison
+from paretohqd.config import Config
 from paretohqd.io import InputError, write_json, write_parquet
 from paretohqd.report import build_report, write_report
 from paretohqd.report.plot import plot_fronts
@@ -195,3 +199,168 @@ def test_report_cli(tmp_path):
 
 def test_cli_command_map_has_evaluate_and_report():
     assert {"run", "select", "evaluate", "report"} <= {c.name for c in app.registered_commands}
+
+
+# Three normalisations ------------------------------------------------------------------------------
+
+def staircase(points, lower, upper, ref):
+    """Oracle, 2-D only: normalise by (lower, upper), then the area the points dominate above `ref`
+    by sweeping them right to left (no moocore)."""
+    z = [[(p[k] - lower[k]) / (upper[k] - lower[k]) - ref[k] for k in range(2)] for p in points]
+    area, top = 0.0, 0.0
+    for x, y in sorted((q for q in z if q[0] > 0 and q[1] > 0), key=lambda q: -q[0]):
+        if y > top:
+            area, top = area + x * (y - top), y
+    return area
+
+
+def _means(m):
+    return [[r["mean"][o] for o in ("helpful", "harmless")] for r in m["models"]]
+
+
+def test_three_hypervolumes_against_independent_recomputations(tmp_path):
+    """a: means (1, 3), (2, 2), (3, 1); b: (1.5, 3), (2, 2.5), (3, 1); both bases (1.5, 1.5).
+    fronts box = min/max of those 8 points, [1, 3]^2, reference its nadir (1, 1): a normalises to
+    (0, 1), (.5, .5), (1, 0), volume .25; b to (.25, 1), (.5, .75), (1, 0), .5 * .75 + .25 * .25 =
+    .4375; the base (.25, .25), .0625. zscore: mean/std of a's scores.parquet recomputed with
+    pandas, reference z = -1. Spread in the data box [0, 4]^2: a (.25, .75), (.5, .5), (.75, .25)
+    is evenly spaced (spacing 0), sparsity 2 * (2 * .25^2) / 2 = .125; b's nearest L1 distances
+    .25, .25, .625 give spacing sqrt((2 * .125^2 + .25^2) / 2) = .2165, its sorted gaps (.125, .25)
+    and (.375, .125) sparsity .234375 / 2 = .1171875."""
+    a = evaluated_run(tmp_path / "a", base=(1.5, 1.5))
+    b = evaluated_run(tmp_path / "b", means=[[1.5, 3.0], [2.0, 2.5], [3.0, 1.0]], base=(1.5, 1.5))
+    report, _ = build_report([a, b])
+    ma, mb = report["methods"]
+    norms = report["normalisations"]
+    assert list(norms) == ["data", "zscore", "fronts"]
+
+    # data: today's number, still the primary key
+    assert ma["hypervolumes"]["data"]["hypervolume"] == ma["hypervolume"] == pytest.approx(0.375)
+    assert ma["hypervolumes"]["data"]["ci95"] == ma["hypervolume_ci95"]
+    assert mb["hypervolumes"]["data"]["vs_first"] == mb["hypervolume_vs_first"]
+    assert norms["data"]["ref_raw"] == [0.0, 0.0] and norms["data"]["lower"] == [0.0, 0.0]
+
+    # zscore: population mean/std of the training scores, reference one sd below the mean
+    scores = pd.read_parquet(a / "data" / "scores.parquet")[["helpful", "harmless"]]
+    mean, std = scores.mean().to_numpy(), scores.std(ddof=0).to_numpy()
+    z = norms["zscore"]
+    np.testing.assert_allclose(z["mean"], mean, rtol=1e-12)
+    np.testing.assert_allclose(z["std"], std, rtol=1e-12)
+    assert z["ref_normalised"] == [-1.0, -1.0]
+    np.testing.assert_allclose(z["ref_raw"], mean - std, rtol=1e-12)
+    for m in (ma, mb):
+        want = staircase(_means(m), mean, mean + std, [-1.0, -1.0])
+        assert m["hypervolumes"]["zscore"]["hypervolume"] == pytest.approx(want, rel=1e-9)
+        assert want > 0.5  # the cloud is uniform on [0, 4]: mean ~2, sd ~1.15, every point counts
+    assert ma["base"]["hypervolumes"]["zscore"] == pytest.approx(
+        staircase([[1.5, 1.5]], mean, mean + std, [-1.0, -1.0]), rel=1e-9)
+
+    # fronts: the box of every model point compared, base models included
+    f = norms["fronts"]
+    assert f["lower"] == [1.0, 1.0] and f["upper"] == [3.0, 3.0] and f["ref_raw"] == [1.0, 1.0] and f["points"] == 8
+    assert ma["hypervolumes"]["fronts"]["hypervolume"] == pytest.approx(0.25)
+    assert mb["hypervolumes"]["fronts"]["hypervolume"] == pytest.approx(0.4375)
+    assert ma["base"]["hypervolumes"]["fronts"] == pytest.approx(0.0625)
+    for m in (ma, mb):
+        assert m["hypervolumes"]["fronts"]["hypervolume"] == pytest.approx(
+            staircase(_means(m), [1, 1], [3, 3], [0, 0]))
+    assert report["hypervolumes"]["fronts"] == {"a": pytest.approx(0.25), "b": pytest.approx(0.4375)}
+
+    # every normalisation: an interval around the value, and a paired difference to the first run
+    for name in norms:
+        h, ha = mb["hypervolumes"][name], ma["hypervolumes"][name]
+        assert h["ci95"][0] <= h["hypervolume"] <= h["ci95"][1]
+        assert ha["vs_first"] is None
+        d = h["vs_first"]
+        assert d["vs"] == "a" and d["delta"] == pytest.approx(h["hypervolume"] - ha["hypervolume"])
+        assert d["ci95"][0] <= d["ci95"][1]
+
+    # spread of each front in the data box (and the fronts box scales it by 4 / 2)
+    assert ma["hypervolumes"]["data"]["spacing"] == pytest.approx(0.0, abs=1e-12)
+    assert ma["hypervolumes"]["data"]["sparsity"] == pytest.approx(0.125)
+    assert mb["hypervolumes"]["data"]["spacing"] == pytest.approx(np.sqrt(0.046875))
+    assert mb["hypervolumes"]["data"]["sparsity"] == pytest.approx(0.1171875)
+    assert mb["hypervolumes"]["fronts"]["spacing"] == pytest.approx(2 * np.sqrt(0.046875))
+    assert mb["hypervolumes"]["fronts"]["sparsity"] == pytest.approx(4 * 0.1171875)
+
+
+def test_zscore_uses_the_stored_statistics(tmp_path):
+    """A bounds.json with mean (2, 2) and sd (1, 1): a's means z-score to (-1, 1), (0, 0), (1, -1);
+    from the reference (-1, -1) they dominate 0 + 1 * 1 + 0 = 1."""
+    a = evaluated_run(tmp_path / "a")
+    path = a / "evaluate" / "bounds.json"
+    write_json({**json.loads(path.read_text()), "mean": [2.0, 2.0], "std": [1.0, 1.0]}, path)
+    report, _ = build_report([a])
+    z = report["normalisations"]["zscore"]
+    assert z["ref_raw"] == [1.0, 1.0] and z["from"] == str(path)
+    assert report["methods"][0]["hypervolumes"]["zscore"]["hypervolume"] == pytest.approx(1.0)
+
+
+def test_report_md_shows_every_normalisation_with_its_reference(tmp_path):
+    from rich.console import Console
+
+    a = evaluated_run(tmp_path / "a", base=(1.5, 1.5))
+    b = evaluated_run(tmp_path / "b", means=[[1.5, 3.0], [2.0, 2.5], [3.0, 1.0]], base=(1.5, 1.5))
+    console = Console(width=250, record=True, file=io.StringIO())
+    path = write_report([a, b], console=console)
+    report = json.loads(path.read_text())
+    md = (path.parent / "report.md").read_text()
+    zref = "(" + ", ".join(f"{x:.4g}" for x in report["normalisations"]["zscore"]["ref_raw"]) + ")"
+    assert "## Hypervolume under three normalisations" in md
+    assert (f"| method | HV data, ref (0, 0) [95%] | data: vs first [95%] | HV zscore, ref {zref} [95%] | "
+            f"zscore: vs first [95%] | HV fronts, ref (1, 1) [95%] | fronts: vs first [95%] | spacing (data box) | "
+            "sparsity (data box) |") in md
+    assert "reference point = normalised (0, 0) = raw (0, 0)." in md  # data
+    assert f"reference point = normalised (-1, -1) = raw {zref}." in md  # zscore
+    assert "helpful [1, 3], harmless [1, 3], 8 model points; reference point = normalised (0, 0) = raw (1, 1)." in md
+    hb = report["methods"][1]["hypervolumes"]
+    f = hb["fronts"]
+    row = (f"| b | {hb['data']['hypervolume']:.4f} [{hb['data']['ci95'][0]:.4f}, {hb['data']['ci95'][1]:.4f}] | "
+           f"{hb['data']['vs_first']['delta']:+.4f} [")
+    assert row in md
+    assert f"| 0.4375 [{f['ci95'][0]:.4f}, {f['ci95'][1]:.4f}] | +0.1875 [" in md
+    assert "| 0.2165 | 0.1172 |" in md  # b's spacing and sparsity in the data box
+    assert "| a: base | 0.1406 | - |" in md and "| 0.0625 | - | - | - |" in md  # (.375, .375) in [0, 4]^2
+    out = console.export_text()
+    assert "hypervolume under three normalisations" in out and "HV fronts, ref (1, 1) [95%]" in out
+    assert "0.4375 [" in out and "reference point = normalised (-1, -1)" in out
+
+
+def test_one_model_gives_no_spread_and_a_flat_fronts_box(tmp_path):
+    """One preference model whose mean equals the base's: the fronts box is flat in both objectives
+    (no volume to measure: not computed, shown as '-'), and one point has no spacing or sparsity."""
+    a = evaluated_run(tmp_path / "a", means=[[2.0, 2.0]], base=(2.0, 2.0))
+    path = write_report([a])
+    report = json.loads(path.read_text())
+    (m,) = report["methods"]
+    assert "same mean in objective column(s) [0, 1]" in report["normalisations"]["fronts"]["unavailable"]
+    assert m["hypervolumes"]["fronts"] is None and m["base"]["hypervolumes"]["fronts"] is None
+    assert report["hypervolumes"]["fronts"] == {"a": None}
+    assert m["hypervolumes"]["data"]["hypervolume"] == pytest.approx(0.25)  # (.5, .5) in [0, 4]^2
+    assert m["hypervolumes"]["data"]["spacing"] is None and m["hypervolumes"]["data"]["sparsity"] is None
+    md = (a / "report.md").read_text()
+    assert "Not computed: every model has the same mean" in md and "HV fronts, ref n/a [95%]" in md
+    assert "| a | 0.2500 [" in md and "| - | - | - | - |" in md
+
+
+def test_compare_carries_the_three_hypervolumes(tmp_path):
+    a = evaluated_run(tmp_path / "x-paretohqd", base=(1.5, 1.5))
+    b = evaluated_run(tmp_path / "x-ric", means=[[1.5, 3.0], [2.0, 2.5], [3.0, 1.0]], base=(1.5, 1.5))
+    path = write_comparison(Config(name="x", runs_dir=str(tmp_path)), {"paretohqd": a, "ric": b})
+    out = path.parent
+    report = json.loads((out / "report.json").read_text())
+    saved = json.loads(path.read_text())
+    assert saved["normalisations"] == report["normalisations"]
+    rows = saved["methods"]
+    assert rows == json.loads(json.dumps(comparison_rows(["paretohqd", "ric"], report)))
+    for r, m in zip(rows, report["methods"]):
+        assert r["hypervolumes"] == m["hypervolumes"]
+    assert rows[1]["hypervolumes"]["fronts"]["hypervolume"] == pytest.approx(0.4375)
+    md = (out / "compare.md").read_text()
+    zref = "(" + ", ".join(f"{x:.4g}" for x in report["normalisations"]["zscore"]["ref_raw"]) + ")"
+    assert (f"| method | what | HV data, ref (0, 0) [95%] | HV - first [95%] | collapse rate | compute (device h) | "
+            f"compute vs ParetoHqD | HV zscore, ref {zref} [95%] | HV fronts, ref (1, 1) [95%] | spacing (data box) | "
+            "sparsity (data box) |") in md
+    f = rows[1]["hypervolumes"]["fronts"]
+    assert f"| 1.00x | " in md and f"| 0.4375 [{f['ci95'][0]:.4f}, {f['ci95'][1]:.4f}] | 0.2165 | 0.1172 |" in md
+    assert "reference point = normalised (-1, -1)" in md

@@ -8,8 +8,9 @@ scored by the run's reward models and checked for collapse. Outputs, in RUN/eval
   evaluate regenerates only the models whose file is missing);
 - `responses.parquet`: all answers with model, preference_index (-1 for the base model),
   weights, prompt_id, prompt, response, collapse (reason or null) and one column per objective;
-- `bounds.json`: the run's hypervolume box (per-objective min/max of `data/scores.parquet`),
-  written once so every later report of this run uses the same box;
+- `bounds.json`: the run's hypervolume box (per-objective min/max of `data/scores.parquet`) and
+  the same data's mean/std (the report's z-scored hypervolume), written once so every later
+  report of this run uses the same box;
 - `disjoint.json`: the held-out vs training prompt check, with counts;
 - `meta.json`: what the report needs from the config (objectives, preferences, seed, ...),
   so `paretohqd report` reads files only.
@@ -25,7 +26,7 @@ import pandas as pd
 
 from paretohqd.data.prepare import prompt_id, sample_id
 from paretohqd.evaluate.collapse import collapse_reasons
-from paretohqd.evaluate.front import run_bounds
+from paretohqd.evaluate.front import run_bounds, zscore_stats
 from paretohqd.io import InputError, read_table, write_json, write_parquet
 from paretohqd.policy.generate import answer
 from paretohqd.policy.prompts import resolve_format, with_tag
@@ -98,6 +99,10 @@ def check_disjoint(root: Path, heldout: pd.DataFrame) -> dict:
 def hypervolume_box(root: Path, names: list[str]) -> dict:
     """The run's hypervolume box: read `evaluate/bounds.json`, or compute and store it once.
 
+    It holds per objective the min/max (`lower`/`upper`) and the mean/std (population) of the
+    scored training data. Files written before mean/std were added lack them; the report then
+    computes them from `source`.
+
     Raises:
         InputError: no `data/scores.parquet`, an objective column missing, or stored bounds that
             name other objectives than the config.
@@ -116,9 +121,10 @@ def hypervolume_box(root: Path, names: list[str]) -> dict:
         raise InputError(f"{scores_path} lacks objective column(s) {missing}; it has {list(scores.columns)}")
     try:
         lo, hi = run_bounds(scores[names].to_numpy())
+        mean, std = zscore_stats(scores[names].to_numpy())
     except ValueError as e:
         raise InputError(f"{scores_path}: {e}") from None
-    out = {"objectives": names, "lower": lo.tolist(), "upper": hi.tolist(),
+    out = {"objectives": names, "lower": lo.tolist(), "upper": hi.tolist(), "mean": mean.tolist(), "std": std.tolist(),
            "source": str(scores_path.relative_to(root)), "n_samples": len(scores),
            "ref_normalised": [0.0] * len(names), "ref_raw": lo.tolist()}
     write_json(out, path)

@@ -1,11 +1,17 @@
 """The front of a method: per model mean reward with a bootstrap interval, hypervolume (with its
-prompt-bootstrap interval), Pareto subset.
+prompt-bootstrap interval), Pareto subset, spacing and sparsity.
 
 Pure numpy on arrays; the run module turns tables into these arrays. Every objective is maximised.
-Hypervolume is measured in the run's normalised box: bounds are the per-objective min and max of
-the run's scored training data (`run_bounds`, stored once in `evaluate/bounds.json`), and the
-reference point is the normalised nadir 0 (the raw per-objective minimum). A mean point below the
-nadir in some objective adds nothing; one above the maximum may push the volume past 1.
+A normalisation is an affine map per objective, z = (r - lower) / (upper - lower), and a reference
+point `ref` in z. The report measures three (README, "Evaluation and report"):
+
+- data: `run_bounds`, the per-objective min and max of the run's scored training data (stored
+  once in `evaluate/bounds.json`), ref = the normalised nadir 0 (the raw per-objective minimum).
+  A mean point below the nadir in some objective adds nothing; one above the maximum may push
+  the volume past 1.
+- zscore: RiC's z = (r - mean) / std with the training data's `zscore_stats`, i.e. lower = mean,
+  upper = mean + std; ref = `ZSCORE_REF` in every objective.
+- fronts: `fronts_box`, the min and max of the evaluated models' mean points, ref = its nadir 0.
 """
 
 from __future__ import annotations
@@ -16,10 +22,17 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from paretohqd.pareto.layers import as_points
-from paretohqd.pareto.metrics import hypervolume, pareto_subset
+from paretohqd.pareto.metrics import hypervolume, pareto_subset, sparsity, spacing
+from paretohqd.pareto.rays import normalise
 
 LEVEL = 0.95
 """Coverage of the bootstrap intervals."""
+ZSCORE_REF = -1.0
+"""Reference point of the z-scored hypervolume in every objective: one training standard deviation
+below the training mean. Not the z-scored data minimum: that is the data box's reference again, so
+the z-scored volume would be the data box's times the constant prod((max - min) / std), and it
+would hang on the single worst training sample. A model mean more than 1 sd below the training
+mean in some objective adds nothing."""
 # cap on (resamples x samples) index entries held at once, so a large eval set stays in memory
 _CHUNK = 4_000_000
 
@@ -76,7 +89,8 @@ def bootstrap_mean(
 
 
 def bootstrap_hypervolume(
-    values: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike, n_resamples: int, seed: int
+    values: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike, n_resamples: int, seed: int,
+    ref: ArrayLike | None = None,
 ) -> np.ndarray:
     """Hypervolume of the models' mean points over bootstrap resamples of the prompts.
 
@@ -88,10 +102,11 @@ def bootstrap_hypervolume(
     Args:
         values: (P, n, M) rewards; values[p, i] is model p's (mean) answer reward on prompt i,
             prompts in the same order for every model.
-        lower: (M,) run bounds, mapped to 0 (also the reference point).
+        lower: (M,) run bounds, mapped to 0 (also the reference point unless `ref` is given).
         upper: (M,) run bounds, mapped to 1.
         n_resamples: bootstrap resamples (0 gives an empty array).
         seed: seed of the resampling.
+        ref: (M,) reference point in normalised space; default the origin.
 
     Returns:
         (n_resamples,) hypervolumes.
@@ -115,7 +130,7 @@ def bootstrap_hypervolume(
     out = []
     for idx in _draws(x.shape[1], n_resamples, seed):
         means = x[:, idx].mean(axis=2)  # (P, B, M)
-        out += [hypervolume(means[:, b], lower=lower, upper=upper) for b in range(len(idx))]
+        out += [hypervolume(means[:, b], lower=lower, upper=upper, ref=ref) for b in range(len(idx))]
     return np.array(out, dtype=np.float64)
 
 
@@ -161,13 +176,16 @@ def run_bounds(scores: ArrayLike, /) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def front_metrics(points: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike) -> tuple[float, np.ndarray]:
-    """Hypervolume (reference at the normalised nadir 0) and Pareto mask of mean points.
+def front_metrics(
+    points: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike, ref: ArrayLike | None = None
+) -> tuple[float, np.ndarray]:
+    """Hypervolume (reference by default at the normalised nadir 0) and Pareto mask of mean points.
 
     Args:
         points: (P, M) mean rewards, one row per model.
-        lower: (M,) run bounds, mapped to 0 (also the reference point).
+        lower: (M,) run bounds, mapped to 0 (also the reference point unless `ref` is given).
         upper: (M,) run bounds, mapped to 1.
+        ref: (M,) reference point in normalised space; default the origin.
 
     Returns:
         hypervolume, and (P,) bool mask of the models on the Pareto front.
@@ -181,5 +199,96 @@ def front_metrics(points: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike) -
         (0.75, [True, True, False])
     """
     pts = as_points(points)  # (P, M)
-    hv = hypervolume(pts, lower=lower, upper=upper)  # ref defaults to the normalised origin
+    hv = hypervolume(pts, lower=lower, upper=upper, ref=ref)  # ref None: the normalised origin
     return hv, pareto_subset(pts)
+
+
+def front_spread(points: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike) -> tuple[float, float]:
+    """Schott's spacing and PGMORL's sparsity of the Pareto-optimal mean points, normalised.
+
+    Both are distances, so they need one scale for all objectives: the points are normalised by
+    `lower`/`upper` first (the reference point plays no part). Dominated models are left out:
+    they are not part of the front whose spread is measured.
+
+    Args:
+        points: (P, M) mean rewards, one row per model.
+        lower: (M,) mapped to 0.
+        upper: (M,) mapped to 1; each must exceed `lower`.
+
+    Returns:
+        spacing, sparsity; both NaN when fewer than 2 models are on the front (undefined).
+
+    Examples:
+        (5, 20), (10, 15) and the dominated (2.5, 12.5) in the box [0, 10] x [10, 20]: the front
+        is (0.5, 1), (1, 0.5); two points are each other's nearest neighbour (spacing 0), and their
+        gaps of 0.5 in both objectives give sparsity 0.25 + 0.25 = 0.5.
+
+        >>> front_spread([[5, 20], [10, 15], [2.5, 12.5]], lower=[0, 10], upper=[10, 20])
+        (0.0, 0.5)
+    """
+    pts = as_points(points)  # (P, M)
+    lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)  # (M,), (M,)
+    if lo.shape == hi.shape == (pts.shape[1],) and (hi <= lo).any():
+        raise ValueError(f"'upper' must exceed 'lower' in every objective; got lower={lo.tolist()}, "
+                         f"upper={hi.tolist()}")
+    z = normalise(pts[pareto_subset(pts)], lower=lo, upper=hi)  # (F, M)
+    return spacing(z), sparsity(z)
+
+
+def zscore_stats(scores: ArrayLike, /) -> tuple[np.ndarray, np.ndarray]:
+    """Per-objective mean and (population) standard deviation of the scored training data: RiC's
+    normalisation z = (r - mean) / std, the same statistics as `data/scores.stats.json`.
+
+    Args:
+        scores: (N, M) rewards of the training samples.
+
+    Returns:
+        mean (M,), std (M,).
+
+    Raises:
+        ValueError: bad scores, no rows, or a constant objective (std 0: nothing to scale by).
+
+    Examples:
+        >>> mean, std = zscore_stats([[0.0, 1.0], [2.0, 1.0], [4.0, 7.0]])
+        >>> mean.tolist(), std.tolist()
+        ([2.0, 3.0], [1.632993161855452, 2.8284271247461903])
+    """
+    pts = as_points(scores, name="scores")  # (N, M)
+    if len(pts) == 0:
+        raise ValueError("scores has no rows; z-scores need the run's scored training data")
+    mean, std = pts.mean(axis=0), pts.std(axis=0)  # (M,), (M,); ddof 0 as in scores.stats.json
+    flat = np.flatnonzero(std <= 0)
+    if flat.size:
+        raise ValueError(f"objective(s) at column(s) {flat.tolist()} take one value only in the scored training "
+                         "data; a constant reward has no standard deviation to z-score by")
+    return mean, std
+
+
+def fronts_box(points: ArrayLike, /) -> tuple[np.ndarray, np.ndarray]:
+    """Per-objective min and max of the evaluated models' mean points: the box in which fronts are
+    usually compared in multi-objective papers (nadir and ideal of all the points compared).
+
+    Args:
+        points: (N, M) mean rewards of every model compared (all methods, base models included).
+
+    Returns:
+        lower (M,), upper (M,).
+
+    Raises:
+        ValueError: bad points, no rows, or an objective where every model has the same mean
+            (a flat box has no volume).
+
+    Examples:
+        >>> lo, hi = fronts_box([[1.0, 3.0], [2.0, 2.0], [0.5, 2.5]])
+        >>> lo.tolist(), hi.tolist()
+        ([0.5, 2.0], [2.0, 3.0])
+    """
+    pts = as_points(points)  # (N, M)
+    if len(pts) == 0:
+        raise ValueError("points has no rows; the fronts box needs at least one evaluated model")
+    lo, hi = pts.min(axis=0), pts.max(axis=0)  # (M,), (M,)
+    flat = np.flatnonzero(hi <= lo)
+    if flat.size:
+        raise ValueError(f"every model has the same mean in objective column(s) {flat.tolist()}; "
+                         "the fronts box is flat there and holds no volume")
+    return lo, hi

@@ -4,7 +4,7 @@ Pure numpy functions (arrays in, arrays out); `select.py` and `plot.py` add tabl
 """
 
 from paretohqd.pareto.layers import nondominated_layers, pareto_pool, pool_layers
-from paretohqd.pareto.metrics import hypervolume, pareto_subset
+from paretohqd.pareto.metrics import hypervolume, pareto_subset, sparsity, spacing
 from paretohqd.pareto.preferences import check_preferences, preferences_from_config, simplex_grid
 from paretohqd.pareto.rays import normalise, ray_distances, select_direction, select_scalarised
 
@@ -21,4 +21,6 @@ __all__ = [
     "select_direction",
     "select_scalarised",
     "simplex_grid",
+    "spacing",
+    "sparsity",
 ]

@@ -1,4 +1,5 @@
-"""Front metrics for evaluation: hypervolume in normalised space, and the Pareto subset.
+"""Front metrics for evaluation: hypervolume in normalised space, the Pareto subset, and how evenly
+a front is spread (Schott's spacing, PGMORL's sparsity).
 
 Convention (every objective maximised): points are min-max normalised with the given bounds,
 z = (r - lower) / (upper - lower), so `lower` maps to 0 and `upper` to 1. The reference point
@@ -79,3 +80,77 @@ def pareto_subset(points: ArrayLike, /) -> np.ndarray:
     if len(pts) == 0:
         return np.zeros(0, dtype=bool)
     return np.asarray(moocore.is_nondominated(pts, maximise=True, keep_weakly=True), dtype=bool)
+
+
+def spacing(points: ArrayLike, /) -> float:
+    """Schott's spacing: how unevenly the points are spread (0 = every point equally far from its
+    nearest neighbour).
+
+    d_i = min over j != i of sum_k |z_ik - z_jk| (L1 distance to the nearest other point, as in
+    Schott 1995), and spacing = sqrt(sum_i (mean(d) - d_i)^2 / (N - 1)). It is in the units of
+    the points, so pass normalised points to compare fronts of several objectives. Duplicate
+    points count (distance 0 to each other).
+
+    Args:
+        points: (N, M) points, usually a Pareto front in a normalised box.
+
+    Returns:
+        The spacing; NaN for fewer than 2 points (no nearest neighbour: undefined, not 0, so a
+        single model is not reported as a perfectly even front).
+
+    Raises:
+        ValueError: bad shape or NaN/inf (see `as_points`).
+
+    Examples:
+        Evenly spaced points have spacing 0. Moving the middle one to (0.25, 0.75) gives nearest
+        L1 distances d = (0.5, 0.5, 1.5), mean 5/6: sqrt(((1/3)^2 * 2 + (2/3)^2) / 2) = 0.5774.
+
+        >>> spacing([[0, 1], [0.5, 0.5], [1, 0]])
+        0.0
+        >>> round(spacing([[0, 1], [0.25, 0.75], [1, 0]]), 4)
+        0.5774
+        >>> spacing([[0.3, 0.7]])
+        nan
+    """
+    pts = as_points(points)  # (N, M)
+    n = len(pts)
+    if n < 2:
+        return float("nan")
+    dist = np.abs(pts[:, None, :] - pts[None, :, :]).sum(axis=2)  # (N, N) L1 distances
+    np.fill_diagonal(dist, np.inf)  # a point is not its own neighbour
+    d = dist.min(axis=1)  # (N,)
+    return float(np.sqrt(((d - d.mean()) ** 2).sum() / (n - 1)))
+
+
+def sparsity(points: ArrayLike, /) -> float:
+    """PGMORL's sparsity: the mean squared gap between neighbours along each objective (lower is
+    denser).
+
+    With s_k the sorted values of objective k, sparsity = sum_k sum_i (s_k[i+1] - s_k[i])^2 / (N - 1)
+    (Xu et al. 2020, "Prediction-Guided Multi-Objective Reinforcement Learning", eq. 5). In
+    squared units of the points: pass normalised points.
+
+    Args:
+        points: (N, M) points, usually a Pareto front in a normalised box.
+
+    Returns:
+        The sparsity; NaN for fewer than 2 points (no gap to measure: undefined).
+
+    Raises:
+        ValueError: bad shape or NaN/inf (see `as_points`).
+
+    Examples:
+        Three points evenly spread over the unit square's diagonal front: gaps of 0.5 in each of
+        the 2 objectives, (4 * 0.25) / 2 = 0.5. Two points at the ends: (1 + 1) / 1 = 2.
+
+        >>> sparsity([[0, 1], [0.5, 0.5], [1, 0]])
+        0.5
+        >>> sparsity([[0, 1], [1, 0]])
+        2.0
+    """
+    pts = as_points(points)  # (N, M)
+    n = len(pts)
+    if n < 2:
+        return float("nan")
+    gaps = np.diff(np.sort(pts, axis=0), axis=0)  # (N - 1, M): each objective sorted on its own
+    return float((gaps**2).sum() / (n - 1))

@@ -21,6 +21,81 @@ def box_line(report: dict) -> str:
             f"nadir ({zero}) = raw ({ref}).")
 
 
+NORMALISATION_TITLES = {"data": "data box", "zscore": "z-scores", "fronts": "fronts box"}
+
+
+def _vec(xs: list[float]) -> str:
+    return "(" + ", ".join(f"{x:.4g}" for x in xs) + ")"
+
+
+def normalisation_lines(report: dict) -> list[str]:
+    """One line per normalisation: how points are normalised, and the reference point in the
+    normalised space and in raw rewards."""
+    names = report["bounds"]["objectives"]
+    out = []
+    for name, nz in report["normalisations"].items():
+        head = f"**{name}** ({NORMALISATION_TITLES.get(name, name)}): {nz['what']}"
+        if "lower" not in nz:
+            out.append(f"{head}. Not computed: {nz['unavailable']}.")
+            continue
+        if name == "zscore":
+            scale = ", ".join(f"{o} mean {m:.4g} sd {sd:.4g}" for o, m, sd in zip(names, nz["mean"], nz["std"]))
+        else:
+            scale = ", ".join(f"{o} [{lo:.4g}, {hi:.4g}]" for o, lo, hi in zip(names, nz["lower"], nz["upper"]))
+        src = f", from {nz['from']}" if "from" in nz else f", {nz['points']} model points"
+        out.append(f"{head}. {scale}{src}; reference point = normalised {_vec(nz['ref_normalised'])} "
+                   f"= raw {_vec(nz['ref_raw'])}.")
+    return out
+
+
+def hv_column(report: dict, name: str) -> str:
+    """The header of one normalisation's hypervolume column, with its reference point (raw)."""
+    nz = report["normalisations"][name]
+    ref = "n/a" if "ref_raw" not in nz else _vec(nz["ref_raw"])
+    return f"HV {name}, ref {ref} [95%]"
+
+
+def norm_cell(h: dict | None) -> str:
+    """One normalisation's hypervolume with its interval; "-" where it was not computed."""
+    if h is None:
+        return "-"
+    ci = h["ci95"]
+    return f"{h['hypervolume']:.4f}" if ci is None else f"{h['hypervolume']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def norm_delta_cell(h: dict | None) -> str:
+    """One normalisation's difference to the first method with its paired interval, or "-"."""
+    return "-" if h is None else hv_delta_cell({"hypervolume_vs_first": h["vs_first"]})
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def normalisation_header(report: dict) -> list[str]:
+    cols = ["method"]
+    for name in report["normalisations"]:
+        cols += [hv_column(report, name), f"{name}: vs first [95%]"]
+    return cols + ["spacing (data box)", "sparsity (data box)"]
+
+
+def normalisation_rows(report: dict) -> list[list[str]]:
+    """Per method: each normalisation's hypervolume [95%] and difference to the first method, and
+    the front's spacing and sparsity in the data box; base models (one point, no spread) after."""
+    norms = list(report["normalisations"])
+    rows = []
+    for m in report["methods"]:
+        hv = m["hypervolumes"]
+        data = hv.get("data") or {}
+        cells = [c for n in norms for c in (norm_cell(hv[n]), norm_delta_cell(hv[n]))]
+        rows.append([m["method"], *cells, _num(data.get("spacing")), _num(data.get("sparsity"))])
+    for m in report["methods"]:
+        if m["base"] is not None:
+            hv = m["base"]["hypervolumes"]
+            rows.append([f"{m['method']}: base", *[c for n in norms for c in (_num(hv[n]), "-")], "-", "-"])
+    return rows
+
+
 def main_rows(report: dict) -> list[list[str]]:
     """method, description, hypervolume, collapse rate, compute hours; base models after the methods."""
     rows = []
@@ -117,6 +192,16 @@ def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
         lines += [f"- **{m['method']}**: {m['prompts']} held-out prompts; checked disjoint by prompt hash from "
                   f"{files}: {d['overlap']} overlap. Bootstrap: {m['bootstrap']['resamples']} resamples, "
                   f"seed {m['bootstrap']['seed']}, {m['bootstrap']['level']:.0%} percentile intervals."]
+    lines += ["", "## Hypervolume under three normalisations", "",
+              "The same mean-reward points measured three ways; each column's header gives its reference point "
+              "in raw rewards (normalised below). A point that does not dominate the reference in every "
+              "objective adds nothing. Intervals and `vs first` as in the main table.", ""]
+    lines += [f"- {line}" for line in normalisation_lines(report)]
+    lines += ["", md_table(normalisation_header(report), normalisation_rows(report)), "",
+              "Spacing (Schott): the spread of each point's L1 distance to its nearest neighbour on the front, "
+              "0 = evenly spaced. Sparsity (PGMORL): the mean squared gap between neighbours along each "
+              "objective, lower = denser. Both over the method's Pareto-optimal models, normalised by the data "
+              "box (report.json has them per normalisation); '-' for fewer than 2 models on the front."]
     lines += ["", "## Main table", "",
               "Hypervolume intervals: percentile bootstrap over the held-out prompts, one draw for all of a "
               "method's models; `vs first`: hypervolume minus the first method's, with a paired interval (the "
@@ -140,6 +225,13 @@ def print_tables(report: dict, console: Console | None = None) -> None:
     for col in MAIN_HEADER:
         table.add_column(col, justify="left" if col in ("method", "what") else "right")
     for row in main_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    table = Table(title="hypervolume under three normalisations (header: reference point, raw)",
+                  caption="\n".join(normalisation_lines(report)), caption_justify="left")
+    for col in normalisation_header(report):  # fold, not cut: the header carries the reference point
+        table.add_column(col, justify="left" if col == "method" else "right", overflow="fold")
+    for row in normalisation_rows(report):
         table.add_row(*row)
     console.print(table)
     header, rows = preference_rows(report)

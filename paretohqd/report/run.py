@@ -42,11 +42,16 @@ def build_report(roots: list[str | Path]) -> tuple[dict, list[dict]]:
             raise InputError(f"{r['root']} has objectives {r['meta']['objectives']} but {first['root']} has "
                              f"{names}; runs compared in one report must share their objectives")
     bounds = first["bounds"]
-    methods = summarise_runs(runs, lower=bounds["lower"], upper=bounds["upper"])
+    methods, norms = summarise_runs(runs)
     report = {"bounds": bounds, "bounds_from": str(first["root"] / bounds["source"]),
               "reference": {"normalised": bounds["ref_normalised"], "raw": bounds["ref_raw"],
                             "what": "the normalised nadir: per-objective minimum of the scored training data"},
-              "hypervolume": {m["method"]: m["hypervolume"] for m in methods}, "methods": methods}
+              "hypervolume": {m["method"]: m["hypervolume"] for m in methods},
+              "normalisations": norms,
+              "hypervolumes": {name: {m["method"]: None if m["hypervolumes"][name] is None
+                                      else m["hypervolumes"][name]["hypervolume"] for m in methods}
+                               for name in norms},
+              "methods": methods}
     return report, runs
 
 

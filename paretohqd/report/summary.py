@@ -1,4 +1,5 @@
-"""A run's evaluation as numbers: per-model mean rewards with intervals, hypervolume, collapse, compute.
+"""A run's evaluation as numbers: per-model mean rewards with intervals, hypervolume under three
+normalisations (data box, z-scores, fronts box) with spacing and sparsity, collapse, compute.
 
 Reads only files (`evaluate/*`, `manifest.json`), so several runs can be compared without
 their configs. Everything here ends up in report.json.
@@ -13,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from paretohqd.evaluate.collapse import REASONS
-from paretohqd.evaluate.front import LEVEL, bootstrap_hypervolume, bootstrap_mean, front_metrics, percentile_interval
+from paretohqd.evaluate.front import (LEVEL, ZSCORE_REF, bootstrap_hypervolume, bootstrap_mean, front_metrics,
+                                      front_spread, fronts_box, percentile_interval, zscore_stats)
 from paretohqd.io import InputError, read_table
+from paretohqd.pareto.metrics import pareto_subset
 
 _EVAL_FILES = ("meta.json", "bounds.json", "disjoint.json", "responses.parquet")
 
@@ -119,17 +122,10 @@ def prompt_matrix(run: dict) -> tuple[list[str], np.ndarray]:
     return prompts, full.to_numpy().reshape(len(models), len(prompts), len(names))
 
 
-def hypervolume_resamples(run: dict, *, lower: list[float], upper: list[float]) -> tuple[list[str], np.ndarray]:
-    """Prompt ids and (B,) bootstrap hypervolumes of a run (B = the run's `evaluate.bootstrap`)."""
-    prompts, values = prompt_matrix(run)
-    meta = run["meta"]
-    return prompts, bootstrap_hypervolume(values, lower=lower, upper=upper, n_resamples=meta["bootstrap"],
-                                          seed=meta["seed"])
-
-
-def summarise_run(run: dict, *, lower: list[float], upper: list[float]) -> tuple[dict, list[str], np.ndarray]:
-    """The report entry of one run (method) in the box `lower`/`upper`, and the run's held-out
-    prompt ids and (B,) bootstrap hypervolumes (for paired differences between runs).
+def summarise_run(run: dict, *, lower: list[float], upper: list[float]) -> dict:
+    """The report entry of one run (method) without its hypervolumes (`measure` adds them): per
+    model means with intervals and collapse, `normalised_mean` in the data box `lower`/`upper`,
+    the Pareto subset, collapse, compute, disjointness.
 
     Raises:
         InputError: the run has no preference model answers.
@@ -144,41 +140,136 @@ def summarise_run(run: dict, *, lower: list[float], upper: list[float]) -> tuple
     span = np.asarray(upper) - np.asarray(lower)  # (M,)
     for r in rows:
         r["normalised_mean"] = dict(zip(names, ((np.array([r["mean"][o] for o in names]) - lower) / span).tolist()))
-    points = np.array([[r["mean"][o] for o in names] for r in prefs])  # (P, M)
-    hv, on_front = front_metrics(points, lower=lower, upper=upper)
-    for r, f in zip(prefs, on_front):
+    for r, f in zip(prefs, pareto_subset(_points(prefs, names))):
         r["on_front"] = bool(f)
     pref_df = df[df["preference_index"] >= 0]
-    prompts, hv_boot = hypervolume_resamples(run, lower=lower, upper=upper)
-    out = {
+    return {
         "method": run["root"].name, "folder": str(run["root"]), "description": meta["description"],
-        "objectives": names, "prompts": meta["prompts"], "hypervolume": hv,
-        "hypervolume_ci95": percentile_interval(hv_boot),
+        "objectives": names, "prompts": meta["prompts"],
         "pareto_models": [r["model"] for r in prefs if r["on_front"]],
         "collapse_rate": float(pref_df["collapse"].notna().mean()),
         "collapse_reasons": {r: int((pref_df["collapse"] == r).sum()) for r in REASONS},
-        "models": prefs, "base": None, "compute": compute_hours(run["manifest"]),
+        "models": prefs, "base": base[0] if base else None, "compute": compute_hours(run["manifest"]),
         "disjointness": run["disjoint"], "bootstrap": {"resamples": meta["bootstrap"], "seed": meta["seed"],
                                                        "level": LEVEL},
     }
-    if base:
-        b = base[0]
-        b["hypervolume"] = front_metrics([[b["mean"][o] for o in names]], lower=lower, upper=upper)[0]
-        out["base"] = b
-    return out, prompts, hv_boot
 
 
-def summarise_runs(runs: list[dict], *, lower: list[float], upper: list[float]) -> list[dict]:
-    """The report entries of runs (methods) in one box. Every run after the first also gets
-    `hypervolume_vs_first`: its hypervolume minus the first run's, with a paired bootstrap interval
-    (the same prompt draws for both), or None where the two runs answered different prompts."""
-    (first, ref_prompts, ref), *rest = [summarise_run(r, lower=lower, upper=upper) for r in runs]
-    for (m, prompts, boot), r in zip(rest, runs[1:]):
-        paired = prompts == ref_prompts and len(boot) == len(ref) and r["meta"]["seed"] == runs[0]["meta"]["seed"]
-        m["hypervolume_vs_first"] = None if not paired else {
-            "vs": first["method"], "delta": m["hypervolume"] - first["hypervolume"],
-            "ci95": percentile_interval(boot - ref)}
-    return [first] + [m for m, _, _ in rest]
+def normalisations(first: dict, entries: list[dict]) -> dict[str, dict]:
+    """The three normalisations every run of a report is measured in, each with its box and
+    reference point (normalised and raw); see `paretohqd.evaluate.front` and the README.
+
+    - data: the first run's `evaluate/bounds.json` box (min/max of its scored training data),
+      reference at its nadir;
+    - zscore: the first run's training mean/std (from bounds.json; computed from its `source` if
+      an older bounds.json lacks them), reference z = `ZSCORE_REF` in every objective;
+    - fronts: min/max over the mean points of every model in `entries`, the base models included
+      (they are the common starting point, and a method's worst model may sit below it), reference
+      at its nadir. Where every model has the same mean in an objective the box is flat: the
+      entry then holds `unavailable` (the reason) and no box.
+
+    Raises:
+        InputError: an older bounds.json without mean/std whose scores file is missing or
+            holds a constant objective.
+    """
+    bounds, root = first["bounds"], first["root"]
+    names = bounds["objectives"]
+    if "mean" in bounds and "std" in bounds:
+        mean, std, stats_from = np.asarray(bounds["mean"]), np.asarray(bounds["std"]), root / "evaluate" / "bounds.json"
+    else:  # bounds.json written before it stored them: the same statistics from the same data
+        stats_from = root / bounds["source"]
+        try:
+            mean, std = zscore_stats(read_table(stats_from)[names].to_numpy())
+        except ValueError as e:
+            raise InputError(f"{stats_from}: {e}") from None
+    m = len(names)
+    out = {
+        "data": {"what": "min-max by the scored training data; reference = its nadir (per-objective minimum)",
+                 "lower": list(bounds["lower"]), "upper": list(bounds["upper"]),
+                 "ref_normalised": list(bounds["ref_normalised"]), "ref_raw": list(bounds["ref_raw"]),
+                 "from": str(root / bounds["source"])},
+        "zscore": {"what": f"z = (r - mean) / std of the scored training data (RiC); reference z = {ZSCORE_REF:g} "
+                           "in every objective (one sd below the training mean)",
+                   "mean": mean.tolist(), "std": std.tolist(), "lower": mean.tolist(), "upper": (mean + std).tolist(),
+                   "ref_normalised": [ZSCORE_REF] * m, "ref_raw": (mean + ZSCORE_REF * std).tolist(),
+                   "from": str(stats_from)},
+    }
+    points = np.array([[r["mean"][o] for o in names] for e in entries
+                       for r in e["models"] + ([e["base"]] if e["base"] is not None else [])])  # (N, M)
+    what = ("min-max over the mean points of every model compared here (all runs, base models included); "
+            "reference = their nadir")
+    try:
+        lo, hi = fronts_box(points)
+    except ValueError as e:
+        out["fronts"] = {"what": what, "unavailable": str(e), "points": len(points)}
+    else:
+        out["fronts"] = {"what": what, "lower": lo.tolist(), "upper": hi.tolist(), "ref_normalised": [0.0] * m,
+                         "ref_raw": lo.tolist(), "points": len(points)}
+    return out
+
+
+def measure(entries: list[dict], runs: list[dict], norms: dict[str, dict]) -> None:
+    """Add to each entry (in place) `hypervolumes`: per normalisation the hypervolume of its
+    preference models' mean points, its prompt-bootstrap interval, for every run after the first
+    the difference to the first run with a paired interval (`vs_first`; None where the runs
+    answered other prompts or used other seeds), and the front's spacing and sparsity in that
+    normalisation; None for an unavailable normalisation. The base model gets its one-point
+    hypervolumes. The data normalisation's numbers also fill the primary keys `hypervolume`,
+    `hypervolume_ci95`, `hypervolume_vs_first` (later runs) and the base's `hypervolume`.
+    """
+    names = runs[0]["meta"]["objectives"]
+    draws = []  # per run: prompt ids, (B,) bootstrap hypervolumes per normalisation
+    for e, run in zip(entries, runs):
+        prompts, values = prompt_matrix(run)  # (P, n, M)
+        meta, points = run["meta"], _points(e["models"], names)  # (P, M)
+        e["hypervolumes"], boots = {}, {}
+        if e["base"] is not None:
+            e["base"]["hypervolumes"] = {}
+        for name, nz in norms.items():
+            if "lower" not in nz:
+                e["hypervolumes"][name] = None
+                if e["base"] is not None:
+                    e["base"]["hypervolumes"][name] = None
+                continue
+            box = {"lower": nz["lower"], "upper": nz["upper"], "ref": nz["ref_normalised"]}
+            boots[name] = bootstrap_hypervolume(values, **box, n_resamples=meta["bootstrap"], seed=meta["seed"])
+            sp, sq = front_spread(points, lower=nz["lower"], upper=nz["upper"])
+            e["hypervolumes"][name] = {"hypervolume": front_metrics(points, **box)[0],
+                                       "ci95": percentile_interval(boots[name]), "vs_first": None,
+                                       "spacing": _nan_none([sp])[0], "sparsity": _nan_none([sq])[0]}
+            if e["base"] is not None:
+                e["base"]["hypervolumes"][name] = front_metrics(_points([e["base"]], names), **box)[0]
+        draws.append((prompts, boots))
+    (ref_prompts, ref_boots), first = draws[0], entries[0]
+    for e, run, (prompts, boots) in zip(entries[1:], runs[1:], draws[1:]):
+        paired = prompts == ref_prompts and run["meta"]["seed"] == runs[0]["meta"]["seed"]
+        for name, boot in boots.items():
+            if paired and len(boot) == len(ref_boots[name]):
+                e["hypervolumes"][name]["vs_first"] = {
+                    "vs": first["method"],
+                    "delta": e["hypervolumes"][name]["hypervolume"] - first["hypervolumes"][name]["hypervolume"],
+                    "ci95": percentile_interval(boot - ref_boots[name])}
+    for i, e in enumerate(entries):
+        data = e["hypervolumes"]["data"]
+        e["hypervolume"], e["hypervolume_ci95"] = data["hypervolume"], data["ci95"]
+        if i:
+            e["hypervolume_vs_first"] = data["vs_first"]
+        if e["base"] is not None:
+            e["base"]["hypervolume"] = e["base"]["hypervolumes"]["data"]
+
+
+def summarise_runs(runs: list[dict]) -> tuple[list[dict], dict[str, dict]]:
+    """The report entries of runs (methods) and the normalisations they are measured in (all in
+    the first run's data box and training statistics, and in the box of all their models)."""
+    bounds = runs[0]["bounds"]
+    entries = [summarise_run(r, lower=bounds["lower"], upper=bounds["upper"]) for r in runs]
+    norms = normalisations(runs[0], entries)
+    measure(entries, runs, norms)
+    return entries, norms
+
+
+def _points(rows: list[dict], names: list[str]) -> np.ndarray:
+    return np.array([[r["mean"][o] for o in names] for r in rows], dtype=np.float64)  # (P, M)
 
 
 def _nan_none(x: np.ndarray) -> list[float | None]:
