@@ -123,6 +123,9 @@ def test_evaluate_answers_scores_and_reports(tiny_run):
     assert m["collapse_rate"] == pytest.approx(df[df["model"] != "base"]["collapse"].notna().mean())
     assert m["disjointness"]["overlap"] == 0 and m["compute"]["stages"]["prepare"]["wall_h"] > 0
     assert (root / "report.md").exists() and (root / "front.png").read_bytes()[:4] == b"\x89PNG"
+    protocol = json.loads((root / "evaluate" / "meta.json").read_text())["protocol"]
+    assert protocol["prompt_format"] == "chat" and protocol["top_k"] == 0 and m["protocol"] == protocol
+    assert "Protocol: prompt format chat; r_min = data minimum; evaluation prompts held out" in (root / "report.md").read_text()
 
 
 def test_evaluate_resumes_per_model(tiny_run, monkeypatch):

@@ -181,6 +181,23 @@ def samples_md(report: dict, samples: dict[str, pd.DataFrame]) -> list[str]:
     return out
 
 
+def protocol_line(p: dict) -> str:
+    """The protocol choices of a run, in words (README, "Reproducing the paper").
+
+    Examples:
+        >>> protocol_line({"prompt_format": "hh", "select_nadir": "data", "evaluate_source": "split",
+        ...     "evaluate_sources": ["Anthropic/hh-rlhf"], "stage2_prompts_per": "model", "top_k": 0,
+        ...     "top_p": 0.9, "temperature": 1.0, "stop": []})
+        'prompt format hh; r_min = data minimum; evaluation prompts from a separate split (Anthropic/hh-rlhf); stage-2 prompts per model; sampling temperature 1.0, top_p 0.9, top_k off'
+    """
+    source = ("held out of the training data" if p["evaluate_source"] == "heldout"
+              else f"from a separate split ({', '.join(p['evaluate_sources'] or [])})")
+    stop = f", stop at {p['stop']}" if p["stop"] else ""
+    return (f"prompt format {p['prompt_format']}; r_min = {p['select_nadir']} minimum; evaluation prompts {source}; "
+            f"stage-2 prompts per {p['stage2_prompts_per']}; sampling temperature {p['temperature']}, "
+            f"top_p {p['top_p']}, top_k {p['top_k'] or 'off'}{stop}")
+
+
 def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
     """The whole markdown report."""
     names = report["bounds"]["objectives"]
@@ -192,6 +209,8 @@ def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
         lines += [f"- **{m['method']}**: {m['prompts']} held-out prompts; checked disjoint by prompt hash from "
                   f"{files}: {d['overlap']} overlap. Bootstrap: {m['bootstrap']['resamples']} resamples, "
                   f"seed {m['bootstrap']['seed']}, {m['bootstrap']['level']:.0%} percentile intervals."]
+        if m.get("protocol"):
+            lines.append(f"  Protocol: {protocol_line(m['protocol'])}.")
     lines += ["", "## Hypervolume under three normalisations", "",
               "The same mean-reward points measured three ways; each column's header gives its reference point "
               "in raw rewards (normalised below). A point that does not dominate the reference in every "

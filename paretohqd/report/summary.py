@@ -150,6 +150,7 @@ def summarise_run(run: dict, *, lower: list[float], upper: list[float]) -> dict:
         "collapse_rate": float(pref_df["collapse"].notna().mean()),
         "collapse_reasons": {r: int((pref_df["collapse"] == r).sum()) for r in REASONS},
         "models": prefs, "base": base[0] if base else None, "compute": compute_hours(run["manifest"]),
+        "protocol": meta.get("protocol"),  # absent in runs evaluated before it was recorded
         "disjointness": run["disjoint"], "bootstrap": {"resamples": meta["bootstrap"], "seed": meta["seed"],
                                                        "level": LEVEL},
     }
