@@ -15,7 +15,7 @@ from paretohqd.config import Config, ConfigError
 from paretohqd.data.prepare import prepare, split_heldout, split_prompts
 from paretohqd.devices import device_name
 from paretohqd.evaluate.answer import evaluate
-from paretohqd.io import read_table, write_parquet
+from paretohqd.io import InputError, read_table, write_parquet
 from paretohqd.policy.load import load_tokenizer, resolve_policy
 from paretohqd.progress import console
 from paretohqd.report import write_report
@@ -180,12 +180,14 @@ def preflight(cfg: Config) -> tuple[Config, object]:
     if tokenizer is not None:
         try:
             fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
-            local = [s for _, s in data_sources[:len(cfg.data.sources)] if Path(s).expanduser().exists()]
+            local = [s for s in cfg.data.sources if Path(s).expanduser().exists()]
             if local:  # one real training sample, encoded exactly as training will
                 prompt, response = next(iter(read_pairs(local))).samples()[0]
                 encode(tokenizer, to_messages(prompt), response, cfg.train.max_length, fmt)
         except ConfigError as e:
             problems.append(str(e))
+        except InputError as e:
+            problems.append(f"data.sources: {e}")
         except Exception as e:  # a template or tokenizer that cannot encode our samples
             problems.append(f"policy.prompt_format: cannot encode a training sample with {cfg.policy.model!r} in "
                             f"format {cfg.policy.prompt_format}: {str(e).splitlines()[0][:160]}")
