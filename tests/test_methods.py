@@ -144,3 +144,12 @@ def test_representatives_are_vertices_and_balanced():
     picks = [grid[i].tolist() for i in paretohqd.representatives(grid)]
     assert picks[:3] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     assert np.allclose(sorted(picks[3]), [0.25, 0.25, 0.5])
+
+
+def test_stage2_prompts_per_model_or_total():
+    """`model`: each of the M + 1 representatives answers every stage-2 prompt; `total`: they share them."""
+    cfg = load_config("configs/demo.yaml", ["stage2.prompts=30", "generate.max_new_tokens=10"])
+    per_model = paretohqd.work(cfg)["generated_tokens"]
+    shared = paretohqd.work(cfg.model_copy(update={"stage2": cfg.stage2.model_copy(update={"prompts_per": "total"})}))
+    n_reps = len(paretohqd.representatives(np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])))  # 3 for M = 2
+    assert per_model == n_reps * 30 * 10 and shared["generated_tokens"] == 30 * 10

@@ -3,6 +3,8 @@
 import gc
 import json
 
+import pandas as pd
+
 import pytest
 from transformers import PreTrainedModel
 from typer.testing import CliRunner
@@ -26,7 +28,7 @@ def _live_models() -> set[int]:
 
 
 def test_run_tiny_end_to_end_and_resume(tmp_path, small_hh, tiny_policy, monkeypatch):
-    cfg = load_config("configs/demo.yaml", _overrides(tmp_path, small_hh, tiny_policy))
+    cfg = load_config("configs/demo.yaml", _overrides(tmp_path, small_hh, tiny_policy) + ["stage2.prompts_per=total"])
     gc.collect()
     before = _live_models()  # other tests' fixtures may hold models
     real = method.finetune_rows
@@ -54,6 +56,9 @@ def test_run_tiny_end_to_end_and_resume(tmp_path, small_hh, tiny_policy, monkeyp
         assert manifest[name]["wall_s"] > 0 and manifest[name]["n_devices"] == 1
         assert manifest[name]["device_s"] == pytest.approx(manifest[name]["wall_s"])
     assert sum(n.startswith("stage2/generate") for n in manifest) == 3  # M + 1 representatives
+    # stage2.prompts_per total: the 3 representatives share the 4 prompts, each answering its own
+    pools = [pd.read_parquet(p)["prompt"] for p in sorted((root / "stage2").glob("generated-*.parquet"))]
+    assert sum(len(set(p)) for p in pools) == len(set().union(*map(set, pools))) <= 4
     for i in range(3):
         trained = json.loads((root / "stage2" / f"pref-{i:02d}" / "train.json").read_text())
         assert trained["steps"] == 1 and trained["samples"] >= 1
