@@ -13,10 +13,11 @@ from pathlib import Path
 from paretohqd import methods
 from paretohqd.config import Config, ConfigError
 from paretohqd.data.prepare import prepare, split_heldout
-from paretohqd.devices import device_name
+from paretohqd.devices import device_name, init_processes
 from paretohqd.evaluate.answer import evaluate
 from paretohqd.io import read_table, write_parquet
 from paretohqd.policy.load import load_tokenizer
+from paretohqd.policy.sft import check_report_to
 from paretohqd.progress import console
 from paretohqd.report import write_report
 from paretohqd.rewards import OFFLINE, head_marker
@@ -28,15 +29,24 @@ from paretohqd.runfolder import RunFolder
 def run(cfg: Config) -> Path:
     """Run (or resume) every step of `cfg.method`; returns the run folder.
 
+    Under `torchrun` / `accelerate launch` every process calls this: they form one group
+    (`devices.init_processes`), train together, and the main process alone does the rest.
+
     Raises:
         ConfigError: an unknown method or a setting it contradicts, a config that differs from the
             run folder's, or a batch that does not split over the processes.
+        LaunchError: several processes were launched but could not form a group.
     """
     cfg = methods.configure(cfg)
+    check_report_to(cfg.train)
+    _join_processes()
     r = RunFolder(cfg)
     if cfg.train.batch_size % r.n_devices:
         raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must divide by the number of processes "
                           f"({r.n_devices}): each step's batch is split over them")
+    if r.n_devices > 1 and not methods.several_processes(cfg):
+        raise ConfigError(f"method {cfg.method!r} trains with GRPO, which runs on one process here; "
+                          f"launch it without torchrun / accelerate launch")
     console.print(f"run folder: {r.root}  device: {device_name()} x{r.n_devices}  seed: {cfg.seed}")
     tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
     console.print(f"objectives: {r.objectives}; {len(r.preferences)} preferences; k = {cfg.select.k}")
@@ -68,8 +78,15 @@ def evaluate_run(cfg: Config, root: str | Path) -> Path:
     Returns:
         The path of RUN/report.json.
     """
+    _join_processes()
     r = RunFolder(methods.configure(cfg), root)
     return _evaluate_and_report(r, load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code))
+
+
+def _join_processes() -> None:
+    state = init_processes()
+    # one voice: the other processes' step names and progress would repeat the main one's
+    console.quiet = not state.is_main_process
 
 
 def _evaluate_and_report(r: RunFolder, tokenizer) -> Path:
