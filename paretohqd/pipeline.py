@@ -34,7 +34,8 @@ def run(cfg: Config) -> Path:
 
     Raises:
         ConfigError: an unknown method or a setting it contradicts, a config that differs from the
-            run folder's, or a batch that does not split over the processes.
+            run folder's, a batch that does not split over the processes, a GRPO method under a
+            launcher, or a `train.report_to` tracker that is not installed.
         LaunchError: several processes were launched but could not form a group.
     """
     cfg = methods.configure(cfg)

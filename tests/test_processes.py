@@ -60,9 +60,10 @@ def test_two_cpu_processes_train_as_one_group(tmp_path, small_hh, tiny_policy, t
     for s in sets + ["name=two"]:
         args += ["--set", s]
     audit = tmp_path / "audit"
-    # PYTHONPATH: a script's folder, not the repository, leads sys.path: this checkout's paretohqd must run
-    env = {**os.environ, "COLUMNS": "200", "AUDIT_LOG": str(audit), "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # PYTHONPATH: a script's folder, not the repository, leads sys.path, and this checkout's paretohqd
+    # must run; COLUMNS: rich would wrap the printed lines at 80 columns
+    env = {**os.environ, "AUDIT_LOG": str(audit), "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     res = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "device: cpu x2" in res.stdout
@@ -70,14 +71,9 @@ def test_two_cpu_processes_train_as_one_group(tmp_path, small_hh, tiny_policy, t
     two = tmp_path / "runs" / "two"
 
     # every output lands once, from the main process (rank 0); the manifest is rewritten per step
-    def writes(rank: int) -> list[str]:
-        lines = Path(f"{audit}.{rank}").read_text().splitlines()
-        return [path for event, path in (line.split("\t") for line in lines)
-                if event == "rename" and Path(path).is_relative_to(two)]
-
-    main, other = writes(0), writes(1)
-    assert not [p for p in Path(f"{audit}.1").read_text().splitlines() if str(two) in p]  # not even a temp file
-    assert not other
+    audited = {rank: [line.split("\t") for line in Path(f"{audit}.{rank}").read_text().splitlines()] for rank in (0, 1)}
+    assert not [path for _, path in audited[1] if Path(path).is_relative_to(two)]  # not even a temp file
+    main = [path for event, path in audited[0] if event == "rename" and Path(path).is_relative_to(two)]
     landed = {str(two / f) for f in ("config.yaml", "seed.json", "data/train.parquet", "data/scores.parquet",
                                      "stage1/pref-00", "stage1/pref-01", "evaluate/responses.parquet", "report.json")}
     assert landed <= set(main)

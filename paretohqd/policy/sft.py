@@ -1,7 +1,8 @@
 """Supervised fine-tuning on a preference's selected samples, loss on response tokens only.
 
-A plain loop on `accelerate` (devices, mixed precision, DDP under `accelerate launch`), measured
-faster on CPU than TRL's SFTTrainer for the same maths (benchmarks/train.py) because it:
+A plain loop on `accelerate` (devices, mixed precision, DDP under `torchrun` / `accelerate
+launch`), measured faster on CPU than TRL's SFTTrainer for the same maths (benchmarks/train.py)
+because it:
 - left-pads batches, so every response ends at the last position, and asks the model for logits
   of the last (longest response) positions only (`logits_to_keep`): on HH the prompt is most of
   the sequence, and the 49k-vocabulary head is a large share of a small model's compute;
@@ -191,8 +192,9 @@ def finetune(
     """Train one model on encoded samples and save it to `out` (atomically, with `train.json`).
 
     Resumes from `out/../<name>.ckpt` if a killed run left one; returns the training stats.
-    With `cfg.report_to` set and a `log_dir`, each step's loss, learning rate and tokens/s go to
-    that tracker as `{log_tag}/loss`, ... in the tracker run `log_run` (main process only).
+    `train.json` holds each step's loss and gradient norm (both the whole step's, over every process).
+    With `cfg.report_to` set and a `log_dir`, each step's loss, learning rate, gradient norm and
+    tokens/s go to that tracker as `{log_tag}/loss`, ... in the tracker run `log_run` (main process).
     """
     if (out / "train.json").exists():
         return json.loads((out / "train.json").read_text())
