@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from paretohqd.config import ConfigError, load_config
+from paretohqd.devices import LaunchError
 from paretohqd.io import InputError
 from paretohqd.progress import console
 
@@ -30,7 +31,7 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, InputError, FileNotFoundError) as e:
+        except (ConfigError, InputError, LaunchError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             raise typer.Exit(2) from None
 

@@ -37,6 +37,7 @@ from paretohqd.config import Config, ConfigError, dump_config
 from paretohqd.io import write_json, write_text
 from paretohqd.progress import console as default_console
 from paretohqd.report import write_report
+from paretohqd.devices import init_processes
 from paretohqd.report.render import hv_cell, hv_column, hv_delta_cell, md_table, norm_cell, normalisation_lines
 from paretohqd.runfolder import RunFolder
 
@@ -113,17 +114,22 @@ def compare(cfg: Config) -> Path:
     default_console.print(f"compare: {len(est)} methods; estimate for SmolLM2-135M on 2 CPU cores: "
                           f"{sum(est.values()) / 3600:.1f} h (" + ", ".join(f"{m} {s / 60:.0f} min" for m, s in est.items())
                           + "); other models and machines scale it")
+    state = init_processes()  # under a launcher: the group forms before any run folder asks who is main
     roots: dict[str, Path] = {}
     for method, sub in subs.items():
         if roots:
             first = next(iter(roots.values()))
             dst = RunFolder(sub)
-            share(first, dst, list(SHARED_FILES), SHARED_STEPS)
-            if method == "stage1-only" and "paretohqd" in roots and _same(subs["paretohqd"], sub, STAGE1_KEYS):
-                src = roots["paretohqd"]
-                share(src, dst, _stage1_files(src), ("select", "stage1"))
+            if state.is_main_process:  # links and manifest entries: once, like every other file
+                share(first, dst, list(SHARED_FILES), SHARED_STEPS)
+                if method == "stage1-only" and "paretohqd" in roots and _same(subs["paretohqd"], sub, STAGE1_KEYS):
+                    src = roots["paretohqd"]
+                    share(src, dst, _stage1_files(src), ("select", "stage1"))
+            state.wait_for_everyone()
         default_console.rule(f"[bold]compare: {method}[/] ({Path(sub.runs_dir) / sub.name})")
         roots[method] = pipeline.run(sub)
+    if not state.is_main_process:
+        return Path(cfg.runs_dir) / f"{cfg.name}-compare" / "compare.json"
     return write_comparison(cfg, roots)
 
 

@@ -119,6 +119,12 @@ class TrainConfig(Section):
     made steps ~15% slower here), the model's default elsewhere."""
     save_every: int = Field(25, ge=1)
     """Steps between resumable checkpoints (adapter + optimizer), so a kill loses at most this many."""
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow", "comet_ml", "clearml", "dvclive", "swanlab",
+                       "trackio"] = "none"
+    """Watch training in a tracker (its package must be installed): each step's loss, learning rate and
+    tokens/s for every model, tagged `stage1/pref-00/loss` etc., in one tracker run named after the run
+    folder, logged under RUN/logs/ (e.g. `tensorboard --logdir runs/NAME/logs`). MORLHF's GRPO reports
+    TRL's own metrics there too."""
 
 
 class GenerateConfig(Section):

@@ -1,6 +1,48 @@
-"""What the process runs on: the device's name, whether it runs bfloat16 natively."""
+"""What the process runs on: the device's name, whether it runs bfloat16 natively, and the
+process group a launcher (`torchrun`, `accelerate launch`) asked for."""
 
 from __future__ import annotations
+
+import datetime as dt
+import os
+
+
+class LaunchError(RuntimeError):
+    """Several processes were launched but they could not form one group (one line for the user)."""
+
+
+# Non-training steps run on the main process while the others wait in a barrier: scoring or
+# evaluating a large set can take hours, far past torch's default 10-30 minute collective timeout.
+GROUP_TIMEOUT = dt.timedelta(hours=48)
+
+
+def init_processes():
+    """Join the process group the launcher's environment describes, once per process; returns
+    accelerate's `PartialState` (`num_processes`, `process_index`, `is_main_process`).
+
+    WORLD_SIZE > 1 (set by `torchrun` and `accelerate launch`) forms the group: NCCL on GPUs,
+    gloo on CPUs (accelerate stays single-process on CPU unless told `cpu=True`), so two CPU
+    processes form one group exactly as two GPUs do. Without a launcher: one process.
+
+    Raises:
+        LaunchError: several processes were launched but no group of that size formed (each
+            would otherwise run the whole pipeline on its own).
+    """
+    import torch
+    from accelerate import PartialState
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return PartialState()
+    try:
+        state = PartialState(cpu=not torch.cuda.is_available(), timeout=GROUP_TIMEOUT)
+    except (RuntimeError, ValueError) as e:
+        raise LaunchError(f"{world} processes were launched but could not form a group: {e}") from None
+    if state.num_processes != world:
+        # e.g. accelerate's state was made single-process before this call, or a backend is missing
+        raise LaunchError(f"{world} processes were launched (WORLD_SIZE) but this one runs alone "
+                          f"({state.distributed_type}); launch with `torchrun` or `accelerate launch`")
+    return state
 
 
 def device_name() -> str:

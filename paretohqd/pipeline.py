@@ -13,10 +13,11 @@ from pathlib import Path
 from paretohqd import methods
 from paretohqd.config import Config, ConfigError
 from paretohqd.data.prepare import prepare, split_heldout, split_prompts
-from paretohqd.devices import device_name
+from paretohqd.devices import device_name, init_processes
 from paretohqd.evaluate.answer import evaluate
 from paretohqd.io import InputError, read_table, write_parquet
 from paretohqd.policy.load import load_tokenizer, resolve_policy
+from paretohqd.policy.sft import check_report_to
 from paretohqd.progress import console
 from paretohqd.report import write_report
 from paretohqd.rewards import OFFLINE, head_marker
@@ -28,9 +29,14 @@ from paretohqd.runfolder import RunFolder
 def run(cfg: Config) -> Path:
     """Run (or resume) every step of `cfg.method`; returns the run folder.
 
+    Under `torchrun` / `accelerate launch` every process calls this: they form one group
+    (`devices.init_processes`), train together, and the main process alone does the rest.
+
     Raises:
         ConfigError: whatever `preflight` finds, or a config that differs from the run folder's.
+        LaunchError: several processes were launched but could not form a group.
     """
+    _join_processes()
     cfg, tokenizer = preflight(cfg)
     r = RunFolder(cfg)
     console.print(f"run folder: {r.root}  device: {device_name()} x{r.n_devices}  seed: {cfg.seed}")
@@ -70,8 +76,15 @@ def evaluate_run(cfg: Config, root: str | Path) -> Path:
     Returns:
         The path of RUN/report.json.
     """
+    _join_processes()
     r = RunFolder(methods.configure(cfg), root)
     return _evaluate_and_report(r, load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code))
+
+
+def _join_processes() -> None:
+    state = init_processes()
+    # one voice: the other processes' step names and progress would repeat the main one's
+    console.quiet = not state.is_main_process
 
 
 def _evaluate_and_report(r: RunFolder, tokenizer) -> Path:
@@ -114,6 +127,10 @@ def preflight(cfg: Config) -> tuple[Config, object]:
 
     cfg = methods.configure(cfg)
     problems: list[str] = []
+    try:
+        check_report_to(cfg.train)
+    except ConfigError as e:
+        problems.append(str(e))
     for key, value in (("select.preferences", cfg.select.preferences), ("morlhf.preferences", cfg.morlhf.preferences)):
         try:
             preferences_from_config(value, len(cfg.rewards.models))
@@ -123,6 +140,9 @@ def preflight(cfg: Config) -> tuple[Config, object]:
     if cfg.train.batch_size % n_processes:
         problems.append(f"train.batch_size: {cfg.train.batch_size} does not split over the {n_processes} processes; "
                         f"use a multiple of {n_processes}")
+    if n_processes > 1 and not methods.several_processes(cfg):
+        problems.append(f"method: {cfg.method!r} trains with GRPO, which runs on one process here; "
+                        "launch it without torchrun / accelerate launch")
     differs = config_differences(cfg, Path(cfg.runs_dir) / cfg.name)
     if differs:
         problems.append(f"name: {Path(cfg.runs_dir) / cfg.name} was made with another config (differs in: "

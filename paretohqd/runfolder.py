@@ -54,11 +54,22 @@ class FinalModel:
     """Text added to the prompt (RiC's desired rewards), or None."""
 
 
-def manifest_entry(wall: float, n_devices: int) -> dict:
-    """A finished step's manifest record: wall seconds, the device and its count, device seconds."""
-    # device time: what the paper reports as GPU hours (wall x devices); on CPU, the machine's time
+def manifest_entry(wall: float, n_devices: int, busy_devices: int) -> dict:
+    """A finished step's manifest record.
+
+    `n_devices` are held for the whole step; `busy_devices` of them work (all of them while
+    training, 1 while the main process alone scores or evaluates and the others wait). Device time
+    is what the paper reports as GPU hours, wall x devices held: waiting devices are paid for too.
+
+    Examples:
+        >>> e = manifest_entry(10.0, n_devices=2, busy_devices=1)
+        >>> e["device_s"], e["busy_device_s"]
+        (20.0, 10.0)
+    """
+    # on CPU, the device is the machine (its cores)
     return {"wall_s": round(wall, 3), "device": device_name(), "n_devices": n_devices,
-            "device_s": round(wall * n_devices, 3),
+            "busy_devices": busy_devices, "device_s": round(wall * n_devices, 3),
+            "busy_device_s": round(wall * busy_devices, 3),
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -82,7 +93,7 @@ class RunFolder:
             self.preferences: np.ndarray = preferences_from_config(cfg.select.preferences, len(self.objectives))  # (P, M)
         except ValueError as e:
             raise ConfigError(f"select.preferences: {e}") from None
-        self._check_config()  # every process checks; all write the same bytes atomically
+        self._check_config()
         path = self.path("manifest.json")
         self.manifest = json.loads(path.read_text()) if path.exists() else {"steps": {}}
         self.n_devices = self.state.num_processes
@@ -103,10 +114,15 @@ class RunFolder:
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 
+    def log_to(self, tag: str) -> dict:
+        """Where a model's training reports (`train.report_to`): RUN/logs/, one tracker run named
+        after the run folder, the model's scalars under `tag` (e.g. `stage1/pref-00/loss`)."""
+        return {"log_dir": self.path("logs"), "log_run": self.root.name, "log_tag": tag}
+
     @property
     def state(self) -> PartialState:
-        # one process, or one per device under `accelerate launch`; asked afresh each time
-        # because the trainer may reset accelerate's shared state between models
+        # one process, or one per device under a launcher (`devices.init_processes`); asked afresh
+        # each time because a single-process trainer may reset accelerate's shared state
         return PartialState()
 
     def _check_config(self) -> None:
@@ -115,16 +131,26 @@ class RunFolder:
         if keys:
             raise ConfigError(f"{self.root} was made with another config (differs in: {', '.join(keys)}); "
                               f"resume with the same config, or start a new run with --set name=NEW")
-        write_text(dump_config(self.cfg), self.path("config.yaml"))
-        write_json({"seed": self.cfg.seed, "torch": torch.__version__}, self.path("seed.json"))
+        # every process checks (so all stop on a mismatch); the main one writes, the others wait for it
+        state = self.state
+        if state.is_main_process:
+            write_text(dump_config(self.cfg), self.path("config.yaml"))
+            write_json({"seed": self.cfg.seed, "torch": torch.__version__, "processes": state.num_processes},
+                       self.path("seed.json"))
+        state.wait_for_everyone()
 
     def step(self, name: str, done: Path, fn: Callable[[], object], *, every_process: bool = False) -> None:
         """Run `fn` unless `done` exists; record wall time and device time in the manifest.
 
-        Under `accelerate launch` only training runs on every process (`every_process`); the
-        main process alone runs the other steps while the rest wait, so no file is written twice.
+        Under a launcher only training runs on every process (`every_process`); the main process
+        alone runs the other steps while the rest wait, so no file is written twice. The manifest
+        charges every held device either way, and records how many worked (`manifest_entry`).
         """
-        if done.exists():
+        # every process looks before any passes the barrier (and so before the main one can write
+        # `done`): all take the same branch, or their barriers and collectives would pair up wrongly
+        finished = done.exists()
+        self.state.wait_for_everyone()
+        if finished:
             console.print(f"[dim]skip {name} (done)[/]")
             return
         console.print(f"[bold]{name}[/]")
@@ -135,7 +161,8 @@ class RunFolder:
             # free them now, so the next step (or the next method of `compare`) starts with the memory
             clear_device_cache(garbage_collection=True)
         self.state.wait_for_everyone()
-        self.record(name, manifest_entry(time.perf_counter() - t0, self.n_devices))
+        busy = self.n_devices if every_process else 1
+        self.record(name, manifest_entry(time.perf_counter() - t0, self.n_devices, busy))
 
     def record(self, name: str, entry: dict) -> None:
         """Add (or replace) one step's record in `manifest.json` (main process only)."""

@@ -136,3 +136,41 @@ def test_full_finetune_and_continue_from_adapter(tmp_path, tiny_policy, smol_tok
     finetune(samples, tmp_path / "s2", policy=policy, cfg=CFG, steps=2, seed=1, pad_id=pad, init_adapter=tmp_path / "s1")
     s2 = load_file(tmp_path / "s2" / "adapter_model.safetensors")
     assert s1.keys() == s2.keys() and any(not torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_report_to_tensorboard_logs_every_step_of_every_model(tmp_path, tiny_policy, smol_tokenizer, hh_samples):
+    """`train.report_to: tensorboard`: each model's loss, lr, grad norm and tokens/s per step, under
+    its own tag, in one TensorBoard run read back from the event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = CFG.model_copy(update={"report_to": "tensorboard", "warmup_steps": 0})  # lr: 3/3, 2/3, 1/3 of the peak
+    samples = _samples(smol_tokenizer, hh_samples)
+    stats = {}
+    for tag in ("stage1/pref-00", "stage2/pref-00"):
+        stats[tag] = finetune(samples, tmp_path / tag, policy=PolicyConfig(model=tiny_policy), cfg=cfg, steps=3, seed=0,
+                              pad_id=smol_tokenizer.pad_token_id, log_dir=tmp_path / "logs", log_run="demo", log_tag=tag)
+    events = EventAccumulator(str(tmp_path / "logs" / "demo"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    for tag, trained in stats.items():
+        loss = events.Scalars(f"{tag}/loss")
+        assert [e.step for e in loss] == [1, 2, 3]
+        assert [e.value for e in loss] == pytest.approx(trained["losses"], rel=1e-5)
+        assert [e.value for e in events.Scalars(f"{tag}/lr")] == pytest.approx([5e-3, 5e-3 * 2 / 3, 5e-3 / 3])
+        assert {f"{tag}/grad_norm", f"{tag}/tokens_per_s"} <= set(scalars)
+        assert all(e.value > 0 for e in events.Scalars(f"{tag}/tokens_per_s"))
+
+
+def test_report_to_a_tracker_that_is_not_installed_is_one_clear_error():
+    from accelerate.tracking import get_available_trackers
+
+    from paretohqd.config import ConfigError
+    from paretohqd.policy.sft import check_report_to
+
+    check_report_to(CFG)  # none: nothing to check
+    installed = {str(t) for t in get_available_trackers()}
+    missing = [t for t in ("wandb", "mlflow", "comet_ml", "clearml", "dvclive", "swanlab", "trackio") if t not in installed]
+    if not missing:
+        pytest.skip("every tracker is installed here")
+    with pytest.raises(ConfigError, match=f"train.report_to: {missing[0]} is not installed"):
+        check_report_to(CFG.model_copy(update={"report_to": missing[0]}))

@@ -24,7 +24,7 @@ from paretohqd.config import Config, ConfigError
 from paretohqd.methods import morlhf, paretohqd, ric, soups
 from paretohqd.runfolder import FinalModel
 
-__all__ = ["METHODS", "FinalModel", "Method", "configure"]
+__all__ = ["METHODS", "FinalModel", "Method", "configure", "several_processes"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,19 @@ def configure(cfg: Config, method: str | None = None) -> Config:
                               f"{getattr(node, name)!r}; drop that key or choose another method")
         sections[section] = node.model_copy(update={name: value})
     return cfg.model_copy(update={"method": method, **sections})
+
+
+def several_processes(cfg: Config) -> bool:
+    """Whether `cfg.method` trains under a launcher's process group: SFT splits each batch over the
+    processes; GRPO (MORLHF, Rewarded Soups' RL variant) runs on the main process alone, where
+    its trainer's collectives would wait for processes that never join them. A method module that
+    cannot says so with its own `several_processes(cfg)`; the others can.
+
+    Examples:
+        >>> several_processes(configure(Config(method="ric"))), several_processes(configure(Config(method="morlhf")))
+        (True, False)
+    """
+    return getattr(module(cfg), "several_processes", lambda cfg: True)(cfg)
 
 
 def module(cfg: Config) -> ModuleType:

@@ -83,15 +83,20 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
     data = Dataset.from_dict({"prompt": conversations if fmt == "chat" else [hh_text(c) for c in conversations],
                               "hh_prompt": list(prompts["prompt"])})
     funcs, used = reward_funcs(r, weights)
+    tag = str(out.relative_to(r.root))  # morlhf/pref-00, or soups/objective-00
+    tracking = cfg.train.report_to != "none"
     args = GRPOConfig(
-        output_dir=str(out.with_name(f".{out.name}.trainer")),  # nothing kept: save_strategy no, report_to none
+        # the trainer keeps nothing there (save_strategy no) but its tracker's logs: TRL's TensorBoard
+        # writes under output_dir, so with a tracker it is RUN/logs/TAG and stays
+        output_dir=str(r.path("logs", tag) if tracking else out.with_name(f".{out.name}.trainer")),
+        report_to=cfg.train.report_to, run_name=f"{r.root.name}/{tag}",
         max_steps=m.steps, per_device_train_batch_size=m.batch_size,
         num_generations=m.num_generations, max_completion_length=m.max_completion_length or cfg.generate.max_new_tokens,
         learning_rate=m.lr, beta=m.beta, reward_weights=used, temperature=cfg.generate.temperature or 1.0,
         top_p=cfg.generate.top_p, warmup_steps=min(cfg.train.warmup_steps, m.steps - 1), seed=seed,
         bf16=mixed_precision(cfg.train) == "bf16", use_cpu=not torch.cuda.is_available(),
         activation_checkpointing=False,  # small models fit without it (GRPOConfig turns it on)
-        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
+        logging_steps=1, save_strategy="no", disable_tqdm=True,
     )
     model = load_policy(cfg.policy.model, dtype=cfg.policy.dtype, trust_remote_code=cfg.policy.trust_remote_code)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data,
@@ -102,7 +107,8 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
     stats = {"steps": m.steps, "weights": [float(w) for w in weights], "prompts": n, "seconds": time.perf_counter() - t0,
              "reward_first": logs[0]["reward"] if logs else None, "reward_last": logs[-1]["reward"] if logs else None,
              "kl_last": logs[-1].get("kl") if logs else None}
-    shutil.rmtree(args.output_dir, ignore_errors=True)
+    if not tracking:
+        shutil.rmtree(args.output_dir, ignore_errors=True)
     with atomic_dir(out) as tmp:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
         write_json(stats, tmp / "train.json")
@@ -133,3 +139,8 @@ def describe(cfg: Config) -> str:
 def work(cfg: Config) -> dict[str, float]:
     n = len(preferences(cfg))
     return {"grpo_completions": n * cfg.morlhf.steps * cfg.morlhf.batch_size, "models": n}
+
+
+def several_processes(cfg: Config) -> bool:
+    """GRPO runs on the main process alone (see `paretohqd.methods.several_processes`)."""
+    return False

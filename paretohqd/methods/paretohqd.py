@@ -102,7 +102,8 @@ def _train_stage(r: RunFolder, tokenizer, stage: str, scores_path, steps: int, i
             scores = read_table(scores_path).set_index("id")
             selection = read_table(r.path(stage, "selection.parquet"))
             rows = scores.loc[selection.loc[selection["preference_index"] == i, "id"]]
-            finetune_rows(r.cfg, tokenizer, rows, out, steps=steps, seed=r.cfg.seed + i, init_adapter=init)
+            finetune_rows(r.cfg, tokenizer, rows, out, steps=steps, seed=r.cfg.seed + i, init_adapter=init,
+                          **r.log_to(f"{stage}/{pref_name(i)}"))
 
         r.step(f"{stage}/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json", fit, every_process=True)
 

@@ -124,7 +124,8 @@ def _finetune(r: RunFolder, tokenizer, out: Path) -> None:
     console.print(f"  RiC: {n:,} of {len(scores):,} samples, {n_steps} steps; tags like "
                   f"{reward_tag(names, z[0])!r}")
     write_json(stats, out.parent / "rewards.json")
-    finetune_rows(cfg, tokenizer, rows, out, steps=n_steps, seed=cfg.seed, tags=[reward_tag(names, zi) for zi in z])
+    finetune_rows(cfg, tokenizer, rows, out, steps=n_steps, seed=cfg.seed, tags=[reward_tag(names, zi) for zi in z],
+                  **r.log_to(str(out.relative_to(r.root))))
 
 
 def final_models(r: RunFolder) -> list[FinalModel]:

@@ -90,7 +90,8 @@ def train(r: RunFolder, tokenizer) -> None:
                 scores = read_table(r.scores).set_index("id")
                 chosen = read_table(selection)
                 rows = scores.loc[chosen.loc[chosen["preference_index"] == i, "id"]]
-                finetune_rows(cfg, tokenizer, rows, out, steps=cfg.train.steps, seed=cfg.seed + i)
+                finetune_rows(cfg, tokenizer, rows, out, steps=cfg.train.steps, seed=cfg.seed + i,
+                              **r.log_to(f"soups/objective-{i:02d}"))
         else:
             def fit(i=i, out=out) -> None:
                 morlhf.train_preference(r, tokenizer, eye[i], out, seed=cfg.seed + i)
@@ -116,3 +117,8 @@ def work(cfg: Config) -> dict[str, float]:
     if cfg.soups.train == "sft":
         return {"train_samples": m * cfg.train.steps * cfg.train.batch_size, "models": n_prefs}
     return {"grpo_completions": m * cfg.morlhf.steps * cfg.morlhf.batch_size, "models": n_prefs}
+
+
+def several_processes(cfg: Config) -> bool:
+    """SFT objectives train on every process; the GRPO variant on the main process alone."""
+    return cfg.soups.train == "sft"

@@ -1,7 +1,8 @@
 """Supervised fine-tuning on a preference's selected samples, loss on response tokens only.
 
-A plain loop on `accelerate` (devices, mixed precision, DDP under `accelerate launch`), measured
-faster on CPU than TRL's SFTTrainer for the same maths (benchmarks/train.py) because it:
+A plain loop on `accelerate` (devices, mixed precision, DDP under `torchrun` / `accelerate
+launch`), measured faster on CPU than TRL's SFTTrainer for the same maths (benchmarks/train.py)
+because it:
 - left-pads batches, so every response ends at the last position, and asks the model for logits
   of the last (longest response) positions only (`logits_to_keep`): on HH the prompt is most of
   the sequence, and the 49k-vocabulary head is a large share of a small model's compute;
@@ -28,7 +29,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from paretohqd.config import Config, PolicyConfig, TrainConfig
+from paretohqd.config import Config, ConfigError, PolicyConfig, TrainConfig
 from paretohqd.io import atomic_dir, write_json
 from paretohqd.progress import console
 from paretohqd.devices import native_bf16
@@ -160,15 +161,25 @@ def mixed_precision(cfg: TrainConfig) -> str:
     return "bf16" if native_bf16("cuda" if torch.cuda.is_available() else "cpu") else "no"
 
 
-def _accelerator(precision: str) -> Accelerator:
-    # accelerate keeps one state per process; a single process may train with several configs
-    # (tests, `compare`), so reset it there. Under `accelerate launch` the launcher's state stands.
+def check_report_to(cfg: TrainConfig) -> None:
+    """Raise ConfigError if `cfg.report_to` names a tracker whose package is not installed
+    (accelerate would silently log nowhere)."""
+    from accelerate.tracking import get_available_trackers
+
+    if cfg.report_to != "none" and cfg.report_to not in {str(t) for t in get_available_trackers()}:
+        raise ConfigError(f"train.report_to: {cfg.report_to} is not installed here; `pip install {cfg.report_to}` "
+                          f"or set train.report_to=none")
+
+
+def _accelerator(precision: str, log_with: str | None = None, log_dir: Path | None = None) -> Accelerator:
+    # accelerate keeps one state per process; a process may train with several precisions (tests,
+    # `compare`). Alone, it starts afresh; in a launcher's group (`devices.init_processes`) the
+    # process group must stay, so only the accelerator part of the state is reset.
     from accelerate.state import AcceleratorState, PartialState
 
-    if AcceleratorState._shared_state and PartialState().num_processes == 1:
-        if AcceleratorState().mixed_precision != precision:
-            AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(mixed_precision=precision)
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+        AcceleratorState._reset_state(reset_partial_state=PartialState().num_processes == 1)
+    return Accelerator(mixed_precision=precision, log_with=log_with, project_dir=log_dir)
 
 
 # Loop --------------------------------------------------------------------------------------------
@@ -185,14 +196,23 @@ def finetune(
     pad_id: int,
     init_adapter: str | Path | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    log_dir: Path | None = None,
+    log_run: str = "run",
+    log_tag: str = "train",
 ) -> dict:
     """Train one model on encoded samples and save it to `out` (atomically, with `train.json`).
 
     Resumes from `out/../<name>.ckpt` if a killed run left one; returns the training stats.
+    `train.json` holds each step's loss and gradient norm (both the whole step's, over every process).
+    With `cfg.report_to` set and a `log_dir`, each step's loss, learning rate, gradient norm and
+    tokens/s go to that tracker as `{log_tag}/loss`, ... in the tracker run `log_run` (main process).
     """
     if (out / "train.json").exists():
         return json.loads((out / "train.json").read_text())
-    acc = _accelerator(mixed_precision(cfg))
+    tracking = cfg.report_to != "none" and log_dir is not None
+    acc = _accelerator(mixed_precision(cfg), cfg.report_to if tracking else None, log_dir)
+    if tracking:
+        acc.init_trackers(log_run)
     set_seed(seed)
     model = build_model(policy, cfg, init_adapter)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -206,17 +226,18 @@ def finetune(
     lengths = [len(ids) for ids, _ in samples]
     n_answer = [len(ids) - n_prompt for ids, n_prompt in samples]
     plan = step_plan(lengths, steps, cfg.batch_size, seed)
-    losses, t0, n_tokens = [], time.perf_counter(), 0
+    losses, grad_norms, t0, n_tokens = [], [], time.perf_counter(), 0
     model.train()
     for step in range(start, steps):
         # the loss is the mean over every response token of the whole step, on every device:
         # DDP averages gradients over processes, hence the * num_processes
         denom = sum(n_answer[i] for i in plan[step]) / acc.num_processes
         chunks = micro_batches(plan[step][acc.process_index::acc.num_processes], lengths, cfg.micro_batch_tokens)
-        step_loss = 0.0
+        step_loss, step_tokens, t_step = 0.0, 0, time.perf_counter()
+        lr = opt.param_groups[0]["lr"]  # this step's rate (the scheduler moves it after the step)
         for j, idx in enumerate(chunks):
             batch = collate([samples[i] for i in idx], pad_id)
-            n_tokens += int(batch["attention_mask"].sum())
+            step_tokens += int(batch["attention_mask"].sum())
             batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             # gradients sync across devices once per step, on the last micro-batch
             with acc.no_sync(model) if j < len(chunks) - 1 else contextlib.nullcontext():
@@ -224,12 +245,22 @@ def finetune(
                     loss = completion_loss(model, batch) / denom
                 acc.backward(loss)
             step_loss += loss.item() / acc.num_processes
+        # the whole step's gradient norm (synced over processes, unscaled under fp16), clipping nothing:
+        # to watch, and the same number whether one process or several share the step
+        grad_norm = acc.clip_grad_norm_(params, float("inf")).item()
         opt.step()
         sched.step()
         opt.zero_grad()
+        # each process holds its share of the step's loss and tokens: the sums are the step's
+        total = acc.reduce(torch.tensor([step_loss, step_tokens], dtype=torch.float64, device=acc.device), "sum")
+        step_loss, step_tokens = total[0].item(), int(total[1].item())
+        n_tokens += step_tokens
+        acc.log({f"{log_tag}/loss": step_loss, f"{log_tag}/lr": lr, f"{log_tag}/grad_norm": grad_norm,
+                 f"{log_tag}/tokens_per_s": step_tokens / (time.perf_counter() - t_step)}, step=step + 1)
         if not math.isfinite(step_loss):
             raise FloatingPointError(f"loss is {step_loss} at step {step + 1}; lower train.lr")
         losses.append(step_loss)
+        grad_norms.append(grad_norm)
         if on_step:
             on_step(step + 1, step_loss)
         if (step + 1) % cfg.save_every == 0 and step + 1 < steps and acc.is_main_process:
@@ -238,18 +269,23 @@ def finetune(
     stats = {"steps": steps, "resumed_at": start, "loss_first": losses[0] if losses else None,
              "loss_last": losses[-1] if losses else None, "seconds": seconds,
              "tokens_per_s": n_tokens / seconds if seconds else None, "samples": len(samples),
-             "mixed_precision": acc.mixed_precision}
+             "mixed_precision": acc.mixed_precision, "processes": acc.num_processes,
+             "losses": losses, "grad_norms": grad_norms}  # per step from resumed_at
     if acc.is_main_process:
         _save_model(acc.unwrap_model(model), out, stats)
         shutil.rmtree(ckpt, ignore_errors=True)
+    # not acc.end_training(): it also ends the process group, which the run's later steps still need
+    for tracker in acc.trackers:
+        tracker.finish()
     acc.wait_for_everyone()
     return stats
 
 
 def finetune_rows(cfg: Config, tokenizer, rows, out: Path, *, steps: int, seed: int,
-                  init_adapter: str | Path | None = None, tags: list[str] | None = None) -> dict:
+                  init_adapter: str | Path | None = None, tags: list[str] | None = None, **log) -> dict:
     """Encode a table's (messages, response) rows (each prompt with its RiC tag, if `tags`) and
-    `finetune` one model on them with the run's settings, printing loss and speed as it goes."""
+    `finetune` one model on them with the run's settings, printing loss and speed as it goes.
+    `log`: `finetune`'s log_dir, log_run, log_tag (`RunFolder.log_to`)."""
     conversations = [list(m) for m in rows["messages"]]
     if tags is not None:
         conversations = [with_tag(c, t) for c, t in zip(conversations, tags)]
@@ -262,7 +298,7 @@ def finetune_rows(cfg: Config, tokenizer, rows, out: Path, *, steps: int, seed: 
             console.print(f"  step {step}/{steps}  loss {loss:.3f}  {(time.perf_counter() - t0) / step:.1f} s/step")
 
     return finetune(samples, out, policy=cfg.policy, cfg=cfg.train, steps=steps, seed=seed,
-                    pad_id=tokenizer.pad_token_id, init_adapter=init_adapter, on_step=show)
+                    pad_id=tokenizer.pad_token_id, init_adapter=init_adapter, on_step=show, **log)
 
 
 def _save_model(model, out: Path, stats: dict) -> None:
