@@ -523,9 +523,12 @@ def model_card(r: RunFolder, name: str, choice: Choice, base: str, evaluation: d
         lines += ["", f"Collapse rate {row['collapse_rate']:.1%}."]
         entry = evaluation["_method"]
         if entry.get("hypervolume") is not None:
-            lines.append(f"The run's {len(entry['models'])} models together: hypervolume {entry['hypervolume']:.4f}.")
-    elif evaluation:
+            lines.append(f"Hypervolume of the run's preference models ({len(entry['models'])}) together: "
+                         f"{entry['hypervolume']:.4f}.")
+    elif evaluation and len(choice.parts) > 1:
         lines.append("Not evaluated: an interpolated preference (the run's report evaluates the trained ones).")
+    elif evaluation:
+        lines.append(f"Not evaluated: no row for {choice.name} in the run's report.json.")
     else:
         lines.append("Not evaluated: the run has no report.json (`paretohqd evaluate RUN` writes it).")
     return "\n".join(lines) + "\n"
