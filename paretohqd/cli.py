@@ -195,3 +195,58 @@ def report(
     from paretohqd.report import write_report
 
     write_report(list(runs), out)
+
+
+@app.command("generate")
+@user_errors
+def generate(
+    run_dir: Path = typer.Argument(..., help="A trained run folder, e.g. runs/demo."),
+    weights: str = typer.Option(..., "--weights", "-w", help="Preference, one weight per objective summing to 1, "
+                                "e.g. 0.3,0.7; between the trained ones, their exact mix answers."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="One prompt (plain text or an HH transcript)."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="A .txt (one prompt a line), .jsonl or .parquet "
+                                           "file with a `prompt` or `messages` column."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the answers (.parquet, .jsonl or .csv) "
+                                       "instead of printing them."),
+    set_: list[str] = SetOpt,
+) -> None:
+    """Answer prompts with a trained run's model for any preference (the run's generation settings;
+    --set generate.* changes them)."""
+    from paretohqd.io import write_table
+    from paretohqd.use import generate_table, prompt_messages, read_prompts
+
+    if (prompt is None) == (prompts is None):
+        raise InputError("give exactly one of --prompt TEXT or --prompts FILE")
+    if out is not None and out.suffix.lower() not in (".parquet", ".jsonl", ".csv"):
+        raise InputError(f"{out}: unknown table format; use .parquet, .jsonl or .csv")
+    texts, conversations = ([prompt], [prompt_messages(prompt)]) if prompt is not None else read_prompts(prompts)
+    df = generate_table(run_dir, weights, texts, conversations, list(set_))
+    if out is not None:
+        if out.suffix.lower() == ".csv":  # a CSV cell holds text: the weights as typed
+            df = df.assign(weights=[",".join(f"{x:g}" for x in w) for w in df["weights"]])
+        write_table(df, out)
+        console.print(f"wrote {len(df)} answers to {out} (model {df['model'].iloc[0]})")
+        return
+    table = Table(title=f"{run_dir} at weights {weights} (model {df['model'].iloc[0]})", show_lines=True)
+    table.add_column("prompt")
+    table.add_column("response")
+    for p, r in zip(df["prompt"], df["response"]):
+        table.add_row(p.strip(), r)
+    console.print(table)
+
+
+@app.command("export")
+@user_errors
+def export(
+    run_dir: Path = typer.Argument(..., help="A trained run folder, e.g. runs/demo."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (replaced whole)."),
+    merged: bool = typer.Option(False, "--merged", help="Also write whole merged models (merged/NAME) that plain "
+                                "transformers AutoModelForCausalLM.from_pretrained loads."),
+    weights: list[str] = typer.Option([], "--weights", "-w", help="Also export this preference, mixed exactly from "
+                                      "the trained ones, e.g. 0.35,0.65 (repeatable)."),
+) -> None:
+    """Export a trained run's models: adapters with model cards, lora-modules.json and vllm-serve.sh."""
+    from paretohqd.use import export as export_run
+
+    folder = export_run(run_dir, out, merged=merged, weights=list(weights))
+    console.print(f"wrote {folder}: README.md, export.json, lora-modules.json, vllm-serve.sh")

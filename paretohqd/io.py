@@ -82,3 +82,22 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except (ValueError, OSError) as e:
         raise InputError(f"{path}: cannot read as a table: {e}") from None
     raise InputError(f"{path}: unknown table format; use .parquet, .csv or .jsonl")
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a table as Parquet, JSONL or CSV, by the file's suffix.
+
+    Raises:
+        InputError: another suffix.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix == ".parquet":
+        return write_parquet(df, path)
+    if suffix not in (".jsonl", ".csv"):
+        raise InputError(f"{path}: unknown table format; use .parquet, .jsonl or .csv")
+    with atomic_path(path) as tmp:
+        if suffix == ".jsonl":
+            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            df.to_csv(tmp, index=False)
+    return Path(path)

@@ -130,12 +130,19 @@ def _finetune(r: RunFolder, tokenizer, out: Path) -> None:
 
 def final_models(r: RunFolder) -> list[FinalModel]:
     """The one model once per preference, each with its desired-reward tag."""
-    model, stats_path = r.path("ric", "model"), r.path("ric", "rewards.json")
-    stats = json.loads(stats_path.read_text()) if stats_path.exists() else None
-    return [FinalModel(pref_name(i), w, model, model / "train.json",
-                       None if stats is None else
-                       reward_tag(r.objectives, desired_rewards(w, stats["lo"], stats["hi"], mapping=r.cfg.ric.mapping)))
+    model = r.path("ric", "model")
+    return [FinalModel(pref_name(i), w, model, model / "train.json", preference_tag(r, w))
             for i, w in enumerate(r.preferences)]
+
+
+def preference_tag(r: RunFolder, weights: ArrayLike) -> str | None:
+    """The tag that asks the run's model for preference `weights` (any point of the simplex), from
+    the training rewards' range in `ric/rewards.json`; None before training wrote it."""
+    stats_path = r.path("ric", "rewards.json")
+    if not stats_path.exists():
+        return None
+    stats = json.loads(stats_path.read_text())
+    return reward_tag(r.objectives, desired_rewards(weights, stats["lo"], stats["hi"], mapping=r.cfg.ric.mapping))
 
 
 def describe(cfg: Config) -> str:

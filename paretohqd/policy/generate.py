@@ -22,9 +22,6 @@ def load_for_generation(policy: PolicyConfig, adapter: str | Path | None, *, lor
     Weights are cast once rather than autocast: autocast re-casts every weight at every decoded
     token, which made sampling 1.7x slower than fp32 here, while bf16 weights made it 1.8x faster.
     """
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if native_bf16(device) else policy.dtype
     if adapter is not None and not lora:
         model = load_policy(str(adapter), dtype=policy.dtype, trust_remote_code=policy.trust_remote_code)
     else:
@@ -34,6 +31,49 @@ def load_for_generation(policy: PolicyConfig, adapter: str | Path | None, *, lor
 
             # merging removes the adapter's extra matmuls from every generated token
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    return _for_generation(model, policy, dtype)
+
+
+def load_mixed(policy: PolicyConfig, parts: list[tuple[Path, float]], *, lora: bool = True, dtype: str = "auto"):
+    """The base policy W with the trained models' deltas mixed in: theta = W + sum_i lambda_i dW_i,
+    exactly (lambda sums to 1), cast to `dtype` as `load_for_generation`.
+
+    With LoRA, dW_i = s_i B_i A_i and PEFT's `cat` combination stacks the lambda_i s_i A_i and the
+    B_i into one adapter whose product is sum_i lambda_i dW_i (`methods/soups.py` explains why not
+    `linear`); it is merged into W. Fully fine-tuned models are mixed as sum_i lambda_i theta_i,
+    the same point since the lambdas sum to 1.
+
+    Args:
+        policy: the `policy` config section (the base model every part was trained from).
+        parts: (adapter folder, lambda) pairs; a single pair (folder, 1.0) is that model as trained.
+    """
+    if len(parts) == 1:
+        return load_for_generation(policy, parts[0][0], lora=lora, dtype=dtype)
+    if lora:
+        from peft import PeftModel
+
+        base = load_policy(policy.model, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code)
+        names = [f"part-{i}" for i in range(len(parts))]
+        model = PeftModel.from_pretrained(base, str(parts[0][0]), adapter_name=names[0])
+        for name, (folder, _) in zip(names[1:], parts[1:]):
+            model.load_adapter(str(folder), adapter_name=name)
+        model.add_weighted_adapter(names, [float(lam) for _, lam in parts], "mix", combination_type="cat")
+        model.set_adapter("mix")
+        model = model.merge_and_unload(adapter_names=["mix"])
+    else:
+        mixed: dict[str, torch.Tensor] = {}
+        for folder, lam in parts:
+            model = load_policy(str(folder), dtype=policy.dtype, trust_remote_code=policy.trust_remote_code)
+            for k, v in model.state_dict().items():
+                mixed[k] = mixed[k] + lam * v if k in mixed else lam * v
+        model.load_state_dict(mixed)  # the last part's model, holding the mix
+    return _for_generation(model, policy, dtype)
+
+
+def _for_generation(model, policy: PolicyConfig, dtype: str):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if native_bf16(device) else policy.dtype
     return model.to(device=device, dtype=getattr(torch, dtype)).eval()
 
 

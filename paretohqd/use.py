@@ -1,0 +1,660 @@
+"""Use a trained run's models: a model for any preference (`paretohqd.load`), `paretohqd generate`
+and `paretohqd export`.
+
+A preference w on the run's grid gets the model trained for it. Any other w on the simplex gets
+the exact mix of the trained models around it, theta = W + sum_i lambda_i dW_i, with lambda the
+barycentric coordinates of w in the cell of trained preferences that contains it: for two
+objectives the two neighbouring preferences; for a simplex grid (`select.preferences: 11`) the
+grid's cell (the Freudenthal triangulation, which for three objectives is the grid's triangles);
+for an explicit list of preferences a Delaunay triangulation of them (scipy). RiC trains one model
+for every preference, so w only changes its prompt tag (the desired rewards).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from paretohqd import methods
+from paretohqd.config import Config, ConfigError, load_config
+from paretohqd.io import InputError, atomic_dir, read_table, write_json, write_text
+from paretohqd.methods import ric
+from paretohqd.pareto.preferences import simplex_grid
+from paretohqd.runfolder import FinalModel, RunFolder
+
+TOL = 1e-9
+"""A preference within this (max-abs) of a trained one is that one."""
+
+
+# Preferences -> trained models -------------------------------------------------------------------
+
+
+def parse_weights(text: str, objectives: list[str]) -> np.ndarray:
+    """`0.3,0.7` as (M,) weights, checked to be a point of the simplex with one weight per objective.
+
+    Examples:
+        >>> parse_weights("0.3, 0.7", ["helpful", "harmless"]).tolist()
+        [0.3, 0.7]
+
+    Raises:
+        InputError: not numbers, the wrong count, a negative weight, or a sum other than 1.
+    """
+    try:
+        values = [float(x) for x in str(text).split(",")]
+    except ValueError:
+        raise InputError(f"weights {text!r}: not numbers; give one weight per objective "
+                         f"({', '.join(objectives)}), e.g. {_example(objectives)}") from None
+    return check_weights(values, objectives)
+
+
+def check_weights(weights, objectives: list[str]) -> np.ndarray:
+    """`weights` as a float64 (M,) point of the simplex.
+
+    Examples:
+        >>> check_weights([0.5, 0.5], ["helpful", "harmless"]).tolist()
+        [0.5, 0.5]
+        >>> check_weights([0.5, 0.6], ["helpful", "harmless"])
+        Traceback (most recent call last):
+        ...
+        paretohqd.io.InputError: weights 0.5,0.6 sum to 1.1; give non-negative weights summing to 1, one per objective (helpful, harmless), e.g. 0.5,0.5
+
+    Raises:
+        InputError: the wrong count, a negative or non-finite weight, or a sum off 1 by more than 1e-6.
+    """
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)  # (M,)
+    shown = ",".join(f"{x:g}" for x in w)
+    fix = f"one per objective ({', '.join(objectives)}), e.g. {_example(objectives)}"
+    if len(w) != len(objectives):
+        raise InputError(f"weights {shown}: {len(w)} weights for {len(objectives)} objectives; give {fix}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise InputError(f"weights {shown}: a weight is negative or not finite; give non-negative weights summing to 1, {fix}")
+    if abs(w.sum() - 1) > 1e-6:
+        raise InputError(f"weights {shown} sum to {w.sum():.6g}; give non-negative weights summing to 1, {fix}")
+    return w / w.sum()
+
+
+def _example(objectives: list[str]) -> str:
+    return ",".join(f"{x:g}" for x in np.full(len(objectives), 1 / len(objectives)).round(4))
+
+
+def grid_size(prefs: np.ndarray) -> int | None:
+    """n when `prefs` (P, M) is exactly `simplex_grid(M, n)` in some order, else None.
+
+    Examples:
+        >>> grid_size(simplex_grid(3, 5)[::-1])
+        5
+        >>> grid_size(np.array([[0.2, 0.8], [0.8, 0.2]])) is None
+        True
+    """
+    positive = prefs[prefs > TOL]
+    if len(positive) == 0:
+        return None
+    n = int(round(1 / positive.min())) + 1
+    grid = simplex_grid(prefs.shape[1], n)
+    if len(grid) != len(prefs):
+        return None
+    a, b = prefs[np.lexsort(prefs.T[::-1])], grid[np.lexsort(grid.T[::-1])]
+    return n if np.abs(a - b).max() <= TOL else None
+
+
+def lattice_cell(w: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cell of `simplex_grid(M, n)` that contains w, and w's barycentric weights in it.
+
+    In cumulative coordinates c_k = (n - 1)(w_1 + ... + w_k), k < M, the grid points are the
+    integer points with 0 <= c_1 <= ... <= c_{M-1} <= n - 1, and the hyperplanes w_i = j / (n - 1)
+    cut the simplex into the cells of the Freudenthal (Kuhn) triangulation: from floor(c), step
+    one unit along each coordinate in order of decreasing fractional part (for three objectives,
+    the grid's triangles).
+
+    Returns:
+        (K, M) vertices (grid weights) and (K,) positive weights summing to 1; vertices of weight 0
+        (w on a face of the cell) are left out.
+
+    Examples:
+        >>> v, lam = lattice_cell(np.array([0.1, 0.6, 0.3]), 3)  # grid step 0.5
+        >>> v.tolist(), lam.round(12).tolist()
+        ([[0.0, 0.5, 0.5], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0]], [0.6, 0.2, 0.2])
+        >>> lattice_cell(np.array([0.25, 0.5, 0.25]), 3)[0].tolist()  # on an edge: two vertices
+        [[0.0, 0.5, 0.5], [0.5, 0.5, 0.0]]
+    """
+    m, steps = len(w), n - 1
+    c = np.cumsum(w[:-1]) * steps  # (M-1,) non-decreasing, in [0, steps]
+    base = np.clip(np.floor(c), 0, steps - 1)  # a point on the far face belongs to the cell below it
+    f = np.clip(c - base, 0.0, 1.0)  # (M-1,) fractional parts
+    # decreasing fraction; among ties the later coordinate first, so every vertex keeps c ordered
+    order = np.lexsort((-np.arange(m - 1), -f))
+    fs = np.concatenate([[1.0], f[order], [0.0]])  # (M+1,)
+    lam = fs[:-1] - fs[1:]  # (M,) the vertices' barycentric weights
+    vertices, v = [], base.copy()
+    for j in range(m):
+        if j:
+            v[order[j - 1]] += 1
+        vertices.append(np.diff(np.concatenate([[0.0], v, [steps]])) / steps)  # back to weights
+    keep = lam > TOL
+    return np.array(vertices)[keep], lam[keep] / lam[keep].sum()
+
+
+def delaunay_cell(prefs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The simplex of a Delaunay triangulation of `prefs` (P, M), projected to their first M - 1
+    weights (an affine map of the simplex, so barycentric weights are the same), that contains w.
+
+    Returns:
+        (K,) preference indices and (K,) positive weights summing to 1, or None when w lies
+        outside the hull of the preferences.
+
+    Raises:
+        ConfigError: scipy missing, or preferences that span no cell (all on one line).
+    """
+    try:
+        from scipy.spatial import Delaunay, QhullError
+    except ImportError:
+        raise ConfigError("mixing an explicit list of 3+ objective preferences needs scipy: pip install scipy") from None
+    m = prefs.shape[1]
+    try:
+        tri = Delaunay(prefs[:, :-1])
+    except QhullError:
+        raise ConfigError(f"select.preferences: the {len(prefs)} trained preferences span no {m - 1}-d cell "
+                          f"(they lie on a lower-dimensional face), so no other preference can be mixed from them") from None
+    x = w[None, :-1]  # (1, M-1)
+    s = int(tri.find_simplex(x, tol=TOL)[0])
+    if s < 0:
+        return None
+    t = tri.transform[s]  # (M, M-1): the inverse affine map, then the offset
+    b = t[:m - 1] @ (x[0] - t[m - 1])  # (M-1,)
+    lam = np.concatenate([b, [1 - b.sum()]])
+    lam = np.where(lam > TOL, lam, 0.0)
+    keep = lam > 0
+    return tri.simplices[s][keep], lam[keep] / lam[keep].sum()
+
+
+def barycentric(prefs: np.ndarray, w: np.ndarray) -> list[tuple[int, float]] | None:
+    """Which trained preferences mix to w, and with which weights.
+
+    Args:
+        prefs: (P, M) the trained preferences.
+        w: (M,) a point of the simplex.
+
+    Returns:
+        (index, lambda) pairs with lambda > 0 summing to 1; [(i, 1.0)] when w is preference i;
+        None when w lies outside every cell of the trained preferences.
+
+    Examples:
+        >>> barycentric(simplex_grid(2, 11), np.array([0.35, 0.65]))
+        [(3, 0.5), (4, 0.5)]
+        >>> barycentric(np.array([[0.2, 0.8], [0.8, 0.2]]), np.array([0.9, 0.1])) is None
+        True
+    """
+    near = np.abs(prefs - w).max(axis=1)  # (P,)
+    if near.min() <= TOL:
+        return [(int(near.argmin()), 1.0)]
+    if prefs.shape[1] == 2:  # a line: the neighbours on either side along w_1
+        order = np.argsort(prefs[:, 0], kind="stable")
+        xs = prefs[order, 0]
+        j = int(np.searchsorted(xs, w[0]))
+        if j == 0 or j == len(xs):
+            return None
+        t = float((w[0] - xs[j - 1]) / (xs[j] - xs[j - 1]))
+        return [(int(order[j - 1]), round(1 - t, 12)), (int(order[j]), round(t, 12))]
+    n = grid_size(prefs)
+    if n is not None:
+        vertices, lam = lattice_cell(w, n)
+        idx = [int(np.abs(prefs - v).max(axis=1).argmin()) for v in vertices]
+    else:
+        found = delaunay_cell(prefs, w)
+        if found is None:
+            return None
+        idx, lam = [int(i) for i in found[0]], found[1]
+    return [(i, round(float(x), 12)) for i, x in zip(idx, lam)]
+
+
+# A run's model for a preference ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What answers preference `weights`: trained models with their mixing weights, and a prompt tag."""
+
+    weights: np.ndarray
+    """(M,) the preference asked for."""
+    parts: list[tuple[FinalModel, float]]
+    """Trained models and lambdas (summing to 1): theta = W + sum lambda dW."""
+    tag: str | None
+    """RiC's desired-reward tag added to every prompt, or None."""
+
+    @property
+    def name(self) -> str:
+        """`pref-03`, `mix(pref-03:0.5,pref-04:0.5)`, or for RiC (one model, a tag per preference)
+        `ric(0.35,0.65)` off the grid."""
+        if len(self.parts) > 1:
+            return "mix(" + ",".join(f"{m.model}:{lam:.6g}" for m, lam in self.parts) + ")"
+        model = self.parts[0][0]
+        if np.abs(model.weights - self.weights).max() <= TOL:
+            return model.model
+        return "ric(" + ",".join(f"{x:.6g}" for x in self.weights) + ")"
+
+
+def open_run(run: str | Path, overrides: list[str] = ()) -> tuple[RunFolder, Config, list[FinalModel]]:
+    """A finished run: its folder, its config with `overrides` (generate.* keys only) applied, and
+    the method's final models.
+
+    Raises:
+        InputError: not a run folder, or a run not trained to the end.
+        ConfigError: an override of a key other than generate.*.
+    """
+    root = Path(run)
+    if not (root / "config.yaml").exists():
+        raise InputError(f"{root}: no config.yaml; give a run folder that `paretohqd run` wrote (runs/NAME)")
+    bad = [o.split("=", 1)[0] for o in overrides if not o.split("=", 1)[0].strip().startswith("generate.")]
+    if bad:
+        raise ConfigError(f"--set {', '.join(bad)}: a trained run's settings are fixed; only generate.* keys "
+                          f"(e.g. generate.max_new_tokens, generate.temperature) can change")
+    cfg = methods.configure(load_config(root / "config.yaml"))
+    r = RunFolder(cfg, root)  # the run's own config, so the folder check passes
+    finals = methods.module(cfg).final_models(r)
+    missing = [m.model for m in finals if not m.done.exists()]
+    if missing:
+        raise InputError(f"{root}: run not finished ({len(finals) - len(missing)} of {len(finals)} preference models "
+                         f"trained; missing {', '.join(missing[:3])}); finish it with paretohqd run {root / 'config.yaml'}")
+    return r, methods.configure(load_config(root / "config.yaml", list(overrides))), finals
+
+
+def choose(r: RunFolder, finals: list[FinalModel], weights) -> Choice:
+    """The trained models (and lambdas) that answer `weights`, and RiC's tag for it.
+
+    Raises:
+        InputError: weights off the simplex or of the wrong length, or outside the trained preferences.
+    """
+    w = parse_weights(weights, r.objectives) if isinstance(weights, str) else check_weights(weights, r.objectives)
+    prefs = np.array([m.weights for m in finals])  # (P, M)
+    if methods.module(r.cfg) is ric:  # one model; the preference is only its prompt tag
+        near = np.abs(prefs - w).max(axis=1)  # (P,) a trained preference keeps its name
+        model = finals[int(near.argmin())] if near.min() <= TOL else finals[0]
+        return Choice(w, [(model, 1.0)], ric.preference_tag(r, w))
+    cell = barycentric(prefs, w)
+    if cell is None:
+        raise InputError(f"weights {','.join(f'{x:g}' for x in w)} lie outside the run's trained preferences "
+                         f"({len(prefs)} of them, e.g. {', '.join(','.join(f'{x:g}' for x in p) for p in prefs[:3])}); "
+                         f"give weights inside their hull")
+    return Choice(w, [(finals[i], lam) for i, lam in cell], None)
+
+
+@dataclass
+class Loaded:
+    """A run's model for one preference. Unpacks as `model, tokenizer = paretohqd.load(...)`; keeps
+    the prompt tag (RiC) and the run's prompt format, which `answer` applies."""
+
+    model: object
+    tokenizer: object
+    choice: Choice
+    cfg: Config
+    fmt: str
+    """The run's prompt format (`chat` or `hh`)."""
+
+    def __iter__(self):
+        return iter((self.model, self.tokenizer))
+
+    @property
+    def tag(self) -> str | None:
+        return self.choice.tag
+
+    @property
+    def name(self) -> str:
+        return self.choice.name
+
+    def answer(self, conversations: list[list[dict]], *, seed: int | None = None) -> list[str]:
+        """One answer per conversation, with the run's generation settings (greedy when
+        generate.temperature is 0), the tag added; in input order."""
+        from paretohqd.policy.generate import generate
+        from paretohqd.policy.prompts import with_tag
+
+        if self.tag is not None:
+            conversations = [with_tag(c, self.tag) for c in conversations]
+        responses, _ = generate(self.model, self.tokenizer, conversations, self.cfg.generate,
+                                seed=self.cfg.seed if seed is None else seed, fmt=self.fmt, label=f"{self.name} answers")
+        return responses
+
+
+def load(run: str | Path, weights, *, dtype: str | None = None, overrides: list[str] = ()) -> Loaded:
+    """The model and tokenizer of a trained run for preference `weights` (see the module docstring).
+
+    Args:
+        run: the run folder (runs/NAME).
+        weights: (M,) non-negative weights summing to 1, in the order of the run's objectives (or
+            text such as "0.3,0.7").
+        dtype: the weights' dtype; default the run's generate.dtype (`auto`: bfloat16 where native).
+        overrides: generate.* settings, as `--set` takes them (for `Loaded.answer`).
+
+    Returns:
+        A `Loaded`: `model, tokenizer = load(...)`; `.tag` is RiC's prompt tag (else None),
+        `.answer(conversations)` generates with it.
+
+    Raises:
+        InputError: not a finished run, or weights off the simplex / of the wrong length / outside
+            the trained preferences.
+    """
+    from paretohqd.policy.generate import load_mixed
+    from paretohqd.policy.load import load_tokenizer
+    from paretohqd.policy.prompts import resolve_format
+
+    r, cfg, finals = open_run(run, overrides)
+    choice = choose(r, finals, weights)
+    model = load_mixed(cfg.policy, [(m.adapter, lam) for m, lam in choice.parts], lora=cfg.train.lora,
+                       dtype=dtype or cfg.generate.dtype)
+    tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
+    return Loaded(model, tokenizer, choice, cfg, resolve_format(tokenizer, cfg.policy.prompt_format))
+
+
+# Prompts for `paretohqd generate` ----------------------------------------------------------------
+
+
+def prompt_messages(text: str) -> list[dict]:
+    """A prompt as a conversation: HH transcript text (`\\n\\nHuman: ...`) split into its turns,
+    any other text one user turn.
+
+    Examples:
+        >>> prompt_messages("What is a llama?")
+        [{'role': 'user', 'content': 'What is a llama?'}]
+        >>> prompt_messages("\\n\\nHuman: Hi\\n\\nAssistant: Hello!\\n\\nHuman: A joke?\\n\\nAssistant:")
+        [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello!'}, {'role': 'user', 'content': 'A joke?'}]
+    """
+    from paretohqd.data.hh_rlhf import to_messages
+
+    if "Human:" not in text:
+        return [{"role": "user", "content": text.strip()}]
+    stripped = text.rstrip()
+    if stripped.endswith("Assistant:"):  # the transcript ends where the answer starts
+        stripped = stripped[:-len("Assistant:")]
+    return [m for m in to_messages(stripped) if m["content"]]
+
+
+def _check_messages(messages, where: str) -> list[dict]:
+    fix = 'give a list of {"role": "user"|"assistant"|"system", "content": TEXT} ending with a user turn'
+    if not isinstance(messages, (list, tuple, np.ndarray)) or len(messages) == 0:
+        raise InputError(f"{where}: messages is not a non-empty list; {fix}")
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system") \
+                or not isinstance(m.get("content"), str):
+            raise InputError(f"{where}: a message is not {{role, content}} with a known role; {fix}")
+        out.append({"role": m["role"], "content": m["content"]})
+    if out[-1]["role"] != "user":
+        raise InputError(f"{where}: the last message is not the user's; {fix}")
+    return out
+
+
+def _row_prompt(row: dict, where: str) -> tuple[str, list[dict]]:
+    if row.get("messages") is not None and not (isinstance(row.get("messages"), float)):
+        messages = _check_messages(list(row["messages"]), where)
+        return str(row.get("prompt") or messages[-1]["content"]), messages
+    prompt = row.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError(f"{where}: no prompt; give a non-empty `prompt` text (plain text or an HH transcript) "
+                         f"or a `messages` list")
+    return prompt, prompt_messages(prompt)
+
+
+def read_prompts(path: str | Path) -> tuple[list[str], list[list[dict]]]:
+    """The prompts of a file: .txt (one prompt a line, blank lines skipped), or .jsonl / .parquet
+    rows with a `prompt` (plain text = one user turn, or HH transcript text) or a `messages` column.
+
+    Returns:
+        The prompt texts (for the output table) and their conversations.
+
+    Raises:
+        InputError: no such file, another suffix, or a bad row (named `file:line`, and the fix).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    rows: list[tuple[str, dict]] = []
+    if suffix == ".txt":
+        rows = [(f"{path}:{i}", {"prompt": line}) for i, line in enumerate(path.read_text().splitlines(), 1)
+                if line.strip()]
+    elif suffix == ".jsonl":
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{i}: not JSON ({e.msg}); write one object a line, "
+                                 f'e.g. {{"prompt": "What is a llama?"}}') from None
+            if not isinstance(row, dict):
+                raise InputError(f'{path}:{i}: not a JSON object; write one object a line, e.g. {{"prompt": "What is a llama?"}}')
+            rows.append((f"{path}:{i}", row))
+    elif suffix == ".parquet":
+        df = read_table(path)
+        if not {"prompt", "messages"} & set(df.columns):
+            raise InputError(f"{path}: no `prompt` or `messages` column (columns: {', '.join(map(str, df.columns))})")
+        rows = [(f"{path}:row {i + 1}", row) for i, row in enumerate(df.to_dict("records"))]
+    else:
+        raise InputError(f"{path}: unknown prompts format; use .txt (one prompt a line), .jsonl or .parquet")
+    if not rows:
+        raise InputError(f"{path}: no prompts in the file")
+    prompts, conversations = zip(*(_row_prompt(row, where) for where, row in rows))
+    return list(prompts), list(conversations)
+
+
+def generate_table(run: str | Path, weights, prompts: list[str], conversations: list[list[dict]],
+                   overrides: list[str] = ()) -> pd.DataFrame:
+    """`paretohqd generate`: the run's model for `weights` answers every conversation.
+
+    Returns:
+        Rows prompt, response, weights (list), model (`pref-XX` or `mix(...)`).
+    """
+    loaded = load(run, weights, overrides=overrides)
+    responses = loaded.answer(conversations)
+    return pd.DataFrame({"prompt": prompts, "response": responses,
+                         "weights": [loaded.choice.weights.round(6).tolist()] * len(prompts),
+                         "model": loaded.name})
+
+
+# Export ------------------------------------------------------------------------------------------
+
+VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The values vLLM's --max-lora-rank accepts (vllm.config.lora.MaxLoRARanks)."""
+
+
+def lora_rank(folder: Path) -> int:
+    """The largest LoRA rank in an adapter folder (r, or its per-module rank_pattern)."""
+    conf = json.loads((folder / "adapter_config.json").read_text())
+    return max([int(conf["r"]), *[int(v) for v in (conf.get("rank_pattern") or {}).values()]])
+
+
+def vllm_rank(rank: int) -> int:
+    """The smallest --max-lora-rank vLLM accepts that holds `rank`.
+
+    Examples:
+        >>> vllm_rank(16), vllm_rank(24), vllm_rank(48)
+        (16, 32, 64)
+    """
+    return next((v for v in VLLM_RANKS if v >= rank), rank)
+
+
+def _evaluation(r: RunFolder) -> dict[str, dict]:
+    """Each model's evaluation in RUN/report.json (model name -> its row), and `_method` -> the
+    method's entry; empty when the run has no report."""
+    path = r.path("report.json")
+    if not path.exists():
+        return {}
+    report = json.loads(path.read_text())
+    entry = next((e for e in report.get("methods", []) if Path(e.get("folder", "")).resolve() == r.root.resolve()),
+                 (report.get("methods") or [None])[0])
+    if entry is None:
+        return {}
+    return {**{m["model"]: m for m in entry.get("models", [])}, "_method": entry}
+
+
+def model_card(r: RunFolder, name: str, choice: Choice, base: str, evaluation: dict) -> str:
+    """A model card (README.md) for one exported model."""
+    cfg, method = r.cfg, methods.module(r.cfg)
+    weights = ", ".join(f"{o} {x:g}" for o, x in zip(r.objectives, choice.weights))
+    lines = ["---", f"base_model: {cfg.policy.model}", "library_name: peft" if cfg.train.lora else "library_name: transformers",
+             "tags: [paretohqd, multi-objective-alignment]", "---", "",
+             f"# {name}: preference {weights}", "",
+             f"Trained by paretohqd, run `{r.root.name}`: {method.describe(cfg)} (method `{cfg.method}`).", "",
+             "| | |", "|---|---|",
+             f"| preference weights | {weights} |",
+             f"| model | {choice.name} |"]
+    if len(choice.parts) > 1:
+        lines.append("| mixed from | " + ", ".join(f"{m.model} ({', '.join(f'{x:g}' for x in m.weights)}) x {lam:.6g}"
+                                                   for m, lam in choice.parts) + " (theta = W + sum lambda dW, exact) |")
+    lines += [f"| base model | {cfg.policy.model} (served from `{base}`) |",
+              f"| prompt format | {cfg.policy.prompt_format} |",
+              f"| data sources | {', '.join(map(str, cfg.data.sources))} |",
+              f"| reward models | {', '.join(f'{o}: {m}' for o, m in cfg.rewards.models.items())} |"]
+    if choice.tag is not None:
+        lines.append(f"| prompt tag | `{choice.tag}` on its own line after the last user turn (RiC) |")
+    lines.append("")
+    row = evaluation.get(choice.name)
+    if row is not None:
+        lines += [f"## Evaluation ({row['n']} held-out prompts, from the run's report.json)", "",
+                  "| objective | mean reward | 95% interval |", "|---|---|---|"]
+        for o in r.objectives:
+            lo, hi = row["ci95"][o]
+            ci = "-" if lo is None else f"{lo:.4f} .. {hi:.4f}"
+            lines.append(f"| {o} | {row['mean'][o]:.4f} | {ci} |")
+        lines += ["", f"Collapse rate {row['collapse_rate']:.1%}."]
+        entry = evaluation["_method"]
+        if entry.get("hypervolume") is not None:
+            lines.append(f"Hypervolume of the run's preference models ({len(entry['models'])}) together: "
+                         f"{entry['hypervolume']:.4f}.")
+    elif evaluation and len(choice.parts) > 1:
+        lines.append("Not evaluated: an interpolated preference (the run's report evaluates the trained ones).")
+    elif evaluation:
+        lines.append(f"Not evaluated: no row for {choice.name} in the run's report.json.")
+    else:
+        lines.append("Not evaluated: the run has no report.json (`paretohqd evaluate RUN` writes it).")
+    return "\n".join(lines) + "\n"
+
+
+def export(run: str | Path, out: str | Path, *, merged: bool = False, weights: list[str] = ()) -> Path:
+    """`paretohqd export`: every trained preference's model, and any `weights` mixed, as folders in
+    `out` with model cards, `lora-modules.json` and `vllm-serve.sh`; `merged`: also whole models
+    (merged/NAME) that plain transformers loads.
+
+    Returns:
+        The export folder.
+    """
+    from paretohqd.policy.generate import load_mixed
+    from paretohqd.policy.load import load_tokenizer, resolve_policy
+
+    r, cfg, finals = open_run(run)
+    wanted = [parse_weights(w, r.objectives) for w in weights]  # checked before anything is written
+    choices = [choose(r, finals, w) for w in wanted]
+    evaluation = _evaluation(r)
+    base = resolve_policy(cfg.policy.model)
+    out = Path(out)
+    is_ric = methods.module(cfg) is ric
+    # (folder name, choice) for each model to write: RiC's one model once, its preferences as tags
+    models: list[tuple[str, Choice]] = []
+    if is_ric:
+        models.append(("ric", Choice(finals[0].weights, [(finals[0], 1.0)], finals[0].tag)))
+    else:
+        models += [(m.model, Choice(m.weights, [(m, 1.0)], m.tag)) for m in finals]
+        for w, c in zip(wanted, choices):
+            if len(c.parts) > 1:
+                models.append(("w-" + "-".join(f"{x:g}" for x in w), c))
+    tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code) if merged else None
+    with atomic_dir(out) as tmp:
+        for name, choice in models:
+            folder = tmp / name
+            if len(choice.parts) == 1:  # a trained model: its folder's files as they are
+                folder.mkdir()
+                for f in sorted(choice.parts[0][0].adapter.iterdir()):
+                    if f.is_file() and not f.name.startswith("."):
+                        shutil.copy2(f, folder / f.name)
+            else:
+                _write_mixed_adapter(cfg, choice, folder)
+            write_text(model_card(r, name, choice, base, evaluation), folder / "README.md")
+            if merged:
+                model = load_mixed(cfg.policy, [(m.adapter, lam) for m, lam in choice.parts], lora=cfg.train.lora,
+                                   dtype=cfg.policy.dtype)
+                model.save_pretrained(tmp / "merged" / name, safe_serialization=True)
+                tokenizer.save_pretrained(tmp / "merged" / name)
+        index = [{"name": name, "weights": c.weights.round(6).tolist(), "model": c.name, "tag": c.tag,
+                  "folder": name, **({"merged": f"merged/{name}"} if merged else {})} for name, c in models]
+        if is_ric:  # every preference (trained and asked for) is a tag on the one model
+            index += [{"name": m.model, "weights": m.weights.round(6).tolist(), "model": m.model, "tag": m.tag,
+                       "folder": "ric"} for m in finals]
+            index += [{"name": c.name, "weights": c.weights.round(6).tolist(), "model": c.name, "tag": c.tag,
+                       "folder": "ric"} for c in choices]
+        write_json({"run": str(r.root), "method": cfg.method, "objectives": r.objectives, "base_model": base,
+                    "prompt_format": cfg.policy.prompt_format, "models": index}, tmp / "export.json")
+        _write_serving(cfg, base, [name for name, _ in models], tmp, out)
+        write_text(_index_readme(r, models, index, is_ric), tmp / "README.md")
+    return out
+
+
+def _write_mixed_adapter(cfg: Config, choice: Choice, folder: Path) -> None:
+    """One adapter whose weight change is sum_i lambda_i dW_i (PEFT `cat`, as `methods/soups.py`);
+    without LoRA, the mixed whole model."""
+    from paretohqd.policy.load import load_policy
+
+    if not cfg.train.lora:
+        from paretohqd.policy.generate import load_mixed
+
+        load_mixed(cfg.policy, [(m.adapter, lam) for m, lam in choice.parts], lora=False,
+                   dtype=cfg.policy.dtype).save_pretrained(folder, safe_serialization=True)
+        return
+    from peft import PeftModel
+
+    base = load_policy(cfg.policy.model, dtype=cfg.policy.dtype, trust_remote_code=cfg.policy.trust_remote_code)
+    names = [m.model for m, _ in choice.parts]
+    model = PeftModel.from_pretrained(base, str(choice.parts[0][0].adapter), adapter_name=names[0])
+    for name, (m, _) in zip(names[1:], choice.parts[1:]):
+        model.load_adapter(str(m.adapter), adapter_name=name)
+    # named "default", PEFT saves the mix at the folder's top level
+    model.add_weighted_adapter(names, [lam for _, lam in choice.parts], "default", combination_type="cat")
+    model.save_pretrained(folder, selected_adapters=["default"], safe_serialization=True)
+    write_json({"weights": choice.weights.tolist(), "mixed": {m.model: lam for m, lam in choice.parts},
+                "combination": "cat"}, folder / "merge.json")
+
+
+def _write_serving(cfg: Config, base: str, names: list[str], tmp: Path, out: Path) -> None:
+    """`lora-modules.json` (vLLM's JSON form of --lora-modules, paths relative to the export folder)
+    and `vllm-serve.sh` (the command, run from anywhere: paths from the script's own folder)."""
+    head = ["#!/usr/bin/env bash", f"# written by paretohqd export ({out}); vLLM was not run here",
+            "set -euo pipefail", 'HERE="$(cd "$(dirname "$0")" && pwd)"']
+    if cfg.train.lora:
+        rank = max(lora_rank(tmp / n) for n in names)
+        write_json([{"name": n, "path": n, "base_model_name": base} for n in names], tmp / "lora-modules.json")
+        modules = " \\\n    ".join(f'{n}="$HERE/{n}"' for n in names)
+        body = [f"# each request picks a preference by its model name ({', '.join(names)}); "
+                f"the largest adapter rank is {rank}",
+                f"vllm serve {base} --enable-lora --max-lora-rank {vllm_rank(rank)} \\\n"
+                f"  --lora-modules \\\n    {modules} \"$@\""]
+    else:  # whole fine-tuned models: one server each
+        write_json([], tmp / "lora-modules.json")
+        body = ["# fully fine-tuned models (train.lora false): one server per model, each on its own port"]
+        body += [f'vllm serve "$HERE/{n}" --served-model-name {n} --port {8000 + i} "$@" &' for i, n in enumerate(names)]
+        body.append("wait")
+    script = tmp / "vllm-serve.sh"
+    write_text("\n".join(head + body) + "\n", script)
+    script.chmod(0o755)
+
+
+def _index_readme(r: RunFolder, models: list[tuple[str, Choice]], index: list[dict], is_ric: bool) -> str:
+    cfg = r.cfg
+    lines = [f"# Models of run `{r.root.name}` ({cfg.method})", "",
+             f"Objectives: {', '.join(r.objectives)}. Base model: {cfg.policy.model}. "
+             f"Each folder is a {'LoRA adapter' if cfg.train.lora else 'whole model'} with its model card.", "",
+             "| name | weights | model | folder |" + (" tag |" if is_ric else ""),
+             "|---|---|---|---|" + ("---|" if is_ric else "")]
+    for row in index:
+        lines.append(f"| {row['name']} | {', '.join(f'{x:g}' for x in row['weights'])} | {row['model']} | "
+                     f"{row['folder']} |" + (f" `{row['tag']}` |" if is_ric else ""))
+    lines += ["", "Serve them with vLLM: `./vllm-serve.sh` (the exact command; `lora-modules.json` holds the same "
+              "modules in vLLM's JSON form, paths relative to this folder). The prompt format is "
+              f"`{cfg.policy.prompt_format}`" + (": send the raw HH transcript to the completions endpoint."
+                                                 if cfg.policy.prompt_format == "hh" else "."),
+              ""]
+    if is_ric:
+        lines += ["RiC: one model; a preference is the tag on its own line after the last user turn.", ""]
+    return "\n".join(lines)
