@@ -2,7 +2,7 @@
 measured unit costs.
 
 The counts follow the config exactly (optimizer steps x samples, generated tokens, models
-evaluated); the unit costs are measurements of SmolLM2-135M with LoRA on this workplace's machine
+evaluated); the unit costs are measurements of SmolLM2-135M with LoRA on a 2-core Xeon with AMX
 (2 cores of an Intel Xeon, 2026-11-29), fitted to the compare-cpu run of that day
 (docs/results/compare-cpu-2026-11-29: 81.7 min measured, 82.5 min estimated with these costs).
 Every answer is counted at max_new_tokens. Other models or machines: scale the costs (`CostModel`).
