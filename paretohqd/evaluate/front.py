@@ -165,15 +165,9 @@ def run_bounds(scores: ArrayLike, /) -> tuple[np.ndarray, np.ndarray]:
         >>> lo.tolist(), hi.tolist()
         ([0.0, -1.0], [2.0, 5.0])
     """
-    pts = as_points(scores, name="scores")  # (N, M)
-    if len(pts) == 0:
-        raise ValueError("scores has no rows; bounds need the run's scored training data")
-    lo, hi = pts.min(axis=0), pts.max(axis=0)  # (M,), (M,)
-    flat = np.flatnonzero(hi <= lo)
-    if flat.size:
-        raise ValueError(f"objective(s) at column(s) {flat.tolist()} take one value only ({lo[flat].tolist()}) "
-                         "in the scored training data; a constant reward cannot bound a hypervolume")
-    return lo, hi
+    return _box(as_points(scores, name="scores"), empty="scores has no rows; bounds need the run's scored training data",
+                flat="objective(s) at column(s) {cols} take one value only ({values}) in the scored training data; "
+                     "a constant reward cannot bound a hypervolume")
 
 
 def front_metrics(
@@ -283,12 +277,17 @@ def fronts_box(points: ArrayLike, /) -> tuple[np.ndarray, np.ndarray]:
         >>> lo.tolist(), hi.tolist()
         ([0.5, 2.0], [2.0, 3.0])
     """
-    pts = as_points(points)  # (N, M)
+    return _box(as_points(points), empty="points has no rows; the fronts box needs at least one evaluated model",
+                flat="every model has the same mean in objective column(s) {cols}; the fronts box is flat there "
+                     "and holds no volume")
+
+
+def _box(pts: np.ndarray, *, empty: str, flat: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-objective (min, max) of (N, M) points; `empty` / `flat` (with {cols}, {values}) name the failures."""
     if len(pts) == 0:
-        raise ValueError("points has no rows; the fronts box needs at least one evaluated model")
+        raise ValueError(empty)
     lo, hi = pts.min(axis=0), pts.max(axis=0)  # (M,), (M,)
-    flat = np.flatnonzero(hi <= lo)
-    if flat.size:
-        raise ValueError(f"every model has the same mean in objective column(s) {flat.tolist()}; "
-                         "the fronts box is flat there and holds no volume")
+    cols = np.flatnonzero(hi <= lo)
+    if cols.size:
+        raise ValueError(flat.format(cols=cols.tolist(), values=lo[cols].tolist()))
     return lo, hi

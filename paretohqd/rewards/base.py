@@ -1,12 +1,6 @@
 """What every reward model shares: the protocol, the names (presets, offline heads), dtypes and
-fingerprints. `paretohqd.rewards` loads models by name; `hf` and `minilm` implement them.
-
-Three kinds, named the same way in every config (`rewards.models`):
-- presets for the paper's Hugging Face reward models (`ray2333-helpful`, ...), each with its input
-  format and logit index;
-- any hub id or local folder of an `AutoModelForSequenceClassification`;
-- the offline heads `paretohqd reward train` writes (`minilm-helpful`, ...): a small head on frozen
-  all-MiniLM-L6-v2 embeddings.
+fingerprints. `paretohqd.rewards` loads models by name (its docstring lists the three kinds);
+`hf` and `minilm` implement them.
 """
 
 from __future__ import annotations
