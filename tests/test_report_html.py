@@ -27,6 +27,8 @@ sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 from test_report import evaluated_run  # noqa: E402
 
 from paretohqd.cli import app  # noqa: E402
+from paretohqd.compare import write_comparison  # noqa: E402
+from paretohqd.config import Config  # noqa: E402
 from paretohqd.io import write_json, write_parquet  # noqa: E402
 from paretohqd.report import write_report  # noqa: E402
 
@@ -51,10 +53,10 @@ def demo_run(root: Path) -> Path:
     n = 8400
     cloud = np.clip(rng.multivariate_normal([2.0, 2.0], [[0.5, -0.2], [-0.2, 0.5]], size=n), 0, 4)  # (n, 2)
     cloud[0], cloud[1] = 0.0, 4.0  # the box stays [0, 4]^2, as evaluated_run's bounds.json says
-    sentences = ["Start with the basics and take it one step at a time.", "Write down what you want to achieve first.",
+    sentences = ["Start with the basics and take it one step at a time.", "Write down what you want first.",
                  "Ask someone with experience to show you once.", "Be careful not to overdo it in the first week.",
-                 "Most people find it easier after a few tries.", "If anything feels unsafe, stop and ask a professional.",
-                 "A short checklist keeps you from missing a step.", "Give yourself time: nobody gets it right at once."]
+                 "Most people find it easier after a few tries.", "If anything feels unsafe, ask a professional.",
+                 "A short checklist keeps you from missing a step.", "Give yourself time: nobody gets it at once."]
     topics = ["bake bread at home", "fix a flat bicycle tyre", "ask my boss for a raise", "learn the guitar",
               "keep houseplants alive", "start running", "write a cover letter", "calm down before an exam"]
 
@@ -64,33 +66,38 @@ def demo_run(root: Path) -> Path:
     def question(i: int) -> str:
         return f"\n\nHuman: How can I {topics[i % len(topics)]}? {text(i, 100)}"
 
-    scores = pd.DataFrame({"id": [f"s{i}" for i in range(n)], "prompt": [question(i) for i in range(n)],
-                           "response": [text(i + 3, 400) for i in range(n)], "helpful": cloud[:, 0],
-                           "harmless": cloud[:, 1]})
-    write_parquet(scores, root / "data" / "scores.parquet")
+    def scored(prefix: str, rewards: np.ndarray, length: int) -> pd.DataFrame:
+        return pd.DataFrame({"id": [f"{prefix}{i}" for i in range(len(rewards))],
+                             "prompt": [question(i) for i in range(len(rewards))],
+                             "response": [text(i + 3, length) for i in range(len(rewards))],
+                             "helpful": rewards[:, 0], "harmless": rewards[:, 1]})
+
+    weights = [[1 - i / 4, i / 4] for i in range(5)]
+
+    def selection(prefix: str, rewards: np.ndarray, k: int) -> pd.DataFrame:
+        # the top k of w . r per preference: a plausible selection, nearest the ray first
+        picks = [np.argsort(-(rewards @ np.array(w)))[:k] for w in weights]
+        return pd.DataFrame({"preference_index": np.repeat(np.arange(5), k),
+                             "weights": [w for w in weights for _ in range(k)], "id": [f"{prefix}{j}" for p in picks for j in p], "layer": 0, "distance": 0.0})
+
+    write_parquet(scored("s", cloud, 400), root / "data" / "scores.parquet")
+    write_parquet(selection("s", cloud, 16), root / "stage1" / "selection.parquet")
+    pool = np.clip(rng.normal(2.6, 0.4, size=(160, 2)), 0, 4)  # (160, 2) the stage-1 models' answers
+    write_parquet(scored("g", pool, 300), root / "stage2" / "scores.parquet")
+    write_parquet(selection("g", pool, 8), root / "stage2" / "selection.parquet")
+
     responses = pd.read_parquet(root / "evaluate" / "responses.parquet")
     # evaluated_run answers 20 prompts: 4 more, longer texts, and the weights of 5 preferences
-    extra = responses[responses["prompt_id"] < "p04"].assign(prompt_id=lambda d: d["prompt_id"].str.replace("p0", "p2"))
-    responses = pd.concat([responses, extra], ignore_index=True)
+    extra = responses[responses["prompt_id"] < "p04"]
+    responses = pd.concat([responses, extra.assign(prompt_id=extra["prompt_id"].str.replace("p0", "p2"))],
+                          ignore_index=True)
     responses["prompt"] = [f"{question(int(p[1:]))} (question {p})" for p in responses["prompt_id"]]
     responses["response"] = [f"{m} says: {text(i, 350)}" for i, m in enumerate(responses["model"])]
     responses["id"] = responses["model"] + "-" + responses["prompt_id"]
-    responses["weights"] = [None if i < 0 else [1 - i / 4, i / 4] for i in responses["preference_index"]]
+    responses["weights"] = [None if i < 0 else weights[i] for i in responses["preference_index"]]
     write_parquet(responses, root / "evaluate" / "responses.parquet")
-    weights = [[1 - i / 4, i / 4] for i in range(5)]
-    picks = [np.argsort(-(cloud @ np.array(w)))[:16] for w in weights]  # the top of w . r: a plausible selection
-    write_parquet(pd.DataFrame({"preference_index": np.repeat(np.arange(5), 16), "weights": [w for w in weights for _ in range(16)],
-                                "id": [f"s{j}" for p in picks for j in p], "layer": 0, "distance": 0.0}),
-                  root / "stage1" / "selection.parquet")
-    pool = np.clip(rng.normal(2.6, 0.4, size=(160, 2)), 0, 4)  # (160, 2) the stage-1 models' answers
-    write_parquet(pd.DataFrame({"id": [f"g{i}" for i in range(160)], "prompt": [question(i) for i in range(160)],
-                                "response": [text(i, 300) for i in range(160)], "helpful": pool[:, 0], "harmless": pool[:, 1]}),
-                  root / "stage2" / "scores.parquet")
-    picks2 = [np.argsort(-(pool @ np.array(w)))[:8] for w in weights]
-    write_parquet(pd.DataFrame({"preference_index": np.repeat(np.arange(5), 8), "weights": [w for w in weights for _ in range(8)],
-                                "id": [f"g{j}" for p in picks2 for j in p], "layer": 0, "distance": 0.0}),
-                  root / "stage2" / "selection.parquet")
-    write_json({**json.loads((root / "evaluate" / "meta.json").read_text()), "prompts": 24}, root / "evaluate" / "meta.json")
+    meta = root / "evaluate" / "meta.json"
+    write_json({**json.loads(meta.read_text()), "prompts": 24, "preferences": weights}, meta)
     return root
 
 
@@ -165,6 +172,12 @@ def test_no_html_option(tmp_path):
     res = CliRunner().invoke(app, ["report", str(a), "--out", str(tmp_path / "y")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "y" / "report.html").exists()
+    # `paretohqd compare` (and `run`) take it from the config's evaluate.html
+    b = evaluated_run(tmp_path / "x-b", bootstrap=0)
+    write_comparison(Config(name="x", runs_dir=str(tmp_path), evaluate={"html": False}), {"a": a, "b": b})
+    assert (tmp_path / "x-compare" / "compare.md").exists() and not (tmp_path / "x-compare" / "report.html").exists()
+    write_comparison(Config(name="x", runs_dir=str(tmp_path)), {"a": a, "b": b})
+    assert (tmp_path / "x-compare" / "report.html").exists()
 
 
 # In a real browser --------------------------------------------------------------------------------
@@ -312,7 +325,8 @@ def test_report_in_headless_chromium(tmp_path):
                                 " return [l.xaxis.title.text, l.yaxis.title.text]; })")
         assert axes == [["helpful", "harmless"], ["helpful", "humor"], ["harmless", "humor"]]
         assert browser.evaluate("window.paretohqd.select('pref-01', 'three')") is True
-        assert "three · pref-01 (0.5, 0.5, 0)" in browser.evaluate("document.querySelector('#answers thead').textContent")
+        header = browser.evaluate("document.querySelector('#answers thead').textContent")
+        assert "three · pref-01 (0.5, 0.5, 0)" in header
         assert browser.errors() == []
     finally:
         browser.close()

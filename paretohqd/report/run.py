@@ -95,7 +95,9 @@ def write_report(roots: list[str | Path], out: str | Path | None = None, *, cons
 
 def _html_title(runs: list[dict]) -> str:
     names = ", ".join(r["root"].name for r in runs)
-    return f"ParetoHqD report: {names}" if len(runs) == 1 else f"ParetoHqD report: {names} (in {runs[0]['root'].name}'s box)"
+    if len(runs) == 1:
+        return f"ParetoHqD report: {names}"
+    return f"ParetoHqD report: {names} (in {runs[0]['root'].name}'s box)"
 
 
 def _plot_entry(method: dict, names: list[str]) -> dict:
