@@ -258,6 +258,12 @@ class Chromium:
                 or (m.get("method") == "Runtime.consoleAPICalled" and m["params"]["type"] == "error")
                 or (m.get("method") == "Log.entryAdded" and m["params"]["entry"]["level"] == "error")]
 
+    def click(self, x: float, y: float) -> None:
+        """A real left click at page pixel (x, y), after moving there (Plotly hovers, then clicks)."""
+        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
     def screenshot(self) -> bytes:
         return base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
 
@@ -297,8 +303,14 @@ def test_report_in_headless_chromium(tmp_path):
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         img = pixels(png)
         assert img.shape[0] > 500 and img.std() > 20  # not a blank page
-        # a click on pref-03's point, as the page's own click handler makes it
-        assert browser.evaluate("window.paretohqd.select('pref-03', 'demo')") is True
+        assert browser.evaluate("window.paretohqd.state.model") == "pref-00"  # the first model, to start
+        # a mouse click on pref-03's point: where Plotly drew its mean in the first panel
+        x, y = browser.evaluate(
+            "(() => { const d = document.getElementById('panel-0'), L = d._fullLayout, box = d.getBoundingClientRect();"
+            " const m = window.paretohqd.data.methods[0].models.find(r => r.model === 'pref-03');"
+            " return [box.left + L._size.l + L.xaxis.l2p(m.mean[0]), box.top + L._size.t + L.yaxis.l2p(m.mean[1])]; })()")
+        browser.click(x, y)
+        assert browser.evaluate("window.paretohqd.state.model") == "pref-03"
         header = browser.evaluate("document.querySelector('#answers thead').textContent")
         assert "demo · pref-03 (0.25, 0.75)" in header and "demo · base (untuned)" in header
         body = browser.evaluate("document.querySelector('#answers tbody').textContent")
