@@ -188,13 +188,15 @@ def evaluate(
 @user_errors
 def report(
     runs: list[Path] = typer.Argument(..., help="Evaluated run folders; several are overlaid in one table and plot."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json/.md and front.png; "
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.json/.md/.html and front.png; "
                                        "default: the run folder, or runs_dir/compare-A-B for several runs."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Also write report.html (fronts and answers to "
+                              "explore in a browser, ~5 MB)."),
 ) -> None:
-    """Write report.json, report.md and front.png from evaluated runs (the first run's bounds for all)."""
+    """Write report.json, report.md, front.png and report.html from evaluated runs (the first run's bounds for all)."""
     from paretohqd.report import write_report
 
-    write_report(list(runs), out)
+    write_report(list(runs), out, html=html)
 
 
 @app.command("generate")

@@ -14,7 +14,7 @@ selection and training settings, its stage-1 models are shared the same way (and
 The untuned base model's answers are shared too (same model, prompts and seed); evaluation is
 not part of the compute column.
 
-Outputs in `runs_dir/NAME-compare/`: report.json/report.md/front.png (`write_report` over the
+Outputs in `runs_dir/NAME-compare/`: report.json/.md/.html and front.png (`write_report` over the
 runs, measured in the first run's box) and compare.json/compare.md, the main table: method,
 hypervolume (data box, with the difference to the first method), collapse rate, compute hours and
 compute relative to ParetoHqD, then the hypervolume under the z-score and fronts normalisations
@@ -136,7 +136,7 @@ def compare(cfg: Config) -> Path:
 def write_comparison(cfg: Config, roots: dict[str, Path], *, console: Console | None = None) -> Path:
     """The overlaid report (report.*, front.png) and the main table (compare.json/.md) of the runs."""
     out = Path(cfg.runs_dir) / f"{cfg.name}-compare"
-    report = json.loads(write_report(list(roots.values()), out, console=console).read_text())
+    report = json.loads(write_report(list(roots.values()), out, console=console, html=cfg.evaluate.html).read_text())
     rows = comparison_rows(list(roots), report)
     write_text(dump_config(cfg), out / "config.yaml")
     cols = header(report)

@@ -174,6 +174,9 @@ class EvaluateConfig(Section):
     """Bootstrap resamples for the 95% intervals of mean rewards (0 = no intervals)."""
     samples: int = Field(3, ge=0)
     """Sample responses per model shown in report.md (the first held-out prompts, same for every model)."""
+    html: bool = True
+    """Also write report.html beside report.md: the fronts over the training cloud and every model's answers
+    and selected samples to explore offline in a browser (one file, ~5 MB, most of it Plotly's JavaScript)."""
 
     @model_validator(mode="after")
     def _split(self) -> EvaluateConfig:

@@ -1,4 +1,5 @@
-"""`paretohqd report RUN [RUN...]`: report.json, report.md and front.png, and the tables printed.
+"""`paretohqd report RUN [RUN...]`: report.json, report.md, front.png and report.html, and the
+tables printed.
 
 One run: written into the run folder. Several runs (methods): one table and one picture that
 overlay them, measured in the first run's box (its bounds and training cloud), written by default
@@ -14,6 +15,7 @@ import pandas as pd
 from rich.console import Console
 
 from paretohqd.io import InputError, read_table, write_json, write_text
+from paretohqd.report.html import write_html
 from paretohqd.report.plot import plot_fronts
 from paretohqd.report.render import print_tables, report_md
 from paretohqd.report.summary import load_run, summarise_runs
@@ -55,13 +57,16 @@ def build_report(roots: list[str | Path]) -> tuple[dict, list[dict]]:
     return report, runs
 
 
-def write_report(roots: list[str | Path], out: str | Path | None = None, *, console: Console | None = None) -> Path:
-    """Write report.json, report.md and front.png for one or more evaluated runs; print the tables.
+def write_report(roots: list[str | Path], out: str | Path | None = None, *, console: Console | None = None,
+                 html: bool = True) -> Path:
+    """Write report.json, report.md, front.png and report.html for one or more evaluated runs; print
+    the tables.
 
     Args:
         roots: run folders, each with a finished `evaluate/`.
         out: folder to write to; default `default_out(roots)`.
         console: where to print (default: the terminal).
+        html: also write report.html (the fronts and answers to explore in a browser, ~5 MB).
 
     Returns:
         The path of report.json.
@@ -71,17 +76,28 @@ def write_report(roots: list[str | Path], out: str | Path | None = None, *, cons
     out = Path(out) if out is not None else default_out(roots)
     names = report["bounds"]["objectives"]
     cloud_path = runs[0]["root"] / report["bounds"]["source"]
-    cloud = read_table(cloud_path)[names].to_numpy()  # (N, M)
+    scores = read_table(cloud_path)
+    cloud = scores[names].to_numpy()  # (N, M)
     methods = [_plot_entry(m, names) for m in report["methods"]]
     title = f"mean reward on held-out prompts (bars: 95% interval)\ngrey: training data of {runs[0]['root'].name}"
     png = plot_fronts(methods, cloud, objectives=names, lower=report["bounds"]["lower"],
                       upper=report["bounds"]["upper"], path=out / "front.png", title=title)
     samples = {m["method"]: _samples(r) for m, r in zip(report["methods"], runs)}
     write_text(report_md(report, samples, png.name), out / "report.md")
+    written = [out / "report.md", png]
+    if html:
+        written.append(write_html(report, runs, scores, out / "report.html", title=_html_title(runs)))
     path = write_json(report, out / "report.json")
     print_tables(report, console)
-    (console or Console()).print(f"report: {path}, {out / 'report.md'}, {png}")
+    (console or Console()).print(f"report: {path}, " + ", ".join(str(p) for p in written))
     return path
+
+
+def _html_title(runs: list[dict]) -> str:
+    names = ", ".join(r["root"].name for r in runs)
+    if len(runs) == 1:
+        return f"ParetoHqD report: {names}"
+    return f"ParetoHqD report: {names} (in {runs[0]['root'].name}'s box)"
 
 
 def _plot_entry(method: dict, names: list[str]) -> dict:
