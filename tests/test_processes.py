@@ -101,7 +101,10 @@ def test_two_cpu_processes_train_as_one_group(tmp_path, small_hh, tiny_policy, t
         assert b["grad_norms"] == pytest.approx(a["grad_norms"], rel=1e-4)
         wa, wb = (load_file(root / "stage1" / pref / "adapter_model.safetensors") for root in (one, two))
         assert wa.keys() == wb.keys()
-        assert all(torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6) for k in wa)
+        # float32 noise only: DDP sums the halves in another order, and Adam's m / sqrt(v) turns last-bit
+        # differences of tiny gradients into ~1e-5; a wrong split moves them by ~lr (1e-2 here)
+        diffs = {k: float((wa[k] - wb[k]).abs().max()) for k in wa}
+        assert max(diffs.values()) < 5e-5, sorted(diffs.items(), key=lambda kv: -kv[1])[:3]
         assert any(wa[k].abs().sum() > 0 for k in wa if "lora_B" in k)  # it trained (B starts at 0)
 
 
