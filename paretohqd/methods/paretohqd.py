@@ -71,15 +71,17 @@ def _stage2(r: RunFolder, tokenizer) -> None:
         r.step(f"stage2/generate {pref_name(i)}", pool,
                lambda i=i, pool=pool, mine=mine: _generate_pool(cfg, tokenizer, mine, r.path("stage1", pref_name(i)), i, pool))
 
+    scores = r.path("stage2", "scores.parquet")
+
     def score_pool() -> None:
         df = pd.concat([read_table(p) for p in pools], ignore_index=True).drop_duplicates("id")
-        write_scores(cfg, df, r.path("stage2", "scores.parquet"))
+        write_scores(cfg, df, scores)
 
-    r.step("stage2/score", r.path("stage2", "scores.parquet"), score_pool)
+    r.step("stage2/score", scores, score_pool)
     r.step("stage2/select", r.path("stage2", "selection.parquet"),
-           lambda: write_selection(cfg, r.path("stage2", "scores.parquet"), r.path("stage2"), k=k2,
+           lambda: write_selection(cfg, scores, r.path("stage2"), k=k2,
                                    random_n=cfg.stage2.steps * cfg.train.batch_size))
-    _train_stage(r, tokenizer, "stage2", r.path("stage2", "scores.parquet"), cfg.stage2.steps, init_stage="stage1")
+    _train_stage(r, tokenizer, "stage2", scores, cfg.stage2.steps, init_stage="stage1")
 
 
 def _generate_pool(cfg: Config, tokenizer, prompts: pd.DataFrame, adapter, index: int, out) -> None:
