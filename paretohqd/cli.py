@@ -250,3 +250,20 @@ def export(
 
     folder = export_run(run_dir, out, merged=merged, weights=list(weights))
     console.print(f"wrote {folder}: README.md, export.json, lora-modules.json, vllm-serve.sh")
+
+
+@app.command("serve")
+@user_errors
+def serve(
+    run_dir: Path = typer.Argument(..., help="A trained run folder, e.g. runs/demo."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default answers this machine only."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="PARETOHQD_API_KEY",
+                                          help="Require 'Authorization: Bearer KEY' on every request."),
+    cache: int = typer.Option(4, "--cache", min=1, help="Loaded models kept in memory (least recently used go)."),
+) -> None:
+    """Serve a trained run's models with an OpenAI-compatible API (/v1/models, /v1/chat/completions):
+    pref-XX, base, or any preference as model "w=0.3,0.7"."""
+    from paretohqd.serve import serve as run_server
+
+    run_server(run_dir, host=host, port=port, api_key=api_key, cache_size=cache)

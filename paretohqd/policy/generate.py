@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -86,9 +87,17 @@ def generate(
     seed: int,
     fmt: str = "chat",
     label: str = "generating",
+    on_tokens: Callable[[list[int], list[int]], None] | None = None,
+    progress: bool = True,
 ) -> tuple[list[str], dict]:
     """One sampled response per conversation, in input order, prompted in format `fmt`
     (`prompts.prompt_text`). Sampling stops at EOS and at the stop strings, which are cut off.
+
+    Args:
+        on_tokens: called after every decoding step with the batch's conversation indices and
+            each one's new token id (the pad token once it has finished): how `paretohqd serve`
+            streams answers while a batch is still generating.
+        progress: show the progress bar (a server prints none per request).
 
     Returns the responses and stats (seconds, new tokens per second).
     """
@@ -107,15 +116,16 @@ def generate(
     eos = model.generation_config.eos_token_id
     eos = [*(eos if isinstance(eos, list) else [eos] if eos is not None else []), tokenizer.eos_token_id]
     try:
-        with progress_bar(unit="prompts") as bar, torch.inference_mode():
+        with progress_bar(unit="prompts", enabled=progress) as bar, torch.inference_mode():
             task = bar.add_task(label, total=len(order))
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
                 texts = [prompt_text(tokenizer, conversations[i], fmt) for i in idx]
                 # a chat template writes its own special tokens; raw HH text gets the tokenizer's (BOS)
                 enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=fmt == "hh").to(model.device)
+                streamer = {"streamer": _Steps(idx, on_tokens)} if on_tokens is not None else {}
                 ids = model.generate(**enc, max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=list(dict.fromkeys(eos)), **sampling)[:, enc["input_ids"].shape[1]:]  # (B, new)
+                                     eos_token_id=list(dict.fromkeys(eos)), **sampling, **streamer)[:, enc["input_ids"].shape[1]:]  # (B, new)
                 n_new += int((ids != tokenizer.pad_token_id).sum())
                 for i, row in zip(idx, tokenizer.batch_decode(ids, skip_special_tokens=True)):
                     out[i] = cut_at_stop(row, stops)
@@ -124,6 +134,23 @@ def generate(
         tokenizer.padding_side = pad_side
     seconds = time.perf_counter() - t0
     return out, {"seconds": seconds, "new_tokens": n_new, "tokens_per_s": n_new / seconds if seconds else 0.0}
+
+
+class _Steps:
+    """A transformers streamer (`put` / `end`) that hands each step's new tokens to `on_tokens`;
+    the first `put` is the prompt, which it skips."""
+
+    def __init__(self, idx: list[int], on_tokens: Callable[[list[int], list[int]], None]):
+        self.idx, self.on_tokens, self.prompt_seen = idx, on_tokens, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.on_tokens(self.idx, value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        pass
 
 
 def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: str | Path | None, *, seed: int,
