@@ -260,10 +260,13 @@ def serve(
     port: int = typer.Option(8000, "--port", help="TCP port."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="PARETOHQD_API_KEY",
                                           help="Require 'Authorization: Bearer KEY' on every request."),
-    cache: int = typer.Option(4, "--cache", min=1, help="Loaded models kept in memory (least recently used go)."),
+    cache: int = typer.Option(4, "--cache", min=1, help="Mixed preferences (w=...) kept loaded; without LoRA, "
+                              "models kept loaded (least recently used go)."),
+    window: float = typer.Option(0.03, "--batch-window", min=0, help="Seconds a first request waits for others "
+                                 "to share its generate batch."),
 ) -> None:
     """Serve a trained run's models with an OpenAI-compatible API (/v1/models, /v1/chat/completions):
     pref-XX, base, or any preference as model "w=0.3,0.7"."""
     from paretohqd.serve import serve as run_server
 
-    run_server(run_dir, host=host, port=port, api_key=api_key, cache_size=cache)
+    run_server(run_dir, host=host, port=port, api_key=api_key, cache_size=cache, window=window)

@@ -3,14 +3,19 @@ uvicorn): `GET /v1/models` and `POST /v1/chat/completions` (with `stream: true`)
 
 Models: `pref-XX` (each trained preference), `base` (the policy before training) and any other
 preference as `w=0.3,0.7`, which gets what `paretohqd.load` gives it: the trained model on the
-grid, the exact mix of the trained models around it otherwise, RiC's tag for RiC. Loaded weights
-are kept in a small LRU cache.
+grid, the exact mix of the trained models around it otherwise, RiC's tag for RiC.
+
+A LoRA run is served by one model: the base with every trained adapter loaded unmerged, and each
+mix asked for added as one more adapter (PEFT's `cat` combination, exact; the last `cache_size`
+mixes used are kept). One batch can then hold requests for different preferences, each row with
+its own adapter (PEFT's mixed-adapter batches, as vLLM serves LoRA adapters). Without LoRA, each
+preference is its own merged model (the last `cache_size` used are kept) and batches are per model.
 
 Batching: every request becomes a job on an asyncio queue. One dispatcher task takes the first
 job, waits `window` seconds for the requests sent with it, takes everything queued, groups the
-jobs by weights and sampling settings, and hands each group to one worker thread as one
-`generate` call. The event loop only awaits that thread, so it keeps taking requests while the
-worker generates; they queue and form the next batch.
+jobs by sampling settings (and, without LoRA, by model), and hands each group to one worker
+thread as one `generate` call. The event loop only awaits that thread, so it keeps taking
+requests while the worker generates; they queue and form the next batch.
 """
 
 from __future__ import annotations
@@ -131,6 +136,8 @@ class Models:
         self.dtype = dtype or self.cfg.generate.dtype
         self.names = [m.model for m in self.finals] + [BASE]
         self._cache: OrderedDict[tuple | str, object] = OrderedDict()
+        """Without LoRA: weights -> merged model; with LoRA: mixed weights -> adapter name."""
+        self._model, self._names, self._mixes = None, {}, itertools.count()
 
     def resolve(self, name: str) -> tuple[str, tuple | str, str | None]:
         """A request's `model` as (the name answers report, the weights to load, RiC's tag or None).
@@ -155,28 +162,67 @@ class Models:
         weights = tuple((str(m.adapter), float(lam)) for m, lam in choice.parts)
         return choice.name, weights, choice.tag
 
-    def get(self, weights: tuple | str):
-        """The loaded model for `weights`, from the cache or loaded (in the worker thread only)."""
+    def get(self, weights: list[tuple | str]) -> tuple[object, list[str] | None]:
+        """The model that answers every one of `weights` (worker thread only), and with a LoRA run
+        each one's adapter name.
+
+        A LoRA run is one model: the base with every trained adapter, and the mixes asked for
+        added as adapters (the last `cache_size` used are kept), so rows of one batch can use
+        different preferences. Without LoRA, one merged model per preference (the last
+        `cache_size` used are kept), and `weights` must all be the same.
+        """
+        if self.cfg.train.lora:
+            return self._shared(), [self._adapter(w, keep=set(weights)) for w in weights]
         from paretohqd.policy.generate import load_for_generation, load_mixed
 
-        if weights in self._cache:
-            self._cache.move_to_end(weights)
-            return self._cache[weights]
+        (key,) = set(weights)
+        if key not in self._cache:
+            if key == BASE:
+                self._cache[key] = load_for_generation(self.cfg.policy, None, lora=False, dtype=self.dtype)
+            else:  # what paretohqd.load does with the choice, without reopening the run or the tokenizer
+                self._cache[key] = load_mixed(self.cfg.policy, [(Path(a), lam) for a, lam in key], lora=False,
+                                              dtype=self.dtype)
+        self._evict(keep={key})
+        return self._cache[key], None
+
+    def _shared(self):
+        from paretohqd.policy.generate import load_adapters
+
+        if self._model is None:
+            folders = dict.fromkeys(str(m.adapter) for m in self.finals)  # RiC: one folder for all
+            self._names = {folder: f"trained-{i}" for i, folder in enumerate(folders)}
+            self._model = load_adapters(self.cfg.policy, {n: f for f, n in self._names.items()}, dtype=self.dtype)
+        return self._model
+
+    def _adapter(self, weights: tuple | str, keep: set) -> str:
+        from paretohqd.policy.generate import add_mix
+
         if weights == BASE:
-            model = load_for_generation(self.cfg.policy, None, lora=self.cfg.train.lora, dtype=self.dtype)
-        else:  # what paretohqd.load does with the choice, without reopening the run or the tokenizer
-            model = load_mixed(self.cfg.policy, [(Path(a), lam) for a, lam in weights], lora=self.cfg.train.lora,
-                               dtype=self.dtype)
-        self._cache[weights] = model
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return model
+            return "__base__"  # PEFT's name for no adapter
+        if len(weights) == 1:
+            return self._names[weights[0][0]]
+        if weights not in self._cache:
+            name = f"mix-{next(self._mixes)}"
+            add_mix(self._model, [(self._names[a], lam) for a, lam in weights], name)
+            self._cache[weights] = name
+        self._evict(keep)
+        return self._cache[weights]
+
+    def _evict(self, keep: set) -> None:
+        """Forget the least recently used beyond `cache_size`, except those in `keep` (this batch)."""
+        for key in keep:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+        for key in [k for k in self._cache if k not in keep][:max(0, len(self._cache) - self.cache_size)]:
+            gone = self._cache.pop(key)
+            if self.cfg.train.lora:
+                self._model.delete_adapter(gone)
 
 
 class Batcher:
     """The queue, the dispatcher task and the one worker thread (see the module docstring)."""
 
-    def __init__(self, models: Models, *, window: float = 0.01):
+    def __init__(self, models: Models, *, window: float = 0.03):
         from paretohqd.policy.load import load_tokenizer
         from paretohqd.policy.prompts import resolve_format
 
@@ -201,7 +247,9 @@ class Batcher:
             groups: dict[tuple, list[Job]] = {}
             for job in jobs:
                 if not job.cancelled:
-                    groups.setdefault((job.weights, job.sampling, job.alone), []).append(job)
+                    # a LoRA run answers every preference with one model; otherwise one model each
+                    model = None if self.models.cfg.train.lora else job.weights
+                    groups.setdefault((model, job.sampling, job.alone), []).append(job)
             for group in groups.values():
                 try:
                     answers = await self.loop.run_in_executor(self.worker, self._generate, group)
@@ -225,7 +273,8 @@ class Batcher:
                         job.future.set_result(text)
 
     def _generate(self, group: list[Job]) -> list[str]:
-        """One `generate` call for a group of jobs with the same weights and sampling (worker thread)."""
+        """One `generate` call for a group of jobs with the same sampling (and, without LoRA, weights);
+        worker thread."""
         from paretohqd.policy.generate import generate
         from paretohqd.policy.prompts import stop_strings
 
@@ -233,12 +282,12 @@ class Batcher:
         cfg = self.models.cfg.generate.model_copy(update={
             "temperature": temperature, "top_p": top_p, "max_new_tokens": max_tokens, "stop": list(stops),
             "batch_size": min(len(group), MAX_BATCH)})
-        model = self.models.get(group[0].weights)
+        model, adapters = self.models.get([job.weights for job in group])
         stops_all = stop_strings(self.fmt, list(stops))
         self.batches.append(len(group))
         responses, _ = generate(model, self.tokenizer, [job.conversation for job in group], cfg,
                                 seed=secrets.randbelow(2**31) if seed is None else seed, fmt=self.fmt,
-                                on_tokens=self._on_tokens(group, model, stops_all), progress=False)
+                                on_tokens=self._on_tokens(group, model, stops_all), progress=False, adapters=adapters)
         for job in group:
             # a row that neither ended (EOS) nor met a stop string ran into max_tokens
             stopped = any(s in self.tokenizer.decode(job.ids, skip_special_tokens=True) for s in stops_all)
@@ -277,7 +326,7 @@ class Batcher:
 # The app -----------------------------------------------------------------------------------------
 
 
-def create_app(run: str | Path, *, api_key: str | None = None, cache_size: int = 4, window: float = 0.01,
+def create_app(run: str | Path, *, api_key: str | None = None, cache_size: int = 4, window: float = 0.03,
                dtype: str | None = None) -> FastAPI:
     """The FastAPI app serving `run` (a finished run folder).
 
@@ -432,11 +481,11 @@ def create_app(run: str | Path, *, api_key: str | None = None, cache_size: int =
 
 
 def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          cache_size: int = 4) -> None:
+          cache_size: int = 4, window: float = 0.03) -> None:
     """Serve `run` until interrupted (uvicorn)."""
     import uvicorn
 
-    app = create_app(run, api_key=api_key, cache_size=cache_size)
+    app = create_app(run, api_key=api_key, cache_size=cache_size, window=window)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

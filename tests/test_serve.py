@@ -109,18 +109,31 @@ def test_sampling_with_a_seed_repeats_and_settings_are_honoured(served):
 
 def test_eight_concurrent_requests_batch_and_answer_as_eight_sequential(served):
     client, _, app, _ = served
-    sequential = [chat(client, p).choices[0].message.content for p in PROMPTS]
+    names = ["pref-00", "pref-01", "pref-02", "w=0.25,0.75", "base", "pref-01", "pref-02", "w=0.25,0.75"]
+    sequential = [chat(client, p, m).choices[0].message.content for m, p in zip(names, PROMPTS)]
     batches = len(app.state.batcher.batches)
     start = threading.Barrier(len(PROMPTS))
 
-    def one(p):
+    def one(job):
         start.wait()
-        return chat(client, p).choices[0].message.content
+        return chat(client, job[1], job[0]).choices[0].message.content
 
     with ThreadPoolExecutor(len(PROMPTS)) as pool:
-        concurrent = list(pool.map(one, PROMPTS))
+        concurrent = list(pool.map(one, zip(names, PROMPTS)))
     assert concurrent == sequential
-    assert max(app.state.batcher.batches[batches:]) > 1  # some of them did share a generate batch
+    assert len(set(sequential)) > 4  # different models and prompts: not one answer for all
+    # requests for different preferences shared a generate batch (LoRA adapters per row)
+    assert max(app.state.batcher.batches[batches:]) > 2
+
+
+def test_mixes_beyond_the_cache_are_dropped_and_rebuilt_alike(served):
+    client, _, app, _ = served
+    first = chat(client, PROMPTS[3], "w=0.25,0.75").choices[0].message.content
+    for w in ("w=0.75,0.25", "w=0.1,0.9", "w=0.6,0.4"):  # the cache keeps 2 mixes
+        chat(client, PROMPTS[3], w)
+    model = app.state.models._model
+    assert sum(name.startswith("mix-") for name in model.peft_config) == 2
+    assert chat(client, PROMPTS[3], "w=0.25,0.75").choices[0].message.content == first
 
 
 def test_a_client_leaving_mid_stream_disturbs_no_one(served):
