@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2 as httpx  # the HTTP client the openai package itself uses
 import openai
 import pytest
+import torch
 from openai import OpenAI
 from test_use import make_run
 
@@ -217,3 +218,73 @@ def test_an_internal_failure_is_a_one_line_json_500(served, monkeypatch):
     assert body["message"] == "internal error: RuntimeError: weights went missing (a second line)"
     monkeypatch.undo()
     assert chat(client, "hi", "pref-02").choices[0].message.content is not None  # and the server goes on
+
+
+# Other kinds of run ------------------------------------------------------------------------------
+
+
+def full_run(root, policy: str) -> None:
+    """A finished run without LoRA: each preference a whole model (the tiny Llama, perturbed)."""
+    from transformers import AutoModelForCausalLM
+
+    from paretohqd.config import Config, dump_config
+    from paretohqd.io import write_json
+
+    make_run(root, policy, ["helpful", "harmless"], 3)  # the config and reward stand-ins
+    cfg = Config.model_validate({**yaml_config(root), "train": {"lora": False}})
+    (root / "config.yaml").write_text(dump_config(cfg))
+    for i in range(3):
+        out = root / "stage1" / f"pref-{i:02d}"
+        model = AutoModelForCausalLM.from_pretrained(policy)
+        torch.manual_seed(10 + i)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        for f in out.iterdir():  # the adapter make_run left
+            f.unlink()
+        model.save_pretrained(out)
+        write_json({"steps": 0}, out / "train.json")
+
+
+def yaml_config(root) -> dict:
+    import yaml
+
+    return yaml.safe_load((root / "config.yaml").read_text())
+
+
+def test_a_run_without_lora_serves_one_merged_model_per_preference(tmp_path, tiny_policy):
+    root = tmp_path / "full"
+    full_run(root, tiny_policy)
+    app = create_app(root, cache_size=2, window=0.2)
+    names = ["pref-01", "w=0.25,0.75", "pref-01", "w=0.25,0.75"]
+    with Running(app) as port:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
+        sequential = [chat(client, p, m) for m, p in zip(names, PROMPTS)]
+        assert sequential[1].model == "mix(pref-00:0.5,pref-01:0.5)"
+        answers = [c.choices[0].message.content for c in sequential]
+        assert answers[:2] == [expected(root, [0.5, 0.5], PROMPTS[:1])[0], expected(root, [0.25, 0.75], PROMPTS[1:2])[0]]
+        n = len(app.state.batcher.batches)
+        start = threading.Barrier(4)
+
+        def one(job):
+            start.wait()
+            return chat(client, job[1], job[0]).choices[0].message.content
+
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(one, zip(names, PROMPTS)))
+        assert together == answers
+        assert max(app.state.batcher.batches[n:]) == 2  # two requests of one model shared a batch, no more
+
+
+def test_a_ric_run_adds_each_preferences_tag(tmp_path, tiny_policy):
+    root = tmp_path / "ric"
+    make_run(root, tiny_policy, ["helpful", "harmless"], 3, method="ric")
+    with Running(create_app(root)) as port:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
+        got = chat(client, PROMPTS[0], "w=0.3,0.7")
+        assert got.model == "ric(0.3,0.7)"
+        assert got.choices[0].message.content == expected(root, [0.3, 0.7], PROMPTS[:1])[0]
+        trained = chat(client, PROMPTS[0], "pref-01")
+        assert trained.choices[0].message.content == expected(root, [0.5, 0.5], PROMPTS[:1])[0]
+        # the random model answers alike whatever the tag; the prompt shows it is there
+        assert trained.usage.prompt_tokens > chat(client, PROMPTS[0], "base").usage.prompt_tokens + 5
