@@ -176,12 +176,26 @@ def score(
 @user_errors
 def evaluate(
     run_dir: Path = typer.Argument(..., help="Run folder, e.g. runs/demo (its config.yaml is used)."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Evaluate on these prompts instead of the held-out "
+                                           "ones: .txt (one a line), .jsonl or .parquet with `prompt` or `messages`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="With --prompts: the folder for that evaluation "
+                                       "and its report (the run's own evaluate/ is left as it is)."),
     set_: list[str] = SetOpt,
 ) -> None:
-    """Answer held-out prompts with every preference model and the base model; score; write the report."""
-    from paretohqd.pipeline import evaluate_run
+    """Answer held-out prompts (or --prompts FILE) with every preference model and the base model;
+    score; write the report."""
+    from paretohqd.pipeline import evaluate_prompts, evaluate_run
 
-    evaluate_run(load_config(run_dir / "config.yaml", set_), run_dir)
+    cfg = load_config(run_dir / "config.yaml", set_)
+    if prompts is None and out is None:
+        evaluate_run(cfg, run_dir)
+        return
+    if prompts is None or out is None:
+        raise InputError("give --prompts FILE and --out DIR together (without both, the run's held-out prompts are used)")
+    from paretohqd.use import read_prompts
+
+    _, conversations = read_prompts(prompts)
+    evaluate_prompts(cfg, run_dir, conversations, prompts, out)
 
 
 @app.command("report")
