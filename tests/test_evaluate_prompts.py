@@ -48,7 +48,8 @@ def test_outside_prompts_get_their_own_evaluation_and_report(finished, tmp_path)
     # the run's box, so the numbers compare with its own report; its own evaluation untouched
     bounds = json.loads((out / "evaluate" / "bounds.json").read_text())
     assert bounds["lower"] == json.loads((run / "evaluate" / "bounds.json").read_text())["lower"]
-    assert (out / "report.md").exists() and (out / "front.png").exists()
+    assert f"2 prompts of {tmp_path / 'p.txt'}; checked disjoint" in (out / "report.md").read_text()
+    assert (out / "front.png").exists()
     assert (run / "evaluate" / "responses.parquet").read_bytes() == own
 
 
