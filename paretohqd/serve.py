@@ -49,6 +49,8 @@ BASE = "base"
 """The model name of the policy before training."""
 MAX_BATCH = 64
 """The most requests one generate batch holds (more queued together run as several)."""
+KEEP_BATCHES = 10_000
+"""Batch sizes remembered (`Batcher.batches`)."""
 
 
 class APIError(Exception):
@@ -112,9 +114,9 @@ class Job:
     """(temperature, top_p, max_tokens, stops, seed): jobs with equal weights and sampling share a batch."""
     future: asyncio.Future
     stream: asyncio.Queue | None = None
+    """Streamed text pieces (None: not streaming); the dispatcher ends them with None."""
     alone: int | None = None
     """Set (unique) for a job that must not share its batch."""
-    """Streamed text pieces (None: not streaming); the dispatcher ends them with None."""
     ids: list[int] = field(default_factory=list)
     """The tokens generated for it (EOS and padding left out)."""
     ended: bool = False
@@ -235,7 +237,7 @@ class Batcher:
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paretohqd-generate")
         self.loop: asyncio.AbstractEventLoop | None = None
         self.batches: list[int] = []
-        """The size of every batch generated (for tests and the benchmark)."""
+        """The sizes of the batches generated, the last `KEEP_BATCHES` (for tests and the benchmark)."""
 
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -285,6 +287,7 @@ class Batcher:
         model, adapters = self.models.get([job.weights for job in group])
         stops_all = stop_strings(self.fmt, list(stops))
         self.batches.append(len(group))
+        del self.batches[:-KEEP_BATCHES]
         responses, _ = generate(model, self.tokenizer, [job.conversation for job in group], cfg,
                                 seed=secrets.randbelow(2**31) if seed is None else seed, fmt=self.fmt,
                                 on_tokens=self._on_tokens(group, model, stops_all), progress=False, adapters=adapters)
@@ -485,7 +488,11 @@ def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key
     """Serve `run` until interrupted (uvicorn)."""
     import uvicorn
 
+    from paretohqd.progress import console
+
     app = create_app(run, api_key=api_key, cache_size=cache_size, window=window)
+    if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        console.print(f"[yellow]warning: serving on {host} without --api-key: anyone who reaches this port can use it[/]")
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
