@@ -12,9 +12,9 @@ its own adapter (PEFT's mixed-adapter batches, as vLLM serves LoRA adapters). Wi
 preference is its own merged model (the last `cache_size` used are kept) and batches are per model.
 
 Batching: every request becomes a job on an asyncio queue. One dispatcher task takes the first
-job, waits `window` seconds for the requests sent with it, takes everything queued, groups the
-jobs by sampling settings (and, without LoRA, by model), and hands each group to one worker
-thread as one `generate` call. The event loop only awaits that thread, so it keeps taking
+job, waits `window` seconds for the requests sent with it (again while more keep arriving, up to
+four windows), takes everything queued, groups the jobs by sampling settings (and, without LoRA,
+by model), and hands each group to one worker thread as one `generate` call. The event loop only awaits that thread, so it keeps taking
 requests while the worker generates; they queue and form the next batch.
 """
 
@@ -243,9 +243,17 @@ class Batcher:
         self.loop = asyncio.get_running_loop()
         while True:
             jobs = [await self.queue.get()]
-            await asyncio.sleep(self.window)  # let the requests sent together arrive
-            while not self.queue.empty():
-                jobs.append(self.queue.get_nowait())
+            # let the requests sent together arrive: wait while they keep coming, up to 4 windows
+            # (a lone request waits one)
+            deadline = self.loop.time() + 4 * self.window
+            while True:
+                await asyncio.sleep(self.window)
+                arrived = 0
+                while not self.queue.empty():
+                    jobs.append(self.queue.get_nowait())
+                    arrived += 1
+                if not arrived or self.loop.time() >= deadline:
+                    break
             groups: dict[tuple, list[Job]] = {}
             for job in jobs:
                 if not job.cancelled:
