@@ -176,12 +176,26 @@ def score(
 @user_errors
 def evaluate(
     run_dir: Path = typer.Argument(..., help="Run folder, e.g. runs/demo (its config.yaml is used)."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Evaluate on these prompts instead of the held-out "
+                                           "ones: .txt (one a line), .jsonl or .parquet with `prompt` or `messages`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="With --prompts: the folder for that evaluation "
+                                       "and its report (the run's own evaluate/ is left as it is)."),
     set_: list[str] = SetOpt,
 ) -> None:
-    """Answer held-out prompts with every preference model and the base model; score; write the report."""
-    from paretohqd.pipeline import evaluate_run
+    """Answer held-out prompts (or --prompts FILE) with every preference model and the base model;
+    score; write the report."""
+    from paretohqd.pipeline import evaluate_prompts, evaluate_run
 
-    evaluate_run(load_config(run_dir / "config.yaml", set_), run_dir)
+    cfg = load_config(run_dir / "config.yaml", set_)
+    if prompts is None and out is None:
+        evaluate_run(cfg, run_dir)
+        return
+    if prompts is None or out is None:
+        raise InputError("give --prompts FILE and --out DIR together (without both, the run's held-out prompts are used)")
+    from paretohqd.use import read_prompts
+
+    _, conversations = read_prompts(prompts)
+    evaluate_prompts(cfg, run_dir, conversations, prompts, out)
 
 
 @app.command("report")
@@ -252,3 +266,23 @@ def export(
 
     folder = export_run(run_dir, out, merged=merged, weights=list(weights))
     console.print(f"wrote {folder}: README.md, export.json, lora-modules.json, vllm-serve.sh")
+
+
+@app.command("serve")
+@user_errors
+def serve(
+    run_dir: Path = typer.Argument(..., help="A trained run folder, e.g. runs/demo."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default answers this machine only."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="PARETOHQD_API_KEY",
+                                          help="Require 'Authorization: Bearer KEY' on every request."),
+    cache: int = typer.Option(4, "--cache", min=1, help="Mixed preferences (w=...) kept loaded; without LoRA, "
+                              "models kept loaded (least recently used go)."),
+    window: float = typer.Option(0.03, "--batch-window", min=0, help="Seconds a first request waits for others "
+                                 "to share its generate batch."),
+) -> None:
+    """Serve a trained run's models with an OpenAI-compatible API (/v1/models, /v1/chat/completions):
+    pref-XX, base, or any preference as model "w=0.3,0.7"."""
+    from paretohqd.serve import serve as run_server
+
+    run_server(run_dir, host=host, port=port, api_key=api_key, cache_size=cache, window=window)

@@ -15,7 +15,7 @@ from paretohqd.config import Config, ConfigError
 from paretohqd.data.prepare import prepare, split_heldout, split_prompts
 from paretohqd.devices import device_name, init_processes
 from paretohqd.evaluate.answer import evaluate
-from paretohqd.io import InputError, read_table, write_parquet
+from paretohqd.io import InputError, read_table, write_parquet, write_text
 from paretohqd.policy.load import load_tokenizer, resolve_policy
 from paretohqd.policy.sft import check_report_to
 from paretohqd.progress import console
@@ -79,6 +79,40 @@ def evaluate_run(cfg: Config, root: str | Path) -> Path:
     _join_processes()
     r = RunFolder(methods.configure(cfg), root)
     return _evaluate_and_report(r, load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code))
+
+
+def evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[dict]], source: str | Path,
+                     out: str | Path) -> Path:
+    """`paretohqd evaluate RUN --prompts FILE --out DIR`: the run's evaluation and report on other
+    prompts than its held-out ones, written to DIR (RUN's own evaluate/ is left as it is).
+
+    The prompts are checked disjoint from the run's training and stage-2 prompts by hash, as the
+    held-out ones are; the hypervolume box is the run's, so the numbers compare with its report.
+    DIR gets evaluate/ (resumable, as RUN/evaluate), a copy of RUN's manifest (the report's
+    compute) and report.json / report.md / front.png.
+
+    Returns:
+        The path of DIR/report.json.
+
+    Raises:
+        InputError: a prompt the run trained on, an unfinished run, or DIR inside RUN.
+    """
+    from paretohqd.evaluate.answer import conversation_prompts
+
+    _join_processes()
+    root, out = Path(root), Path(out)
+    if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
+        raise InputError(f"--out {out}: inside the run folder {root}; give a folder of its own")
+    r = RunFolder(methods.configure(cfg), root)
+    method = methods.module(r.cfg)
+    tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
+    evaluate(r, tokenizer, method.final_models(r), method.describe(r.cfg), prompts=conversation_prompts(conversations),
+             folder=out / "evaluate", source=str(source))
+    if not r.state.is_main_process:
+        return out / "report.json"
+    if (root / "manifest.json").exists():
+        write_text((root / "manifest.json").read_text(), out / "manifest.json")
+    return write_report([out], out)
 
 
 def _join_processes() -> None:

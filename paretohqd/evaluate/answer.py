@@ -29,13 +29,15 @@ from paretohqd.evaluate.collapse import collapse_reasons
 from paretohqd.evaluate.front import run_bounds, zscore_stats
 from paretohqd.io import InputError, read_table, write_json, write_parquet
 from paretohqd.policy.generate import answer
-from paretohqd.policy.prompts import resolve_format, with_tag
+from paretohqd.policy.prompts import hh_text, resolve_format, with_tag
 from paretohqd.progress import console
 from paretohqd.rewards.score import write_scores
 from paretohqd.runfolder import FinalModel, RunFolder
 
 BASE = "base"
 """Model name of the untuned policy's reference row."""
+ANSWER_STARTS = "\n\nAssistant:"
+"""Where `hh_text` ends a transcript and the training data's prompt text does not."""
 
 
 # Prompts -----------------------------------------------------------------------------------------
@@ -64,8 +66,9 @@ def training_prompt_files(root: Path) -> list[Path]:
     return [root / "data" / "train.parquet", *sorted((root / "stage2").glob("generated-*.parquet"))]
 
 
-def check_disjoint(root: Path, heldout: pd.DataFrame) -> dict:
-    """Check by prompt hash that no held-out prompt was used in training or stage-2 generation.
+def check_disjoint(root: Path, heldout: pd.DataFrame, source: str | None = None) -> dict:
+    """Check by prompt hash that no held-out prompt (or prompt of the file `source`) was used in
+    training or stage-2 generation.
 
     Returns:
         The check: held-out count, distinct prompts per file checked, and the overlap (0).
@@ -85,12 +88,28 @@ def check_disjoint(root: Path, heldout: pd.DataFrame) -> dict:
     if overlap:
         pid, where = sorted(overlap.items())[0]
         text = heldout.loc[heldout["prompt_id"] == pid, "prompt"].iloc[0]
+        what, fix = (("held-out prompts", "The run's data split is broken: start a new run (--set name=NEW)")
+                     if source is None else (f"prompts of {source}", f"Remove them from {source}"))
         raise InputError(
-            f"{len(overlap)} of the {len(held)} held-out prompts were also used in training "
+            f"{len(overlap)} of the {len(held)} {what} were also used in training "
             f"(e.g. prompt_id {pid} in {where}: {text[-80:]!r}); scores on them would flatter every "
-            f"model. The run's data split is broken: start a new run (--set name=NEW)")
+            f"model. {fix}")
     return {"heldout_prompts": len(held), "training_prompts": files, "overlap": 0,
-            "hash": "prompt_id = sha256(prompt text)[:16]"}
+            "hash": "prompt_id = sha256(prompt text)[:16]", **({"prompts_file": source} if source else {})}
+
+
+def conversation_prompts(conversations: list[list[dict]]) -> pd.DataFrame:
+    """Conversations from outside the run as evaluation prompts (prompt_id, prompt, messages),
+    duplicates dropped. The prompt text is the HH transcript the training data stores
+    (`\\n\\nHuman: ...`, no trailing Assistant turn), so the same question hashes alike.
+
+    Examples:
+        >>> conversation_prompts([[{"role": "user", "content": "Hi"}]])["prompt"].tolist()
+        ['\\n\\nHuman: Hi']
+    """
+    texts = [hh_text(c)[:-len(ANSWER_STARTS)] for c in conversations]
+    df = pd.DataFrame({"prompt_id": [prompt_id(t) for t in texts], "prompt": texts, "messages": conversations})
+    return df.drop_duplicates("prompt_id").reset_index(drop=True)
 
 
 # Bounds ------------------------------------------------------------------------------------------
@@ -175,7 +194,8 @@ def protocol(r: RunFolder, tokenizer) -> dict:
 # The step ----------------------------------------------------------------------------------------
 
 
-def evaluate(r: RunFolder, tokenizer, finals: list[FinalModel], description: str) -> Path:
+def evaluate(r: RunFolder, tokenizer, finals: list[FinalModel], description: str, *,
+             prompts: pd.DataFrame | None = None, folder: Path | None = None, source: str | None = None) -> Path:
     """Answer, score and check the held-out prompts with the base model and every final model
     (resumable: a model whose answers are on disk is not asked again).
 
@@ -184,6 +204,9 @@ def evaluate(r: RunFolder, tokenizer, finals: list[FinalModel], description: str
         tokenizer: the policy's tokenizer.
         finals: the method's final models, one per preference.
         description: one line naming the method, for the report.
+        prompts: other prompts than the held-out ones (`conversation_prompts`), from the file `source`.
+        folder: where the evaluation files go; default RUN/evaluate. Elsewhere, its bounds.json is
+            the run's (the same hypervolume box) with the scored data named by absolute path.
 
     Returns:
         The path of `evaluate/responses.parquet`.
@@ -191,17 +214,21 @@ def evaluate(r: RunFolder, tokenizer, finals: list[FinalModel], description: str
     Raises:
         InputError: missing run files, overlapping prompts, or unfinished models (see helpers).
     """
-    cfg, folder, names = r.cfg, r.path("evaluate"), r.objectives
-    prompts = heldout_prompts(r.root, cfg.evaluate.prompts)
+    cfg, names = r.cfg, r.objectives
+    folder = Path(folder) if folder is not None else r.path("evaluate")
+    if prompts is None:
+        prompts = heldout_prompts(r.root, cfg.evaluate.prompts)
     # checked on every call, also when resuming: it is cheap and it is the claim the report makes
-    write_json(check_disjoint(r.root, prompts), folder / "disjoint.json")
-    hypervolume_box(r.root, names)
+    write_json(check_disjoint(r.root, prompts, source), folder / "disjoint.json")
+    box = hypervolume_box(r.root, names)
+    if folder != r.path("evaluate"):
+        write_json({**box, "source": str((r.root / box["source"]).resolve())}, folder / "bounds.json")
     specs = model_specs(r, finals)
     write_json({"method": cfg.name, "variant": cfg.method, "description": description, "objectives": names,
                 "tags": [s["tag"] for s in specs[1:]],
                 "preferences": [s["weights"] for s in specs[1:]], "seed": cfg.seed,
                 "bootstrap": cfg.evaluate.bootstrap, "samples": cfg.evaluate.samples,
-                "prompts": len(prompts), "policy": cfg.policy.model,
+                "prompts": len(prompts), **({"prompts_file": source} if source else {}), "policy": cfg.policy.model,
                 "generate": cfg.generate.model_dump(mode="json"), "protocol": protocol(r, tokenizer)},
                folder / "meta.json")
     out = folder / "responses.parquet"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -70,6 +71,31 @@ def load_mixed(policy: PolicyConfig, parts: list[tuple[Path, float]], *, lora: b
     return _for_generation(model, policy, dtype)
 
 
+def load_adapters(policy: PolicyConfig, adapters: dict[str, str | Path], *, dtype: str = "auto"):
+    """The base policy with every adapter of `adapters` (name -> folder) loaded unmerged, cast as
+    `load_for_generation`: one model that answers a batch whose rows use different adapters
+    (`generate(adapters=...)`, PEFT's mixed-adapter batches; `__base__` is the base model).
+    `add_mix` adds exact mixes of them."""
+    from peft import PeftModel
+
+    base = load_policy(policy.model, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code)
+    (first, folder), *rest = adapters.items()
+    model = PeftModel.from_pretrained(base, str(folder), adapter_name=first)
+    for name, folder in rest:
+        model.load_adapter(str(folder), adapter_name=name)
+    return _for_generation(model, policy, dtype)
+
+
+def add_mix(model, parts: list[tuple[str, float]], name: str) -> None:
+    """Add adapter `name` to a `load_adapters` model: sum_i lambda_i dW_i of the named adapters,
+    exactly (PEFT's `cat` combination, as `load_mixed`), in the model's dtype."""
+    model.add_weighted_adapter([a for a, _ in parts], [float(lam) for _, lam in parts], name, combination_type="cat")
+    dtype = next(p.dtype for n, p in model.named_parameters() if ".lora_A." in n)
+    for n, p in model.named_parameters():
+        if f".{name}." in n:
+            p.data = p.data.to(dtype)
+
+
 def _for_generation(model, policy: PolicyConfig, dtype: str):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
@@ -86,9 +112,19 @@ def generate(
     seed: int,
     fmt: str = "chat",
     label: str = "generating",
+    on_tokens: Callable[[list[int], list[int]], None] | None = None,
+    progress: bool = True,
+    adapters: list[str] | None = None,
 ) -> tuple[list[str], dict]:
     """One sampled response per conversation, in input order, prompted in format `fmt`
     (`prompts.prompt_text`). Sampling stops at EOS and at the stop strings, which are cut off.
+
+    Args:
+        on_tokens: called after every decoding step with the batch's conversation indices and
+            each one's new token id (the pad token once it has finished): how `paretohqd serve`
+            streams answers while a batch is still generating.
+        progress: show the progress bar (a server prints none per request).
+        adapters: per conversation, the adapter of a `load_adapters` model that answers it.
 
     Returns the responses and stats (seconds, new tokens per second).
     """
@@ -107,15 +143,18 @@ def generate(
     eos = model.generation_config.eos_token_id
     eos = [*(eos if isinstance(eos, list) else [eos] if eos is not None else []), tokenizer.eos_token_id]
     try:
-        with progress_bar(unit="prompts") as bar, torch.inference_mode():
+        with progress_bar(unit="prompts", enabled=progress) as bar, torch.inference_mode():
             task = bar.add_task(label, total=len(order))
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
                 texts = [prompt_text(tokenizer, conversations[i], fmt) for i in idx]
                 # a chat template writes its own special tokens; raw HH text gets the tokenizer's (BOS)
                 enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=fmt == "hh").to(model.device)
+                extra = {"streamer": _Steps(idx, on_tokens)} if on_tokens is not None else {}
+                if adapters is not None:
+                    extra["adapter_names"] = [adapters[i] for i in idx]  # PEFT: one adapter per row
                 ids = model.generate(**enc, max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=list(dict.fromkeys(eos)), **sampling)[:, enc["input_ids"].shape[1]:]  # (B, new)
+                                     eos_token_id=list(dict.fromkeys(eos)), **sampling, **extra)[:, enc["input_ids"].shape[1]:]  # (B, new)
                 n_new += int((ids != tokenizer.pad_token_id).sum())
                 for i, row in zip(idx, tokenizer.batch_decode(ids, skip_special_tokens=True)):
                     out[i] = cut_at_stop(row, stops)
@@ -124,6 +163,23 @@ def generate(
         tokenizer.padding_side = pad_side
     seconds = time.perf_counter() - t0
     return out, {"seconds": seconds, "new_tokens": n_new, "tokens_per_s": n_new / seconds if seconds else 0.0}
+
+
+class _Steps:
+    """A transformers streamer (`put` / `end`) that hands each step's new tokens to `on_tokens`;
+    the first `put` is the prompt, which it skips."""
+
+    def __init__(self, idx: list[int], on_tokens: Callable[[list[int], list[int]], None]):
+        self.idx, self.on_tokens, self.prompt_seen = idx, on_tokens, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.on_tokens(self.idx, value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        pass
 
 
 def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: str | Path | None, *, seed: int,

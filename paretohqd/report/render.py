@@ -206,7 +206,8 @@ def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
     for m in report["methods"]:
         d = m["disjointness"]
         files = ", ".join(f"{f} ({n:,} prompts)" for f, n in d["training_prompts"].items())
-        lines += [f"- **{m['method']}**: {m['prompts']} held-out prompts; checked disjoint by prompt hash from "
+        what = f"prompts of {d['prompts_file']}" if d.get("prompts_file") else "held-out prompts"
+        lines += [f"- **{m['method']}**: {m['prompts']} {what}; checked disjoint by prompt hash from "
                   f"{files}: {d['overlap']} overlap. Bootstrap: {m['bootstrap']['resamples']} resamples, "
                   f"seed {m['bootstrap']['seed']}, {m['bootstrap']['level']:.0%} percentile intervals."]
         if m.get("protocol"):
