@@ -48,9 +48,10 @@ def test_split(tmp_path_factory, hh_dir):
 
 def _args(config, tmp_path, base_policy, small_hh, test_split, extra=()):
     cfg = load_config(config)
+    # rewards.dir: the session's heads, trained on the same rows by test_pipeline / test_compare too
     sets = [f"runs_dir={tmp_path / 'runs'}", f"policy.model={base_policy}", f"data.sources=[{small_hh}]",
             f"evaluate.sources=[{test_split}]", "rewards.device=cpu",
-            f"rewards.dir={tmp_path.parent / 'paper-rewards'}", "rewards.epochs=3",
+            f"rewards.dir={tmp_path.parent / 'rewards'}", "rewards.epochs=3",
             "rewards.humor_positives=40", "rewards.humor_negatives=40",
             # budgets only
             "select.k=2", "train.steps=1", "stage2.steps=1", "stage2.prompts=4", "evaluate.prompts=3",
