@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from paretohqd.data.hh_rlhf import last_turn
+from paretohqd.progress import console as default_console
 
 
 def box_line(report: dict) -> str:
@@ -240,7 +241,7 @@ def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
 
 def print_tables(report: dict, console: Console | None = None) -> None:
     """The main table and the per-preference table, on the terminal."""
-    console = console or Console()
+    console = console or default_console
     table = Table(title="ParetoHqD evaluation", caption=box_line(report), caption_justify="left")
     for col in MAIN_HEADER:
         table.add_column(col, justify="left" if col in ("method", "what") else "right")

@@ -15,6 +15,7 @@ import pandas as pd
 from rich.console import Console
 
 from paretohqd.io import InputError, read_table, write_json, write_text
+from paretohqd.progress import console as default_console
 from paretohqd.report.html import write_html
 from paretohqd.report.plot import plot_fronts
 from paretohqd.report.render import print_tables, report_md
@@ -89,7 +90,7 @@ def write_report(roots: list[str | Path], out: str | Path | None = None, *, cons
         written.append(write_html(report, runs, scores, out / "report.html", title=_html_title(runs)))
     path = write_json(report, out / "report.json")
     print_tables(report, console)
-    (console or Console()).print(f"report: {path}, " + ", ".join(str(p) for p in written))
+    (console or default_console).print(f"report: {path}, " + ", ".join(str(p) for p in written))
     return path
 
 
