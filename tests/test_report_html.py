@@ -8,7 +8,6 @@ docs/report-html.png).
 import base64
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -9,7 +9,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from paretohqd import rewards
 from paretohqd.cli import app
 from paretohqd.config import ConfigError, RewardsConfig
 from paretohqd.rewards import PRESETS, Preset, load_reward_model, load_reward_models
