@@ -180,6 +180,9 @@ def evaluate(
                                            "ones: .txt (one a line), .jsonl or .parquet with `prompt` or `messages`."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="With --prompts: the folder for that evaluation "
                                        "and its report (the run's own evaluate/ is left as it is)."),
+    interpolation: bool = typer.Option(False, "--interpolation", help="Also leave each surrounded preference out, "
+                                       "rebuild it from its neighbours' models and compare it with the trained one "
+                                       "on the held-out prompts (the report's 'Interpolation quality')."),
     set_: list[str] = SetOpt,
 ) -> None:
     """Answer held-out prompts (or --prompts FILE) with every preference model and the base model;
@@ -187,8 +190,16 @@ def evaluate(
     from paretohqd.pipeline import evaluate_prompts, evaluate_run
 
     cfg = load_config(run_dir / "config.yaml", set_)
+    if interpolation and (prompts is not None or out is not None):
+        raise InputError("--interpolation compares on the run's held-out prompts; give it without --prompts/--out")
     if prompts is None and out is None:
-        evaluate_run(cfg, run_dir)
+        evaluate_run(cfg, run_dir)  # resumes: models already answered are skipped
+        if interpolation:
+            from paretohqd.report.run import write_report
+            from paretohqd.use import interpolation_quality
+
+            interpolation_quality(run_dir)
+            write_report([run_dir], html=cfg.evaluate.html)  # the report again, now with its interpolation table
         return
     if prompts is None or out is None:
         raise InputError("give --prompts FILE and --out DIR together (without both, the run's held-out prompts are used)")
