@@ -114,3 +114,10 @@ def bag_of_words(monkeypatch):
     monkeypatch.setattr(minilm, "Encoder", BagOfWords)
     monkeypatch.setattr(labels, "Encoder", BagOfWords)
     return BagOfWords
+
+
+@pytest.fixture(scope="session")
+def minilm_rewards_dir(tmp_path_factory):
+    """A rewards.dir the slow tests on the real MiniLM share, so a text they both read (the first 300
+    HH answers) is embedded once a session."""
+    return tmp_path_factory.mktemp("minilm-rewards")

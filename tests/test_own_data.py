@@ -41,10 +41,11 @@ def test_own_parquet_with_label_columns_runs_end_to_end(tmp_path, hh_dir, tiny_p
     """With the bag-of-words stand-in for MiniLM (fast), and with MiniLM itself (slow)."""
     if encoder == "bag-of-words":
         request.getfixturevalue("bag_of_words")
+    rewards_dir = tmp_path / "rewards" if encoder == "bag-of-words" else request.getfixturevalue("minilm_rewards_dir")
     monkeypatch.chdir(tmp_path)
     _table(hh_dir, "mine.parquet")
     (tmp_path / "mine.yaml").write_text(CONFIG)
-    sets = [f"runs_dir={tmp_path / 'runs'}", f"rewards.dir={tmp_path / 'rewards'}", f"policy.model={tiny_policy}",
+    sets = [f"runs_dir={tmp_path / 'runs'}", f"rewards.dir={rewards_dir}", f"policy.model={tiny_policy}",
             "select.k=4", "train.steps=2", "train.warmup_steps=0", "stage2.prompts=4", "stage2.steps=1",
             "evaluate.prompts=3", "evaluate.html=false", "generate.max_new_tokens=8", "generate.batch_size=4"]
     set_args = [x for s in sets for x in ("--set", s)]
