@@ -196,6 +196,7 @@ def test_pku_saferlhf_reader(tmp_path):
     ({"better_response_id": 2}, r"field 'better_response_id' must lie in \[0, 1\], got 2"),
     ({"safer_response_id": None}, r"missing field 'safer_response_id'"),
     ({"is_response_1_safe": "yes"}, r"field 'is_response_1_safe' must be true/false, got 'yes'"),
+    ({"is_response_0_safe": None}, r"missing field 'is_response_0_safe'"),
     ({"response_1": None}, r"missing field 'response_1'"),
     ({"prompt": 5}, r"field 'prompt' must be text, got int"),
 ])
@@ -272,6 +273,9 @@ def test_ultrafeedback_reader(tmp_path):
      r"uf\.jsonl:2: completions\[0\]\.annotations\.instruction_following\.Rating: expected 1-5 or \"N/A\", got '7'"),
     ({"completions": [{**_completion(HI, ["5"] * 4), "response": None}]}, r"uf\.jsonl:2: completions\[0\]: missing field 'response'"),
     ({"completions": [{"response": HI}]}, r"uf\.jsonl:2: completions\[0\]: missing field 'annotations'"),
+    ({"completions": ["Llamas hum."]}, r"uf\.jsonl:2: completions\[0\]: expected an object with response and annotations"),
+    ({"completions": [{**_completion(HI, ["5"] * 4), "overall_score": "high"}]},
+     r"uf\.jsonl:2: completions\[0\]: field 'overall_score' must be a number, got 'high'"),
     ({"instruction": None}, r"uf\.jsonl:2: missing field 'instruction'"),
 ])
 def test_ultrafeedback_bad_rows(tmp_path, change, match):
