@@ -42,8 +42,9 @@ def make_config(tmp_path, policy: str, **over) -> Config:
     return Config(rewards={"models": models}, **kw)
 
 
-def fake_score(cfg, df, out):
-    """Deterministic stand-in for the reward models: helpful = words, harmless = -characters / 10."""
+def fake_score(cfg, df, out, **_):
+    """Deterministic stand-in for the reward models (any `write_scores` options ignored): helpful = words,
+    harmless = -characters / 10."""
     write_parquet(df.assign(helpful=df["response"].str.split().str.len().astype(float),
                             harmless=-df["response"].str.len() / 10), out)
 

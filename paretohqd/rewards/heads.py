@@ -20,7 +20,7 @@ import torch
 
 from paretohqd.config import DataConfig, RewardsConfig
 from paretohqd.io import InputError, write_json
-from paretohqd.rewards import OFFLINE, head_marker
+from paretohqd.rewards.base import OFFLINE, head_marker  # not the package: it loads rewards.labels, which imports this
 from paretohqd.data.hh_rlhf import last_turn
 from paretohqd.rewards.minilm import ENCODER, Encoder, RewardHead, bt_loss, features, save_head
 
@@ -186,9 +186,13 @@ def _check_names(names: Sequence[str]) -> None:
 
 
 def train_heads(cfg: RewardsConfig, names: Sequence[str] = OFFLINE, *, sources: Sequence[str] | None = None) -> dict[str, dict]:
-    """Train (or retrain) the named heads; write `<cfg.dir>/metrics.json`; return metrics by name."""
+    """Train (or retrain) the named heads on the HH entries of `sources` (the offline HH data when
+    there are none, e.g. a run on other data scored by these heads); write `<cfg.dir>/metrics.json`;
+    return metrics by name."""
+    from paretohqd.data.sources import hh_paths
+
     _check_names(names)
-    sources = DataConfig().sources if sources is None else sources
+    sources = hh_paths(DataConfig().sources if sources is None else sources)
     encoder = Encoder(device=cfg.device, dtype=cfg.dtype, max_length=cfg.max_length, store=Path(cfg.dir) / "embeddings")
     results = {name: train_head(name, cfg, sources, encoder) for name in names}
     metrics_path = Path(cfg.dir) / "metrics.json"
