@@ -16,7 +16,8 @@ from paretohqd.data.prepare import prepare, split_heldout, split_prompts
 from paretohqd.devices import device_name, init_processes
 from paretohqd.evaluate.answer import evaluate
 from paretohqd.io import InputError, read_table, write_parquet, write_text
-from paretohqd.policy.load import load_tokenizer, resolve_policy
+from paretohqd.lock import hold
+from paretohqd.policy.load import has_weights, load_tokenizer, resolve_policy
 from paretohqd.policy.sft import check_report_to
 from paretohqd.progress import console
 from paretohqd.report import write_report
@@ -29,13 +30,21 @@ from paretohqd.runfolder import RunFolder
 def run(cfg: Config) -> Path:
     """Run (or resume) every step of `cfg.method`; returns the run folder.
 
+    The run folder is locked first (`lock.hold`): a second process on it is refused at once.
     Under `torchrun` / `accelerate launch` every process calls this: they form one group
-    (`devices.init_processes`), train together, and the main process alone does the rest.
+    (`devices.init_processes`), train together, and the main process alone does the rest (and
+    holds the lock for all).
 
     Raises:
+        BusyError: another process is writing the run folder.
         ConfigError: whatever `preflight` finds, or a config that differs from the run folder's.
         LaunchError: several processes were launched but could not form a group.
     """
+    with hold(Path(cfg.runs_dir) / cfg.name):
+        return _run(cfg)
+
+
+def _run(cfg: Config) -> Path:
     _join_processes()
     cfg, tokenizer = preflight(cfg)
     r = RunFolder(cfg)
@@ -71,6 +80,16 @@ def run(cfg: Config) -> Path:
 
 
 def evaluate_run(cfg: Config, root: str | Path) -> Path:
+    """`_evaluate_run` with the run folder locked (`lock.hold`).
+
+    Raises:
+        BusyError: another process is writing the run folder.
+    """
+    with hold(root):
+        return _evaluate_run(cfg, root)
+
+
+def _evaluate_run(cfg: Config, root: str | Path) -> Path:
     """`paretohqd evaluate RUN`: evaluate a trained run (timed into its manifest), write the report.
 
     Returns:
@@ -83,6 +102,17 @@ def evaluate_run(cfg: Config, root: str | Path) -> Path:
 
 def evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[dict]], source: str | Path,
                      out: str | Path) -> Path:
+    """`_evaluate_prompts` with the run folder and DIR locked (`lock.hold`).
+
+    Raises:
+        BusyError: another process is writing either.
+    """
+    with hold(root), hold(out):
+        return _evaluate_prompts(cfg, root, conversations, source, out)
+
+
+def _evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[dict]], source: str | Path,
+                      out: str | Path) -> Path:
     """`paretohqd evaluate RUN --prompts FILE --out DIR`: the run's evaluation and report on other
     prompts than its held-out ones, written to DIR (RUN's own evaluate/ is left as it is).
 
@@ -177,7 +207,11 @@ def preflight(cfg: Config) -> tuple[Config, object]:
     if n_processes > 1 and not methods.several_processes(cfg):
         problems.append(f"method: {cfg.method!r} trains with GRPO, which runs on one process here; "
                         "launch it without torchrun / accelerate launch")
-    differs = config_differences(cfg, Path(cfg.runs_dir) / cfg.name)
+    try:
+        differs = config_differences(cfg, Path(cfg.runs_dir) / cfg.name)
+    except ConfigError as e:
+        differs = []
+        problems.append(f"name: {e}")
     if differs:
         problems.append(f"name: {Path(cfg.runs_dir) / cfg.name} was made with another config (differs in: "
                         f"{', '.join(differs)}); resume with the same config, or start a new run with --set name=NEW")
@@ -186,7 +220,7 @@ def preflight(cfg: Config) -> tuple[Config, object]:
     for objective, name in cfg.rewards.models.items():
         try:
             kind, source = locate(name, cfg.rewards)
-        except ConfigError as e:
+        except (ConfigError, OSError, ValueError) as e:  # (OSError: a name no file system takes)
             problems.append(f"rewards.models.{objective}: {e}")
             continue
         if kind == "hub":
@@ -197,24 +231,30 @@ def preflight(cfg: Config) -> tuple[Config, object]:
     for key, source in data_sources:
         if source == HUB_ID and not Path(source).exists():
             hub[f"{key} {source}"] = (source, "dataset")
-        elif not Path(source).expanduser().exists():
+        elif not _exists(source):
             problems.append(f"{key}: {source}: no such file or folder (and not the hub id {HUB_ID!r})")
 
     def ask_hub(repo: str, repo_type: str) -> str | None:
+        try:
+            return _ask_hub(repo, repo_type)
+        except Exception as e:  # offline, gated, a typo, an id the hub cannot take: all end the same way
+            return str(e).strip().splitlines()[0][:160] or type(e).__name__
+
+    def _ask_hub(repo: str, repo_type: str) -> str | None:
         from huggingface_hub import HfApi, constants, try_to_load_from_cache
 
         if constants.HF_HUB_OFFLINE:  # offline by choice: what counts is the local cache
             if repo_type == "dataset" or isinstance(try_to_load_from_cache(repo, "config.json"), str):
                 return None  # (`datasets` checks its own cache when it loads)
             return "HF_HUB_OFFLINE is set and it is not in the local cache"
-        try:
-            HfApi().repo_info(repo, repo_type=repo_type)
-            return None
-        except Exception as e:  # offline, gated, a typo: all end the same way for the user
-            return str(e).strip().splitlines()[0][:160]
+        HfApi().repo_info(repo, repo_type=repo_type)
+        return None
 
-    if resolve_policy(cfg.policy.model) == cfg.policy.model and not Path(cfg.policy.model).expanduser().exists():
+    if resolve_policy(cfg.policy.model) == cfg.policy.model and not _exists(cfg.policy.model):
         hub["policy.model"] = (cfg.policy.model, "model")  # a hub id: asked first, with the others
+    elif _exists(cfg.policy.model) and not has_weights(Path(cfg.policy.model).expanduser()):
+        problems.append(f"policy.model: {cfg.policy.model} holds no model weights (*.safetensors or *.bin); "
+                        "give the folder a saved model (save_pretrained) or a hub id")
     hf_logging.set_verbosity_error()  # one line per problem below, not huggingface_hub's retry chatter
     with ThreadPoolExecutor(max_workers=len(hub) or 1) as pool:
         answers = {key: pool.submit(ask_hub, *repo) for key, repo in hub.items()}
@@ -228,9 +268,8 @@ def preflight(cfg: Config) -> tuple[Config, object]:
     if not any(p.startswith("policy.model:") for p in problems):
         try:
             tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
-        except (OSError, ValueError) as e:
-            problems.append(f"policy.model: cannot load the tokenizer of {cfg.policy.model!r}: "
-                            f"{str(e).strip().splitlines()[0][:160]}")
+        except (OSError, ValueError) as e:  # (load_tokenizer names the model)
+            problems.append(f"policy.model: {str(e).strip().splitlines()[0][:240]}")
     if tokenizer is not None:
         try:
             fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
@@ -248,3 +287,12 @@ def preflight(cfg: Config) -> tuple[Config, object]:
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) found before the run:\n  - " + "\n  - ".join(problems))
     return cfg, tokenizer
+
+
+def _exists(path: str) -> bool:
+    """Whether a config's path names something, False for names no file system takes (too long,
+    `~nobody/x`): those are reported as missing, not as a traceback."""
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError, RuntimeError):
+        return False

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from paretohqd.config import ConfigError
-from paretohqd.rewards.base import (OFFLINE, PRESETS, Format, Preset, RewardModel, available, head_marker,
-                                    resolve_dtype, state_fingerprint)
+from paretohqd.rewards.base import (OFFLINE, PRESETS, Format, Preset, RewardModel, available, check_classifier,
+                                    head_marker, resolve_dtype, state_fingerprint)
 
 if TYPE_CHECKING:
     from paretohqd.config import RewardsConfig
@@ -64,6 +64,10 @@ def locate(name: str, cfg: RewardsConfig) -> tuple[str, str | None]:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ConfigError(f"reward model folder {path} has no config.json. Available: {available(cfg)}")
+        if not any(any(path.glob(p)) for p in ("*.safetensors", "*.bin", "*.index.json")):
+            raise ConfigError(f"reward model folder {path} holds no weights (*.safetensors or *.bin); save the "
+                              "model there with save_pretrained")
+        check_classifier(path / "config.json", name)
         return "folder", str(path)
     if _looks_like_hub_id(name):
         return "hub", name
@@ -83,3 +87,4 @@ def load_reward_models(cfg: RewardsConfig) -> dict[str, RewardModel]:
         raise ConfigError(f"rewards.models is empty; name at least one objective, e.g. helpful=minilm-helpful. Available: {available(cfg)}")
     encoders: dict = {}
     return {obj: load_reward_model(name, cfg, _encoders=encoders) for obj, name in cfg.models.items()}
+
