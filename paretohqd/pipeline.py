@@ -157,6 +157,7 @@ def _evaluate_and_report(r: RunFolder, tokenizer) -> Path:
            lambda: evaluate(r, tokenizer, method.final_models(r), method.describe(r.cfg)))
     if not r.state.is_main_process:
         return r.path("report.json")
+    console.print("[bold]report[/]")
     path = write_report([r.root], html=r.cfg.evaluate.html)  # every time, after the step, so its compute includes evaluate's own time
     r.print_times()
     return path

@@ -229,7 +229,7 @@ def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: str
     order, size = length_order(conversations), cfg.generate.batch_size
     settings = _settings(cfg, adapter, fmt)
     out: list[str] = [""] * len(conversations)
-    model, n_new, reused, t0 = None, 0, 0, time.perf_counter()
+    model, n_new, reused, seconds = None, 0, 0, 0.0
     with progress_bar(unit="prompts") as bar:
         task = bar.add_task(label, total=len(order))
         for b, start in enumerate(range(0, len(order), size)):
@@ -243,7 +243,7 @@ def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: str
                     model = load_for_generation(cfg.policy, adapter, lora=cfg.train.lora, dtype=cfg.generate.dtype)
                 texts, stats = generate(model, tokenizer, batch, cfg.generate, seed=batch_seed(seed, b), fmt=fmt,
                                         progress=False)
-                n_new += stats["new_tokens"]
+                n_new, seconds = n_new + stats["new_tokens"], seconds + stats["seconds"]
                 if path is not None:
                     write_parquet(pd.DataFrame({"key": keys, "response": texts}), path)
             else:
@@ -251,7 +251,6 @@ def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: str
             for i, text in zip(idx, texts):
                 out[i] = text
             bar.advance(task, len(idx))
-    seconds = time.perf_counter() - t0
     again = f"; {reused} batch(es) saved before a stop reused" if reused else ""
     console.print(f"  {label}: {n_new:,} tokens at {n_new / seconds if seconds else 0:.1f} tokens/s{again}")
     return out

@@ -223,6 +223,8 @@ def finetune(
 
     ckpt = out.with_name(out.name + ".ckpt")
     start = _load_checkpoint(ckpt, acc.unwrap_model(model), opt, sched)
+    if start:
+        console.print(f"  resumed from the checkpoint at step {start}/{steps} ({ckpt})")
     lengths = [len(ids) for ids, _ in samples]
     n_answer = [len(ids) - n_prompt for ids, n_prompt in samples]
     plan = step_plan(lengths, steps, cfg.batch_size, seed)
