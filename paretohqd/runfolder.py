@@ -261,7 +261,8 @@ class RunFolder:
             if not done.exists():
                 return None
             done.unlink()  # nothing vouches for it: the run stopped between writing it and its record
-            return f"{rel} exists but the manifest has no record of the step finishing (stopped right after it?)"
+            return (f"{rel} exists but the manifest has no record of the step finishing (stopped right after it?); "
+                    "doing it again")
         bad = [(f, why) for f, want in entry.get("outputs", {}).items() if (why := _mismatch(self.root / f, want))]
         if done.exists() and not bad:
             return _FINISHED
