@@ -94,9 +94,10 @@ def test_under_a_launcher_only_the_main_process_locks_the_run_folder(tmp_path, m
 
 def test_paretohqd_run_on_a_busy_folder_is_one_line_exit_2(tmp_path):
     folder = tmp_path / "runs" / "busy"
+    (tmp_path / "c.yaml").write_text("{}\n")
     proc = _holder(folder)
     try:
-        res = subprocess.run([sys.executable, "-m", "paretohqd", "run", "configs/demo.yaml", "--set",
+        res = subprocess.run([sys.executable, "-m", "paretohqd", "run", str(tmp_path / "c.yaml"), "--set",
                               f"runs_dir={tmp_path / 'runs'}", "--set", "name=busy"], cwd=REPO, capture_output=True,
                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     finally:
