@@ -192,9 +192,8 @@ def differences(ref: Path, run: Path) -> list[str]:
     tables = ["stage1/selection.parquet", "stage2/selection.parquet", "stage2/scores.parquet", "data/scores.parquet",
               "evaluate/responses.parquet", *[str(p.relative_to(ref)) for p in sorted(ref.glob("stage2/generated-*"))]]
     for rel in tables:
-        a, b = pd.read_parquet(ref / rel), pd.read_parquet(run / rel)
-        if rel.startswith("stage2/generated"):  # the adapter's path names the run folder
-            a, b = a.drop(columns="model"), b.drop(columns="model")
+        # a stage-2 table's `model` column names the adapter by its path, which names the run folder
+        a, b = (pd.read_parquet(r / rel).drop(columns="model", errors="ignore") for r in (ref, run))
         if not a.equals(b):
             out.append(rel)
     for path in sorted(ref.glob("stage*/pref-*/adapter_model.safetensors")):
