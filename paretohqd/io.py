@@ -231,6 +231,12 @@ def write_text(text: str, path: str | Path) -> Path:
     return Path(path)
 
 
+def unreadable(error: BaseException) -> bool:
+    """Whether `error` is what loading a damaged, missing or foreign file raises (OSError, ValueError,
+    EOFError, torch's RuntimeError, safetensors' own error type), as opposed to a bug."""
+    return isinstance(error, (OSError, ValueError, EOFError, RuntimeError)) or type(error).__name__ == "SafetensorError"
+
+
 def file_digest(path: str | Path) -> dict[str, int | str]:
     """Size and xxh3-64 checksum of a file (fast: disk-bound), what the manifest records of every
     output so that a changed or truncated file is noticed before it is used."""

@@ -277,6 +277,7 @@ def _read_batch(path: Path, keys: list[str]) -> list[str] | None:
             raise ValueError("made with other prompts or settings")
         return [str(x) for x in df["response"]]
     except (InputError, ValueError, KeyError) as e:
-        console.print(f"[yellow]warning: discarding saved answers {path} ({str(e)[:160]}); answering again[/]")
+        why = "cannot be read" if isinstance(e, InputError) else str(e)[:160]
+        console.print(f"[yellow]warning: discarding saved answers {path} ({why}); answering again[/]")
         path.unlink(missing_ok=True)
         return None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from paretohqd.config import cache_dir
-from paretohqd.io import InputError, atomic_dir
+from paretohqd.io import InputError, atomic_dir, unreadable
 from paretohqd.lock import hold
 from paretohqd.progress import console
 
@@ -85,7 +85,9 @@ def _from_cache(name: str, load: Callable[[str], T]) -> T:
     """
     try:
         return load(resolve_policy(name))
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - sorted here: what a damaged or missing model raises, or a bug
+        if not unreadable(e):
+            raise
         if name != OFFLINE_SMOLLM2:
             raise InputError(f"cannot load {name!r}: {_first_line(e)}") from None
         dest = cache_dir() / "models" / OFFLINE_SMOLLM2

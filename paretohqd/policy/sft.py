@@ -336,15 +336,15 @@ def _restore(ckpt: Path, model, opt, sched) -> int:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    # everything is read before anything is applied: a file that fails leaves the fresh model as it was
-    weights = ckpt / "model" / ("adapter_model.safetensors" if hasattr(model, "peft_config") else "model.safetensors")
-    state = load_file(weights)
-    # weights_only: tensors and plain containers, no arbitrary objects (our own file, still no pickle code)
-    extra = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    # everything is checked and read before anything is applied: a bad file leaves the fresh model as it was
     record = json.loads((ckpt / "state.json").read_text())
     for rel, want in record.get("files", {}).items():
         if file_digest(ckpt / rel) != want:
             raise ValueError(f"{rel} differs from its record")
+    weights = ckpt / "model" / ("adapter_model.safetensors" if hasattr(model, "peft_config") else "model.safetensors")
+    state = load_file(weights)
+    # weights_only: tensors and plain containers, no arbitrary objects (our own file, still no pickle code)
+    extra = torch.load(ckpt / "optimizer.pt", weights_only=True)
     step = int(record["step"])
     if hasattr(model, "peft_config"):
         set_peft_model_state_dict(model, state)

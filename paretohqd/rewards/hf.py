@@ -33,7 +33,9 @@ class HFRewardModel:
                 source, dtype=resolve_dtype(cfg.dtype, cfg.device), trust_remote_code=cfg.trust_remote_code
             )
         except Exception as e:  # noqa: BLE001 - sorted below
-            if not isinstance(e, (OSError, ValueError, RuntimeError, EOFError)) and type(e).__name__ != "SafetensorError":
+            from paretohqd.io import unreadable
+
+            if not unreadable(e):
                 raise
             raise ConfigError(
                 f"cannot load reward model {name!r} from {source!r} (offline, not in the HF cache, or damaged?): "
