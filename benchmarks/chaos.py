@@ -31,6 +31,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's paretohqd (the runs get it through PYTHONPATH)
@@ -149,6 +150,22 @@ class Attempt:
                 return landed
             time.sleep(0.005)
         raise TimeoutError(f"no {target} within {timeout} s")
+
+    def kill_when(self, ready: Callable[[], bool], timeout: float = 600) -> str | None:
+        """SIGKILL as soon as `ready()` (polled every 5 ms); returns the step running at the kill, or
+        None if the process ended first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.reader.join()
+                return None
+            if ready():
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                self.reader.join()
+                return self.step
+            time.sleep(0.005)
+        raise TimeoutError(f"not ready within {timeout} s")
 
     def finish(self, timeout: float = 900) -> int:
         rc = self.proc.wait(timeout=timeout)
