@@ -40,12 +40,12 @@ def run(cfg: Config) -> Path:
         ConfigError: whatever `preflight` finds, or a config that differs from the run folder's.
         LaunchError: several processes were launched but could not form a group.
     """
+    _join_processes()  # first: launched processes that cannot form a group stop before writing anything
     with hold(Path(cfg.runs_dir) / cfg.name):
         return _run(cfg)
 
 
 def _run(cfg: Config) -> Path:
-    _join_processes()
     cfg, tokenizer = preflight(cfg)
     r = RunFolder(cfg)
     console.print(f"run folder: {r.root}  device: {device_name()} x{r.n_devices}  seed: {cfg.seed}")
@@ -85,6 +85,7 @@ def evaluate_run(cfg: Config, root: str | Path) -> Path:
     Raises:
         BusyError: another process is writing the run folder.
     """
+    _join_processes()
     with hold(root):
         return _evaluate_run(cfg, root)
 
@@ -95,7 +96,6 @@ def _evaluate_run(cfg: Config, root: str | Path) -> Path:
     Returns:
         The path of RUN/report.json.
     """
-    _join_processes()
     r = RunFolder(methods.configure(cfg), root)
     return _evaluate_and_report(r, load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code))
 
@@ -107,6 +107,7 @@ def evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[dic
     Raises:
         BusyError: another process is writing either.
     """
+    _join_processes()
     with hold(root), hold(out):
         return _evaluate_prompts(cfg, root, conversations, source, out)
 
@@ -129,7 +130,6 @@ def _evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[di
     """
     from paretohqd.evaluate.answer import conversation_prompts
 
-    _join_processes()
     root, out = Path(root), Path(out)
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise InputError(f"--out {out}: inside the run folder {root}; give a folder of its own")

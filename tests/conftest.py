@@ -105,3 +105,13 @@ def finished_tiny_run(tmp_path_factory, chaos_assets) -> tuple[Path, list[str]]:
     work = tmp_path_factory.mktemp("finished")
     sets = tiny_run_overrides(chaos_assets, work / "runs", work / "rewards", "tiny")
     return pipeline.run(load_config("configs/demo.yaml", sets)), sets
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests (the full kill campaign) run only when asked for: `pytest -m slow`."""
+    if "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
