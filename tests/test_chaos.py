@@ -1,10 +1,11 @@
 """The kill -9 campaign (issue 16). Here, in `make test`: a tiny real run (`conftest.tiny_run_overrides`)
-in a subprocess, SIGKILLed at three moments chosen by what is on disk (a stage-1 checkpoint, a saved
-stage-2 batch, a saved evaluation batch), resumed after each; a second `paretohqd run` on the
-folder meanwhile is refused; the finished run equals the uninterrupted one. The full campaign (24
+in a subprocess, SIGKILLed at two moments chosen by what is on disk (a stage-1 checkpoint, a saved
+stage-2 batch), resumed after each; a second `paretohqd run` on the folder meanwhile is refused;
+the finished run equals the uninterrupted one. The full campaign (24
 seeded kills spread over every step) is `benchmarks/chaos.py`, run by the slow test below."""
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import chaos  # noqa: E402
 
 
-def test_kill_9_at_three_moments_then_resume_equals_the_uninterrupted_run(tmp_path, finished_tiny_run, chaos_assets):
+def test_kill_9_twice_then_resume_equals_the_uninterrupted_run(tmp_path, finished_tiny_run, chaos_assets):
     from test_reliability import _same_outputs
 
     ref, _ = finished_tiny_run  # uninterrupted, made in this process
@@ -27,7 +28,7 @@ def test_kill_9_at_three_moments_then_resume_equals_the_uninterrupted_run(tmp_pa
     first = chaos.Attempt(cmd)
     while not any(line.startswith("run folder:") for line in first.lines):  # it holds the folder's lock now
         assert first.proc.poll() is None, "\n".join(first.lines)
-        first.proc.stdout and __import__("time").sleep(0.01)
+        time.sleep(0.01)
     second = chaos.Attempt(cmd)  # a second run on the same folder, at the same time
     assert second.finish() == 2 and not any("Traceback" in line for line in second.lines)
     assert [line for line in second.lines if line.startswith("error:")] == [
@@ -38,10 +39,6 @@ def test_kill_9_at_three_moments_then_resume_equals_the_uninterrupted_run(tmp_pa
     resumed = chaos.Attempt(cmd)  # the killed holder's lock died with it
     assert resumed.kill_when(lambda: any(root.glob("stage2/.generated-pref-*.batches/batch-*.parquet"))) is not None
     assert any(line.startswith("  resumed from the checkpoint at step 2/4") for line in resumed.lines), resumed.lines
-
-    resumed = chaos.Attempt(cmd)
-    assert resumed.kill_when(lambda: any(root.glob("evaluate/responses/.*.batches/batch-*.parquet"))) is not None
-    assert any("batch(es) saved before a stop reused" in line for line in resumed.lines), resumed.lines
 
     last = chaos.Attempt(cmd)
     assert last.finish() == 0, "\n".join(last.lines[-30:])
