@@ -251,7 +251,7 @@ def _data_cases() -> list[Case]:
              r"s.txt: unknown table format; use .parquet, .csv or .jsonl"),
         Case("data", "table to score without a response column",
              lambda w, a: cli("score", _file(w, "d.jsonl", '{"id": "a", "prompt": "p"}\n'), "-r",
-                              f"helpful={a['helpful']}", "--set", f"rewards.dir={w / 'rw'}"),
+                              f"helpful={a['helpful']}", "--out", w / "o.parquet", "--set", f"rewards.dir={w / 'rw'}"),
              r"table to score lacks column\(s\) \['response'\]"),
         Case("data", "objective column that is not numeric",
              lambda w, a: select(_file(w, "s.jsonl", '{"id": "a", "helpful": "high", "harmless": 1}\n')),
@@ -430,7 +430,9 @@ CASES = cases()
 @pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
 def test_bad_input_is_one_message_and_exit_2(case, tmp_path, chaos_assets, monkeypatch):
     monkeypatch.chdir(REPO)
+    before = {p.name for p in REPO.iterdir()}
     code, message = case.run(tmp_path, chaos_assets)
+    assert {p.name for p in REPO.iterdir()} == before  # nothing written beside the code
     assert code == case.code, message
     assert re.search(case.expect, message), message
     head, *problems = message.splitlines()
