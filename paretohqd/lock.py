@@ -123,7 +123,8 @@ def _acquire(fd: int, path: Path, folder: str | Path, wait: bool, say: Callable[
 def _sign(fd: int) -> None:
     since = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     argv = ["paretohqd" if sys.argv[0].endswith(("paretohqd", "__main__.py")) else sys.argv[0], *sys.argv[1:]]
-    command = " ".join(" ".join(argv).split())[:300]  # one line, whatever the arguments hold
+    command = " ".join(" ".join(argv).split())  # one line, whatever the arguments hold
+    command = command if len(command) <= 160 else command[:157] + "..."
     text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since, "command": command})
     os.ftruncate(fd, 0)
     os.pwrite(fd, text.encode() + b"\n", 0)

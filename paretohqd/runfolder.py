@@ -57,7 +57,7 @@ class FinalModel:
     """Text added to the prompt (RiC's desired rewards), or None."""
 
 
-_FINISHED = "finished"
+_FINISHED, _UNRECORDED = "finished", "unrecorded"
 # files of the run folder that no step owns: bookkeeping, and the report written after the steps
 _NOT_OUTPUTS = {"manifest.json", "config.yaml", "seed.json", "report.json", "report.md", "report.html", "front.png"}
 
@@ -87,8 +87,8 @@ def read_manifest(root: Path) -> dict:
             raise ValueError("no `steps` mapping")
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"{path} cannot be read ({str(e)[:120]}); it records which steps finished and checksums "
-                         "of their files. Delete it to check and redo every step (files without a record are "
-                         "not trusted), or restore it") from None
+                         "of their files. Restore it, or delete it: steps whose last file is there are then "
+                         "recorded afresh from what is on disk, the others redone") from None
     return manifest
 
 
@@ -202,6 +202,13 @@ class RunFolder:
         if verdict[0] == _FINISHED:
             console.print(f"[dim]skip {name} (done)[/]")
             return
+        if verdict[0] == _UNRECORDED:  # finished, but stopped before its record: recorded now, not redone
+            console.print(f"[dim]skip {name} (done; recorded now, the run stopped before recording it)[/]")
+            entry = {**manifest_entry(0.0, self.n_devices, 1), "recorded_late": True}
+            if self.state.is_main_process:
+                entry["outputs"] = self._outputs(name, self._files(), done)
+            self.record(name, entry)
+            return
         if verdict[0] is not None:
             console.print(f"[yellow]redo {name}: {verdict[0]}[/]")
         console.print(f"[bold]{name}[/]")
@@ -252,17 +259,16 @@ class RunFolder:
         return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(self.root))
 
     def _verdict(self, name: str, done: Path) -> str | None:
-        """`_FINISHED`, None (never ran: run it) or why it must be redone (its bad files deleted)."""
+        """`_FINISHED`, `_UNRECORDED`, None (never ran: run it) or why it must be redone (its bad files
+        deleted)."""
         entry = self.manifest["steps"].get(name)
         if not self._inside(done):  # a shared cache's marker (offline reward heads): its own checks
             return _FINISHED if done.exists() else None
         rel = str(done.relative_to(self.root))
         if entry is None:
-            if not done.exists():
-                return None
-            done.unlink()  # nothing vouches for it: the run stopped between writing it and its record
-            return (f"{rel} exists but the manifest has no record of the step finishing (stopped right after it?); "
-                    "doing it again")
+            # every step writes its done-marker last, after its other files were fsynced and renamed
+            # into place: a marker without a record means the run stopped between the two
+            return _UNRECORDED if done.exists() else None
         bad = [(f, why) for f, want in entry.get("outputs", {}).items() if (why := _mismatch(self.root / f, want))]
         if done.exists() and not bad:
             return _FINISHED

@@ -312,7 +312,7 @@ def _run_folder_cases() -> list[Case]:
              r"or start a new run with --set name=NEW"),
         Case("run folders", "manifest.json damaged", damaged("manifest.json", b'{"steps": {"prep'),
              r"runs/demo/manifest.json cannot be read \(.*\); it records which steps finished and checksums of their "
-             r"files. Delete it to check and redo every step"),
+             r"files. Restore it, or delete it"),
         Case("run folders", "config.yaml of the run damaged", damaged("config.yaml", b"\xff\xfe"),
              r"runs/demo/config.yaml cannot be read \(.*\); it is the config this run was made with: restore it, or "
              r"delete it to take the config you gave"),

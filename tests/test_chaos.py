@@ -31,6 +31,7 @@ def test_kill_9_twice_then_resume_equals_the_uninterrupted_run(tmp_path, finishe
         time.sleep(0.01)
     second = chaos.Attempt(cmd)  # a second run on the same folder, at the same time
     assert second.finish() == 2 and not any("Traceback" in line for line in second.lines)
+    print(*[line for line in second.lines if line.startswith("error:")])  # (quoted in the README)
     assert [line for line in second.lines if line.startswith("error:")] == [
         f"error: {root} is in use by pid {first.proc.pid}, running since "
         + second.lines[-1].split("running since ", 1)[1]]

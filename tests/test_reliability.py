@@ -251,6 +251,7 @@ def test_a_real_full_disk_tmpfs(finished_tiny_run, tmp_path, monkeypatch):
         assert res.exit_code == 2 and "Traceback" not in res.output, res.output
         errors = [line for line in res.output.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and re.match(rf"error: no space left on the device writing {root}/\S+ \(", errors[0]), errors
+        print(errors[0])  # (quoted in the README)
         running = [x for x in res.output.splitlines() if re.match(r"(stage2/|evaluate$|report$)", x)][-1]
         _no_unfinished_step_marked_done(root, running)
         ballast.unlink()  # space freed

@@ -64,16 +64,19 @@ def test_a_step_whose_files_changed_is_redone_with_one_line_why(run, damage, why
     assert json.loads(run.path("stage1", "selection.json").read_text()) == {"n": 2}
 
 
-def test_a_done_marker_without_a_record_is_not_trusted(run):
+def test_a_done_marker_without_a_record_is_recorded_not_redone(run):
+    """Every step writes its done-marker last, after its other files are fsynced and in place: a
+    marker without a record is a run stopped between the two, and the step is recorded then."""
     calls = []
     _step(run, calls)
     manifest = json.loads(run.path("manifest.json").read_text())
     write_json({"steps": {}}, run.path("manifest.json"))  # as if killed between the marker and its record
     out = _step(run, calls)
-    assert len(calls) == 2 and ("redo select: stage1/selection.parquet exists but the manifest has no record of the "
-                                "step finishing (stopped right after it?); doing it again") in out
-    assert json.loads(run.path("manifest.json").read_text())["steps"]["select"]["outputs"].keys() == \
-        manifest["steps"]["select"]["outputs"].keys()
+    assert len(calls) == 1 and "skip select (done; recorded now, the run stopped before recording it)" in out
+    entry = json.loads(run.path("manifest.json").read_text())["steps"]["select"]
+    assert entry["outputs"] == manifest["steps"]["select"]["outputs"] and entry["recorded_late"]
+    run.path("stage1", "selection.json").write_text("{}")
+    assert "redo select: stage1/selection.json has changed" in _step(run, calls) and len(calls) == 2
 
 
 def test_a_record_from_before_checksums_is_trusted_as_before(run):
@@ -88,7 +91,8 @@ def test_a_record_from_before_checksums_is_trusted_as_before(run):
 def test_an_unreadable_manifest_or_config_says_what_to_delete(run):
     run.path("manifest.json").write_text('{"steps": {"prep')
     with pytest.raises(InputError, match=r"manifest.json cannot be read \(.*\); it records which steps finished and "
-                                         r"checksums of their files. Delete it to check and redo every step"):
+                                         r"checksums of their files. Restore it, or delete it: steps whose last file "
+                                         r"is there are then recorded afresh from what is on disk, the others redone"):
         RunFolder(run.cfg)
     run.path("manifest.json").unlink()
     run.path("config.yaml").write_bytes(b"\xff\xfe garbage")
