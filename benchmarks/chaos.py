@@ -146,7 +146,7 @@ class Attempt:
                 return None
             past = self.order.get(self.step, -1) > self.order.get(target, -1)
             if past or (self.step == target and time.monotonic() - self.step_t0 >= after):
-                landed = self.step
+                landed, self.killed_after = self.step, time.monotonic() - self.step_t0
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
                 self.reader.join()
@@ -254,8 +254,7 @@ def campaign(work: Path, *, kills: int, seed: int, per_sequence: int = 8, say=pr
                 break
             landed[step] += 1
             resumes += 1
-            say(f"  seq {n}: killed {time.monotonic() - attempt.step_t0:5.2f} s into {step} (planned: {after:.2f} s "
-                f"into {target})")
+            say(f"  seq {n}: killed {attempt.killed_after:5.2f} s into {step} (planned: {after:.2f} s into {target})")
             _count_reuse(attempt.lines, reused, redone)
         final = Attempt(command(sets, work / "chaos.yaml"))
         if final.finish() != 0:
