@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import shlex
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,7 +15,7 @@ from rich.table import Table
 
 from paretohqd.config import ConfigError, load_config
 from paretohqd.devices import LaunchError
-from paretohqd.io import InputError
+from paretohqd.io import InputError, disk_full_error
 from paretohqd.progress import console
 
 app = typer.Typer(help="ParetoHqD: offline multi-objective alignment with Pareto high-quality data.",
@@ -26,15 +28,25 @@ SetOpt = typer.Option([], "--set", help="Override a config key, e.g. --set selec
 
 
 def user_errors(fn):
-    """Print errors a person must fix as one clear message (no traceback), exit code 2."""
+    """Print errors a person must fix as one clear message (no traceback), exit code 2: bad input,
+    a busy folder, and what the machine refuses (a full disk, a missing file, no permission, a
+    name too long, no network), each of which names its file or host. Ctrl-C exits 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, InputError, LaunchError, FileNotFoundError) as e:
+        except (ConfigError, InputError, LaunchError) as e:
             print(f"error: {e}", file=sys.stderr)
             raise typer.Exit(2) from None
+        except OSError as e:
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            where = Path(os.fsdecode(e.filename)) if isinstance(e.filename, (str, bytes)) else Path.cwd()
+            print(f"error: {disk_full_error(where) if full else e}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted; run the same command again to resume", file=sys.stderr)
+            raise typer.Exit(130) from None
 
     return wrapper
 

@@ -35,6 +35,7 @@ from paretohqd import methods, pipeline
 from paretohqd.budget import estimate_seconds
 from paretohqd.config import Config, ConfigError, dump_config
 from paretohqd.io import write_json, write_text
+from paretohqd.lock import hold
 from paretohqd.progress import console as default_console
 from paretohqd.report import write_report
 from paretohqd.devices import init_processes
@@ -98,14 +99,21 @@ def _same(a: Config, b: Config, keys: tuple[str, ...]) -> bool:
 
 
 def compare(cfg: Config) -> Path:
-    """Run every method of `cfg.compare.methods` (resumable), then write the comparison.
+    """Run every method of `cfg.compare.methods` (resumable), then write the comparison. The
+    comparison folder is locked for the whole time (`lock.hold`), each run folder while it runs.
 
     Returns:
         The path of NAME-compare/compare.json.
 
     Raises:
+        BusyError: another process is running this comparison (or one of its runs).
         ConfigError: `method` is set in CONFIG (compare sets it per run), or an unknown method.
     """
+    with hold(Path(cfg.runs_dir) / f"{cfg.name}-compare"):
+        return _compare(cfg)
+
+
+def _compare(cfg: Config) -> Path:
     if cfg.method != "paretohqd":
         raise ConfigError(f"compare sets `method` for each run from compare.methods; leave `method` unset "
                           f"(got method: {cfg.method})")
@@ -117,17 +125,18 @@ def compare(cfg: Config) -> Path:
     state = init_processes()  # under a launcher: the group forms before any run folder asks who is main
     roots: dict[str, Path] = {}
     for method, sub in subs.items():
-        if roots:
-            first = next(iter(roots.values()))
-            dst = RunFolder(sub)
-            if state.is_main_process:  # links and manifest entries: once, like every other file
-                share(first, dst, list(SHARED_FILES), SHARED_STEPS)
-                if method == "stage1-only" and "paretohqd" in roots and _same(subs["paretohqd"], sub, STAGE1_KEYS):
-                    src = roots["paretohqd"]
-                    share(src, dst, _stage1_files(src), ("select", "stage1"))
-            state.wait_for_everyone()
-        default_console.rule(f"[bold]compare: {method}[/] ({Path(sub.runs_dir) / sub.name})")
-        roots[method] = pipeline.run(sub)
+        with hold(Path(sub.runs_dir) / sub.name):  # from the shared files on (pipeline.run holds it again)
+            if roots:
+                first = next(iter(roots.values()))
+                dst = RunFolder(sub)
+                if state.is_main_process:  # links and manifest entries: once, like every other file
+                    share(first, dst, list(SHARED_FILES), SHARED_STEPS)
+                    if method == "stage1-only" and "paretohqd" in roots and _same(subs["paretohqd"], sub, STAGE1_KEYS):
+                        src = roots["paretohqd"]
+                        share(src, dst, _stage1_files(src), ("select", "stage1"))
+                state.wait_for_everyone()
+            default_console.rule(f"[bold]compare: {method}[/] ({Path(sub.runs_dir) / sub.name})")
+            roots[method] = pipeline.run(sub)
     if not state.is_main_process:
         return Path(cfg.runs_dir) / f"{cfg.name}-compare" / "compare.json"
     return write_comparison(cfg, roots)

@@ -7,6 +7,7 @@ and every problem in a file is reported at once, named by its dotted key.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -16,10 +17,22 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 
 # Where the offline default data lies: ../shared beside the repo, or $PARETOHQD_SHARED.
 SHARED_DIR = Path(os.environ.get("PARETOHQD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # allow_inf_nan: `.inf` and `.nan` pass every `gt`/`ge` bound and would end hours later in a NaN loss
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        # a NUL byte names no file and a lone surrogate cannot be written as UTF-8: either would fail
+        # later, with a traceback, where the value is used
+        texts = [v] if isinstance(v, str) else [*v] if isinstance(v, list) else [*v, *v.values()] if isinstance(v, dict) else []
+        if any(isinstance(t, str) and _BAD_TEXT.search(t) for t in texts):
+            raise ValueError("must be plain text: no NUL character and no lone surrogate")
+        return v
 
 
 class SourceConfig(Section):
@@ -360,6 +373,14 @@ class Config(Section):
     morlhf: MorlhfConfig = MorlhfConfig()
     compare: CompareConfig = CompareConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, v: str) -> str:
+        # the run folder is runs_dir/name: a path in `name` would put it (and its lock) elsewhere
+        if not v.strip() or v in (".", "..") or "/" in v or "\\" in v or len(v) > 200:
+            raise ValueError("must be a folder name: not empty, no / or \\, not . or .., at most 200 characters")
+        return v
+
 
 class ConfigError(ValueError):
     """A config file (or override) a person must fix; the message lists every problem."""
@@ -372,7 +393,8 @@ def _format_errors(err: ValidationError, origin: str) -> str:
         loc = [p for i, p in enumerate(e["loc"]) if not (p in _SOURCE_TAGS and i and isinstance(e["loc"][i - 1], int))]
         key = ".".join(str(p) for p in loc) or "(top level)"
         got = e.get("input")
-        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        shown = repr(got) if len(repr(got)) <= 120 else repr(got)[:117] + "..."
+        got_s = "" if isinstance(got, dict) else f" (got {shown})"
         lines.append(f"  - {key}: {e['msg']}{got_s}")
     return "\n".join(lines)
 
@@ -388,14 +410,28 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
-    """`key=value` strings to (dotted key, YAML-parsed value) pairs."""
+    """`key=value` strings to (dotted key, YAML-parsed value) pairs.
+
+    Raises:
+        ConfigError: no `=`, an empty key, or a value that is not YAML.
+    """
     out = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set select.k=50")
         key, raw = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(raw)))
+        if not key.strip():
+            raise ConfigError(f"--set {item!r}: no key before '='; e.g. --set select.k=50")
+        try:
+            out.append((key.strip(), yaml.safe_load(raw)))
+        except (yaml.YAMLError, RecursionError) as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_one_line(e)}); quote text, "
+                              "e.g. --set name='\"my run\"'") from None
     return out
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200]
 
 
 def load_config(
@@ -413,11 +449,13 @@ def load_config(
     if path is not None:
         origin = str(path)
         try:
-            tree = yaml.safe_load(Path(path).read_text()) or {}
+            tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the config file ({_one_line(e)})") from None
+        except (yaml.YAMLError, RecursionError) as e:
+            raise ConfigError(f"{path}: not valid YAML: {_one_line(e)}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     for key, value in parse_overrides(list(overrides)) + list((updates or {}).items()):

@@ -16,7 +16,8 @@ from paretohqd.data.prepare import prepare, split_heldout, split_prompts
 from paretohqd.devices import device_name, init_processes
 from paretohqd.evaluate.answer import evaluate
 from paretohqd.io import InputError, read_table, write_parquet, write_text
-from paretohqd.policy.load import load_tokenizer, resolve_policy
+from paretohqd.lock import hold
+from paretohqd.policy.load import has_weights, load_tokenizer, resolve_policy
 from paretohqd.policy.sft import check_report_to
 from paretohqd.progress import console
 from paretohqd.report import write_report
@@ -29,15 +30,23 @@ from paretohqd.runfolder import RunFolder
 def run(cfg: Config, *, config_args: str = "--config CONFIG") -> Path:
     """Run (or resume) every step of `cfg.method`; returns the run folder.
 
+    The run folder is locked first (`lock.hold`): a second process on it is refused at once.
     Under `torchrun` / `accelerate launch` every process calls this: they form one group
-    (`devices.init_processes`), train together, and the main process alone does the rest.
-    `config_args` (`--config FILE --set ...`) completes the commands that problems suggest.
+    (`devices.init_processes`), train together, and the main process alone does the rest (and
+    holds the lock for all). `config_args` (`--config FILE --set ...`) completes the commands that
+    problems suggest.
 
     Raises:
+        BusyError: another process is writing the run folder.
         ConfigError: whatever `preflight` finds, or a config that differs from the run folder's.
         LaunchError: several processes were launched but could not form a group.
     """
-    _join_processes()
+    _join_processes()  # first: launched processes that cannot form a group stop before writing anything
+    with hold(Path(cfg.runs_dir) / cfg.name):
+        return _run(cfg, config_args)
+
+
+def _run(cfg: Config, config_args: str) -> Path:
     cfg, tokenizer = preflight(cfg, config_args=config_args)
     r = RunFolder(cfg)
     console.print(f"run folder: {r.root}  device: {device_name()} x{r.n_devices}  seed: {cfg.seed}")
@@ -73,18 +82,40 @@ def run(cfg: Config, *, config_args: str = "--config CONFIG") -> Path:
 
 
 def evaluate_run(cfg: Config, root: str | Path) -> Path:
+    """`_evaluate_run` with the run folder locked (`lock.hold`).
+
+    Raises:
+        BusyError: another process is writing the run folder.
+    """
+    _join_processes()
+    with hold(root):
+        return _evaluate_run(cfg, root)
+
+
+def _evaluate_run(cfg: Config, root: str | Path) -> Path:
     """`paretohqd evaluate RUN`: evaluate a trained run (timed into its manifest), write the report.
 
     Returns:
         The path of RUN/report.json.
     """
-    _join_processes()
     r = RunFolder(methods.configure(cfg), root)
     return _evaluate_and_report(r, load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code))
 
 
 def evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[dict]], source: str | Path,
                      out: str | Path) -> Path:
+    """`_evaluate_prompts` with the run folder and DIR locked (`lock.hold`).
+
+    Raises:
+        BusyError: another process is writing either.
+    """
+    _join_processes()
+    with hold(root), hold(out):
+        return _evaluate_prompts(cfg, root, conversations, source, out)
+
+
+def _evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[dict]], source: str | Path,
+                      out: str | Path) -> Path:
     """`paretohqd evaluate RUN --prompts FILE --out DIR`: the run's evaluation and report on other
     prompts than its held-out ones, written to DIR (RUN's own evaluate/ is left as it is).
 
@@ -101,7 +132,6 @@ def evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[dic
     """
     from paretohqd.evaluate.answer import conversation_prompts
 
-    _join_processes()
     root, out = Path(root), Path(out)
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise InputError(f"--out {out}: inside the run folder {root}; give a folder of its own")
@@ -129,6 +159,7 @@ def _evaluate_and_report(r: RunFolder, tokenizer) -> Path:
            lambda: evaluate(r, tokenizer, method.final_models(r), method.describe(r.cfg)))
     if not r.state.is_main_process:
         return r.path("report.json")
+    console.print("[bold]report[/]")
     path = write_report([r.root], html=r.cfg.evaluate.html)  # every time, after the step, so its compute includes evaluate's own time
     r.print_times()
     return path
@@ -183,7 +214,11 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
     if n_processes > 1 and not methods.several_processes(cfg):
         problems.append(f"method: {cfg.method!r} trains with GRPO, which runs on one process here; "
                         "launch it without torchrun / accelerate launch")
-    differs = config_differences(cfg, Path(cfg.runs_dir) / cfg.name)
+    try:
+        differs = config_differences(cfg, Path(cfg.runs_dir) / cfg.name)
+    except ConfigError as e:
+        differs = []
+        problems.append(f"name: {e}")
     if differs:
         problems.append(f"name: {Path(cfg.runs_dir) / cfg.name} was made with another config (differs in: "
                         f"{', '.join(differs)}); resume with the same config, or start a new run with --set name=NEW")
@@ -192,7 +227,7 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
     for objective, name in cfg.rewards.models.items():
         try:
             kind, source = locate(name, cfg.rewards)
-        except ConfigError as e:
+        except (ConfigError, OSError, ValueError) as e:  # (OSError: a name no file system takes)
             problems.append(f"rewards.models.{objective}: {e}")
             continue
         if kind == "hub":
@@ -205,25 +240,31 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
         src = as_source(source)
         if on_hub(src):
             hub[f"{key} {src.path}"] = (src.path, "dataset")
-        elif not Path(src.path).expanduser().exists():
+        elif not _exists(src.path):
             hub_hint = f"the hub id {HUB_ID!r}" if src.format == "hh" else "a hub dataset id owner/name"
             problems.append(f"{key}: {src.path}: no such file or folder (and not {hub_hint})")
 
     def ask_hub(repo: str, repo_type: str) -> str | None:
+        try:
+            return _ask_hub(repo, repo_type)
+        except Exception as e:  # offline, gated, a typo, an id the hub cannot take: all end the same way
+            return str(e).strip().splitlines()[0][:160] or type(e).__name__
+
+    def _ask_hub(repo: str, repo_type: str) -> str | None:
         from huggingface_hub import HfApi, constants, try_to_load_from_cache
 
         if constants.HF_HUB_OFFLINE:  # offline by choice: what counts is the local cache
             if repo_type == "dataset" or isinstance(try_to_load_from_cache(repo, "config.json"), str):
                 return None  # (`datasets` checks its own cache when it loads)
             return "HF_HUB_OFFLINE is set and it is not in the local cache"
-        try:
-            HfApi().repo_info(repo, repo_type=repo_type)
-            return None
-        except Exception as e:  # offline, gated, a typo: all end the same way for the user
-            return str(e).strip().splitlines()[0][:160]
+        HfApi().repo_info(repo, repo_type=repo_type)
+        return None
 
-    if resolve_policy(cfg.policy.model) == cfg.policy.model and not Path(cfg.policy.model).expanduser().exists():
+    if resolve_policy(cfg.policy.model) == cfg.policy.model and not _exists(cfg.policy.model):
         hub["policy.model"] = (cfg.policy.model, "model")  # a hub id: asked first, with the others
+    elif _exists(cfg.policy.model) and not has_weights(Path(cfg.policy.model).expanduser()):
+        problems.append(f"policy.model: {cfg.policy.model} holds no model weights (*.safetensors or *.bin); "
+                        "give the folder a saved model (save_pretrained) or a hub id")
     hf_logging.set_verbosity_error()  # one line per problem below, not huggingface_hub's retry chatter
     with ThreadPoolExecutor(max_workers=len(hub) or 1) as pool:
         answers = {key: pool.submit(ask_hub, *repo) for key, repo in hub.items()}
@@ -237,9 +278,8 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
     if not any(p.startswith("policy.model:") for p in problems):
         try:
             tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
-        except (OSError, ValueError) as e:
-            problems.append(f"policy.model: cannot load the tokenizer of {cfg.policy.model!r}: "
-                            f"{str(e).strip().splitlines()[0][:160]}")
+        except (OSError, ValueError) as e:  # (load_tokenizer names the model)
+            problems.append(f"policy.model: {str(e).strip().splitlines()[0][:240]}")
     if tokenizer is not None:
         try:
             fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
@@ -257,3 +297,12 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) found before the run:\n  - " + "\n  - ".join(problems))
     return cfg, tokenizer
+
+
+def _exists(path: str) -> bool:
+    """Whether a config's path names something, False for names no file system takes (too long,
+    `~nobody/x`): those are reported as missing, not as a traceback."""
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError, RuntimeError):
+        return False

@@ -1,15 +1,18 @@
 """A run folder (`runs_dir/NAME/`): its named paths, its one config, and `manifest.json`, the record
 of which steps finished and what each cost. This module is the only writer of the manifest.
 
-Every step writes its outputs atomically and is recorded with its wall and device time. A rerun
-skips finished steps; a killed run resumes from the last finished step, and training resumes
-from its last checkpoint inside a step.
+Every step writes its outputs atomically and is recorded with its wall and device time and the
+size and checksum of every file it wrote. A rerun skips finished steps whose files still match
+their record, and redoes (saying why) one whose files are missing or changed; a killed run resumes
+from the last finished step, and inside a step from its last checkpoint (training) or chunk
+(generation).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,7 @@ from rich.table import Table
 
 from paretohqd.config import Config, ConfigError, dump_config
 from paretohqd.devices import device_name
-from paretohqd.io import write_json, write_text
+from paretohqd.io import InputError, file_digest, recover_dirs, write_json, write_text
 from paretohqd.pareto.preferences import preferences_from_config
 from paretohqd.progress import console
 
@@ -52,6 +55,41 @@ class FinalModel:
     """The file that exists once the model is finished."""
     tag: str | None = None
     """Text added to the prompt (RiC's desired rewards), or None."""
+
+
+_FINISHED, _UNRECORDED = "finished", "unrecorded"
+# files of the run folder that no step owns: bookkeeping, and the report written after the steps
+_NOT_OUTPUTS = {"manifest.json", "config.yaml", "seed.json", "report.json", "report.md", "report.html", "front.png"}
+
+
+def _mismatch(path: Path, want: dict) -> str | None:
+    """Why `path` no longer is the file recorded as `want` (size and checksum), or None."""
+    if not path.is_file():
+        return "is missing"
+    got = file_digest(path)
+    if got["bytes"] != want["bytes"]:
+        return f"has changed ({got['bytes']:,} bytes, {want['bytes']:,} when written)"
+    return None if got["xxh3"] == want["xxh3"] else "has changed (same size, another checksum)"
+
+
+def read_manifest(root: Path) -> dict:
+    """A run folder's manifest (an empty one for a new folder).
+
+    Raises:
+        InputError: it exists but cannot be read.
+    """
+    path = root / "manifest.json"
+    if not path.exists():
+        return {"steps": {}}
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("steps"), dict):
+            raise ValueError("no `steps` mapping")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} cannot be read ({str(e)[:120]}); it records which steps finished and checksums "
+                         "of their files. Restore it, or delete it: steps whose last file is there are then "
+                         "recorded afresh from what is on disk, the others redone") from None
+    return manifest
 
 
 def manifest_entry(wall: float, n_devices: int, busy_devices: int) -> dict:
@@ -93,9 +131,11 @@ class RunFolder:
             self.preferences: np.ndarray = preferences_from_config(cfg.select.preferences, len(self.objectives))  # (P, M)
         except ValueError as e:
             raise ConfigError(f"select.preferences: {e}") from None
+        if self.state.is_main_process:
+            for folder in recover_dirs(self.root):  # a folder swap a kill cut short (`io.atomic_dir`)
+                console.print(f"[yellow]recovered {folder} (a replacement of it was interrupted)[/]")
         self._check_config()
-        path = self.path("manifest.json")
-        self.manifest = json.loads(path.read_text()) if path.exists() else {"steps": {}}
+        self.manifest = read_manifest(self.root)
         self.n_devices = self.state.num_processes
 
     # named paths shared by every method
@@ -140,20 +180,39 @@ class RunFolder:
         state.wait_for_everyone()
 
     def step(self, name: str, done: Path, fn: Callable[[], object], *, every_process: bool = False) -> None:
-        """Run `fn` unless `done` exists; record wall time and device time in the manifest.
+        """Run `fn` unless the step finished before; record wall time, device time and the size and
+        checksum of every file it wrote (`outputs`) in the manifest.
+
+        A step counts as finished when `done` exists and every file recorded for it still matches
+        its record. Otherwise it is redone, with one line saying why; the files that no longer
+        match (and `done`) are deleted first, so that `fn` cannot reuse them.
 
         Under a launcher only training runs on every process (`every_process`); the main process
         alone runs the other steps while the rest wait, so no file is written twice. The manifest
         charges every held device either way, and records how many worked (`manifest_entry`).
         """
-        # every process looks before any passes the barrier (and so before the main one can write
-        # `done`): all take the same branch, or their barriers and collectives would pair up wrongly
-        finished = done.exists()
+        # the main process decides and the others follow: all take the same branch, or their
+        # barriers and collectives would pair up wrongly (and none may look after `done` is written)
+        verdict = [self._verdict(name, done) if self.state.is_main_process else None]
+        if self.n_devices > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(verdict, from_process=0)
         self.state.wait_for_everyone()
-        if finished:
+        if verdict[0] == _FINISHED:
             console.print(f"[dim]skip {name} (done)[/]")
             return
+        if verdict[0] == _UNRECORDED:  # finished, but stopped before its record: recorded now, not redone
+            console.print(f"[dim]skip {name} (done; recorded now, the run stopped before recording it)[/]")
+            entry = {**manifest_entry(0.0, self.n_devices, 1), "recorded_late": True}
+            if self.state.is_main_process:
+                entry["outputs"] = self._outputs(name, self._files(), done)
+            self.record(name, entry)
+            return
+        if verdict[0] is not None:
+            console.print(f"[yellow]redo {name}: {verdict[0]}[/]")
         console.print(f"[bold]{name}[/]")
+        before = self._files() if self.state.is_main_process else {}
         t0 = time.perf_counter()
         if every_process or self.state.is_main_process:
             fn()
@@ -162,7 +221,66 @@ class RunFolder:
             clear_device_cache(garbage_collection=True)
         self.state.wait_for_everyone()
         busy = self.n_devices if every_process else 1
-        self.record(name, manifest_entry(time.perf_counter() - t0, self.n_devices, busy))
+        entry = manifest_entry(time.perf_counter() - t0, self.n_devices, busy)
+        if self.state.is_main_process:
+            entry["outputs"] = self._outputs(name, before, done)
+        self.record(name, entry)
+
+    # What a step wrote, and whether it is still there -----------------------------------------------
+
+    def _files(self) -> dict[str, tuple[int, int, int]]:
+        """Every output file under the run folder (relative path -> size, mtime, inode): not the
+        bookkeeping and report files, logs, checkpoints or hidden temp files."""
+        out = {}
+        for folder, dirs, files in os.walk(self.root):
+            top = folder == str(self.root)
+            dirs[:] = [d for d in dirs if not d.startswith(".") and not d.endswith(".ckpt") and not (top and d == "logs")]
+            for name in files:
+                if name.startswith(".") or (top and name in _NOT_OUTPUTS):
+                    continue
+                st = os.stat(os.path.join(folder, name))
+                out[os.path.relpath(os.path.join(folder, name), self.root)] = (st.st_size, st.st_mtime_ns, st.st_ino)
+        return out
+
+    def _outputs(self, name: str, before: dict, done: Path) -> dict[str, dict]:
+        """The step's outputs with their digests: files it changed, `done`, and files in `done`'s
+        own folder that no other step recorded (written by an attempt that was killed, then reused)."""
+        after = self._files()
+        owned = {rel for step, e in self.manifest["steps"].items() if step != name for rel in e.get("outputs", {})}
+        mine = {rel for rel, sig in after.items() if before.get(rel) != sig}
+        if self._inside(done):
+            mine.add(str(done.relative_to(self.root)))
+            if done.parent != self.root:
+                folder = str(done.parent.relative_to(self.root))
+                mine |= {rel for rel in after if rel not in owned and Path(rel).is_relative_to(folder)}
+        return {rel: file_digest(self.root / rel) for rel in sorted(mine) if (self.root / rel).is_file()}
+
+    def _inside(self, path: Path) -> bool:
+        return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(self.root))
+
+    def _verdict(self, name: str, done: Path) -> str | None:
+        """`_FINISHED`, `_UNRECORDED`, None (never ran: run it) or why it must be redone (its bad files
+        deleted)."""
+        entry = self.manifest["steps"].get(name)
+        if not self._inside(done):  # a shared cache's marker (offline reward heads): its own checks
+            return _FINISHED if done.exists() else None
+        rel = str(done.relative_to(self.root))
+        if entry is None:
+            # every step writes its done-marker last, after its other files were fsynced and renamed
+            # into place: a marker without a record means the run stopped between the two
+            return _UNRECORDED if done.exists() else None
+        bad = [(f, why) for f, want in entry.get("outputs", {}).items() if (why := _mismatch(self.root / f, want))]
+        if done.exists() and not bad:
+            return _FINISHED
+        if not done.exists() and not any(f == rel for f, _ in bad):
+            bad.insert(0, (rel, "is missing"))
+        for f, _ in bad:
+            (self.root / f).unlink(missing_ok=True)
+        done.unlink(missing_ok=True)
+        del self.manifest["steps"][name]
+        write_json(self.manifest, self.path("manifest.json"))
+        more = f" (and {len(bad) - 1} more file(s))" if len(bad) > 1 else ""
+        return f"{bad[0][0]} {bad[0][1]}{more}; doing it again"
 
     def record(self, name: str, entry: dict) -> None:
         """Add (or replace) one step's record in `manifest.json` (main process only)."""
@@ -188,11 +306,21 @@ def config_differences(cfg: Config, root: Path) -> list[str]:
     new folder). Keys a newer paretohqd added (absent from the old file) take their defaults: no change."""
     path = Path(root) / "config.yaml"
     text = dump_config(cfg)
-    if not path.exists() or path.read_text() == text:
+    if not path.is_file():
         return []
     import yaml
 
-    old, new = _flatten(yaml.safe_load(path.read_text())), _flatten(yaml.safe_load(text))
+    try:
+        stored = path.read_text()
+        if stored == text:
+            return []
+        old = yaml.safe_load(stored)
+        if not isinstance(old, dict):
+            raise ValueError("not a mapping of sections")
+    except (ValueError, yaml.YAMLError) as e:  # UnicodeDecodeError is a ValueError
+        raise ConfigError(f"{path} cannot be read ({str(e).splitlines()[0][:120]}); it is the config this run was "
+                          "made with: restore it, or delete it to take the config you gave") from None
+    old, new = _flatten(old), _flatten(yaml.safe_load(text))
     return sorted(k for k in old if old[k] != new.get(k))
 
 

@@ -121,3 +121,38 @@ def minilm_rewards_dir(tmp_path_factory):
     """A rewards.dir the slow tests on the real MiniLM share, so a text they both read (the first 300
     HH answers) is embedded once a session."""
     return tmp_path_factory.mktemp("minilm-rewards")
+
+
+@pytest.fixture(scope="session")
+def chaos_assets(tmp_path_factory, hh_dir) -> dict[str, str]:
+    """What `benchmarks/chaos.py` runs on: a random 2-layer Llama (SmolLM2's tokenizer), two random
+    1-layer BERT reward models (real Hugging Face scoring, in no time) and 40 HH rows per subset."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import chaos
+
+    return chaos.assets(tmp_path_factory.mktemp("chaos-assets"))
+
+
+def tiny_run_overrides(assets: dict[str, str], runs: Path, rewards: Path, name: str) -> list[str]:
+    """A whole tiny run, both stages and evaluation, sized for tests: 2 preferences (2 stage-2
+    representatives), 4 stage-1 steps with a checkpoint every 2, 4 stage-2 prompts answered 2 at a
+    time (2 saved batches per pool), 2 evaluation prompts."""
+    return [f"name={name}", f"runs_dir={runs}", f"data.sources=[{assets['data']}]", f"policy.model={assets['policy']}",
+            f"rewards.models={{helpful: {assets['helpful']}, harmless: {assets['harmless']}}}", f"rewards.dir={rewards}",
+            "rewards.dtype=float32", "select.preferences=2", "select.k=4", "train.steps=4", "train.save_every=2",
+            "train.batch_size=2", "train.warmup_steps=0", "train.lr=1e-2", "stage2.prompts=4", "stage2.steps=2",
+            "generate.max_new_tokens=6", "generate.batch_size=2", "evaluate.prompts=2", "evaluate.bootstrap=20",
+            "evaluate.html=false"]
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_run(tmp_path_factory, chaos_assets) -> tuple[Path, list[str]]:
+    """A finished tiny run (`tiny_run_overrides`) and its overrides; copy it before changing it."""
+    from paretohqd import pipeline
+    from paretohqd.config import load_config
+
+    work = tmp_path_factory.mktemp("finished")
+    sets = tiny_run_overrides(chaos_assets, work / "runs", work / "rewards", "tiny")
+    return pipeline.run(load_config("configs/demo.yaml", sets)), sets

@@ -38,6 +38,7 @@ def make_config(tmp_path, policy: str, **over) -> Config:
     for name in OBJ:
         (tmp_path / f"rm-{name}").mkdir(exist_ok=True)
         (tmp_path / f"rm-{name}" / "config.json").write_text("{}")
+        (tmp_path / f"rm-{name}" / "model.safetensors").write_bytes(b"")  # preflight asks for weights
         models[name] = str(tmp_path / f"rm-{name}")
     return Config(rewards={"models": models}, **kw)
 

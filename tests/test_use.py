@@ -34,6 +34,7 @@ def make_run(root, policy: str, objectives: list[str], points: int, *, method: s
     for name in objectives:  # local folders stand in for reward models; nothing here scores
         (root.parent / f"rm-{name}").mkdir(parents=True, exist_ok=True)
         (root.parent / f"rm-{name}" / "config.json").write_text("{}")
+        (root.parent / f"rm-{name}" / "model.safetensors").write_bytes(b"")  # preflight asks for weights
         models[name] = str(root.parent / f"rm-{name}")
     cfg = Config(name=root.name, runs_dir=str(root.parent), seed=3, method=method, policy={"model": policy},
                  rewards={"models": models}, select={"preferences": points, "k": 2}, stage2={"enabled": False},

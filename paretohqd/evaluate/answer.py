@@ -19,6 +19,7 @@ scored by the run's reward models and checked for collapse. Outputs, in RUN/eval
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -174,11 +175,14 @@ def _answer_model(r: RunFolder, tokenizer, prompts: pd.DataFrame, spec: dict, ou
     if spec["tag"] is not None:  # RiC: the desired rewards go into the prompt; the scored prompt stays plain
         conversations = [with_tag(c, spec["tag"]) for c in conversations]
     # one seed for every model: common random numbers make differences between models less noisy
-    responses = answer(r.cfg, tokenizer, conversations, spec["adapter"], seed=r.cfg.seed, label=f"{spec['model']} answers")
+    saved = out.with_name(f".{out.stem}.batches")  # batch by batch: a kill loses one batch, not the model
+    responses = answer(r.cfg, tokenizer, conversations, spec["adapter"], seed=r.cfg.seed, label=f"{spec['model']} answers",
+                       saved=saved)
     df = prompts[["prompt_id", "prompt"]].assign(
         model=spec["model"], preference_index=spec["preference_index"],
         weights=[spec["weights"]] * len(prompts), response=responses)
     write_parquet(df[["model", "preference_index", "weights", "prompt_id", "prompt", "response"]], out)
+    shutil.rmtree(saved, ignore_errors=True)
 
 
 def protocol(r: RunFolder, tokenizer) -> dict:
@@ -235,7 +239,7 @@ def evaluate(r: RunFolder, tokenizer, finals: list[FinalModel], description: str
     parts = []
     for spec in specs:
         part = folder / "responses" / f"{spec['model']}.parquet"
-        if part.exists():
+        if _readable(part):
             console.print(f"[dim]skip {spec['model']} (answered)[/]")
         else:
             _answer_model(r, tokenizer, prompts, spec, part)
@@ -245,3 +249,17 @@ def evaluate(r: RunFolder, tokenizer, finals: list[FinalModel], description: str
     df.insert(0, "id", [sample_id(p, r) for p, r in zip(df["prompt"], df["response"])])
     write_scores(cfg, df, out)
     return out
+
+
+def _readable(part: Path) -> bool:
+    """Whether a model's saved answers can be used; a file that cannot be read is deleted (with a
+    warning naming it) so that the model answers again."""
+    if not part.exists():
+        return False
+    try:
+        read_table(part)
+        return True
+    except InputError as e:
+        console.print(f"[yellow]warning: discarding {part}, which cannot be read ({str(e)[:160]}); answering again[/]")
+        part.unlink()
+        return False

@@ -12,6 +12,9 @@ The ablations are settings (see `paretohqd.methods.METHODS`): `stage1-only` turn
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -84,14 +87,17 @@ def _stage2(r: RunFolder, tokenizer) -> None:
     _train_stage(r, tokenizer, "stage2", scores, cfg.stage2.steps, init_stage="stage1")
 
 
-def _generate_pool(cfg: Config, tokenizer, prompts: pd.DataFrame, adapter, index: int, out) -> None:
+def _generate_pool(cfg: Config, tokenizer, prompts: pd.DataFrame, adapter, index: int, out: Path) -> None:
+    # saved batch by batch beside the pool: a kill loses one batch, not the pool (10,000 answers in the paper)
+    saved = out.with_name(f".{out.stem}.batches")
     responses = answer(cfg, tokenizer, [list(m) for m in prompts["messages"]], adapter, seed=cfg.seed + index,
-                       label=f"pref {index:02d} answers")
+                       label=f"pref {index:02d} answers", saved=saved)
     df = prompts[["prompt", "messages"]].assign(response=responses, source=f"stage1:{pref_name(index)}",
                                                  preference_index=index, model=str(adapter))
     df = df[df["response"].str.len() > 0]
     df.insert(0, "id", [sample_id(p, r) for p, r in zip(df["prompt"], df["response"])])
     write_parquet(df, out)
+    shutil.rmtree(saved, ignore_errors=True)
 
 
 def _train_stage(r: RunFolder, tokenizer, stage: str, scores_path, steps: int, init_stage: str | None = None) -> None:

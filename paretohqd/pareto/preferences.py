@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 from itertools import combinations
+from math import comb
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from numpy.typing import ArrayLike
 # Weights may miss a sum of 1 by this much (hand-typed 1/3s, float round-off).
 SUM_TOLERANCE = 1e-6
 RENORMALISE_TOLERANCE = 1e-2  # rows off by at most this are rescaled (with a warning), not refused
+MAX_PREFERENCES = 100_000  # grid sizes beyond this are refused (paper: 11 and 13)
 
 
 PRESETS: dict[str, list[list[float]]] = {
@@ -62,6 +64,10 @@ def simplex_grid(n_objectives: int, points_per_axis: int) -> np.ndarray:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
             raise ValueError(f"{name} must be an int >= 2; got {value!r}")
     steps = points_per_axis - 1
+    size = comb(steps + n_objectives - 1, n_objectives - 1)
+    if size > MAX_PREFERENCES:  # each one a model to train: a typo, not a plan (and it would never finish)
+        raise ValueError(f"{points_per_axis} points per axis over {n_objectives} objectives make {size:,} preferences, "
+                         f"more than {MAX_PREFERENCES:,}; use fewer points per axis")
     # Stars and bars: choosing M-1 bar positions among steps + M-1 slots enumerates every
     # composition of `steps` into M non-negative parts exactly once.
     rows = []

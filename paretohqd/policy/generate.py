@@ -1,15 +1,21 @@
-"""Batched sampling from a policy (base or with adapters), left-padded, with a progress bar."""
+"""Batched sampling from a policy (base or with adapters), left-padded, with a progress bar; and
+`answer`, a run's generation, saved batch by batch so that a killed run resumes after the last one."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 from paretohqd.config import Config, GenerateConfig, PolicyConfig
 from paretohqd.devices import native_bf16
+from paretohqd.io import InputError, read_table, write_parquet
 from paretohqd.policy.load import load_policy
 from paretohqd.policy.prompts import cut_at_stop, prompt_text, resolve_format, stop_strings
 from paretohqd.progress import console, progress_bar
@@ -118,6 +124,8 @@ def generate(
 ) -> tuple[list[str], dict]:
     """One sampled response per conversation, in input order, prompted in format `fmt`
     (`prompts.prompt_text`). Sampling stops at EOS and at the stop strings, which are cut off.
+    Conversations are batched longest first (`length_order`), and batch b samples from its own
+    random stream, seeded `batch_seed(seed, b)`: a batch answered alone gives what it gives here.
 
     Args:
         on_tokens: called after every decoding step with the batch's conversation indices and
@@ -128,10 +136,8 @@ def generate(
 
     Returns the responses and stats (seconds, new tokens per second).
     """
-    torch.manual_seed(seed)
     pad_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # responses start at one column
-    # longest prompts first: similar lengths share a batch, and an out-of-memory shows up at once
-    order = sorted(range(len(conversations)), key=lambda i: -len(str(conversations[i])))
+    order = length_order(conversations)
     out: list[str] = [""] * len(conversations)
     n_new, t0 = 0, time.perf_counter()
     sampling = dict(do_sample=True, top_p=cfg.top_p, top_k=cfg.top_k, temperature=cfg.temperature) \
@@ -147,6 +153,7 @@ def generate(
             task = bar.add_task(label, total=len(order))
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
+                torch.manual_seed(batch_seed(seed, start // cfg.batch_size))  # each batch its own stream
                 texts = [prompt_text(tokenizer, conversations[i], fmt) for i in idx]
                 # a chat template writes its own special tokens; raw HH text gets the tokenizer's (BOS)
                 enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=fmt == "hh").to(model.device)
@@ -182,12 +189,95 @@ class _Steps:
         pass
 
 
+def length_order(conversations: list[list[dict]]) -> list[int]:
+    """Indices of `conversations`, longest first: similar lengths share a batch (little padding),
+    and an out-of-memory shows up at once.
+
+    Examples:
+        >>> length_order([[{"content": "hi"}], [{"content": "hello"}], [{"content": "yo"}]])
+        [1, 0, 2]
+    """
+    return sorted(range(len(conversations)), key=lambda i: -len(str(conversations[i])))
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch `index` of a generation seeded `seed`: `seed` itself for the first, then
+    one drawn from (seed, index) (numpy's SeedSequence, so neighbouring seeds share no stream).
+
+    Examples:
+        >>> batch_seed(3, 0), batch_seed(3, 1) == batch_seed(3, 1), batch_seed(3, 1) != batch_seed(4, 1)
+        (3, True, True)
+    """
+    if index == 0:
+        return seed
+    state = np.random.SeedSequence(entropy=seed % 2**64, spawn_key=(index,)).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))  # below 2**63, which every torch generator takes
+
+
 def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: str | Path | None, *, seed: int,
-           label: str) -> list[str]:
+           label: str, saved: Path | None = None) -> list[str]:
     """Load the run's policy with `adapter` (None: the base model), answer every conversation with the
-    run's generation settings, print the speed; returns the answers in input order."""
-    model = load_for_generation(cfg.policy, adapter, lora=cfg.train.lora, dtype=cfg.generate.dtype)
+    run's generation settings, print the speed; returns the answers in input order.
+
+    With `saved` (a folder), each batch's answers are written there as soon as the batch is done,
+    and a later call (after a kill) answers only the batches not saved yet: a kill loses one batch,
+    and since every batch is seeded by its index (`batch_seed`), the answers are those of one
+    uninterrupted call. A saved batch made with other prompts or settings, or that cannot be read,
+    is answered again (with a warning). The caller deletes the folder once it has the answers.
+    """
     fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
-    responses, stats = generate(model, tokenizer, conversations, cfg.generate, seed=seed, fmt=fmt, label=label)
-    console.print(f"  {label}: {stats['new_tokens']:,} tokens at {stats['tokens_per_s']:.1f} tokens/s")
-    return responses
+    order, size = length_order(conversations), cfg.generate.batch_size
+    settings = _settings(cfg, adapter, fmt)
+    out: list[str] = [""] * len(conversations)
+    model, n_new, reused, seconds = None, 0, 0, 0.0
+    with progress_bar(unit="prompts") as bar:
+        task = bar.add_task(label, total=len(order))
+        for b, start in enumerate(range(0, len(order), size)):
+            idx = order[start:start + size]
+            batch = [conversations[i] for i in idx]
+            path = saved / f"batch-{b:05d}.parquet" if saved is not None else None
+            keys = [_key(c, batch_seed(seed, b), settings) for c in batch]
+            texts = _read_batch(path, keys) if path is not None else None
+            if texts is None:
+                if model is None:  # loaded only if some batch is left to answer
+                    model = load_for_generation(cfg.policy, adapter, lora=cfg.train.lora, dtype=cfg.generate.dtype)
+                texts, stats = generate(model, tokenizer, batch, cfg.generate, seed=batch_seed(seed, b), fmt=fmt,
+                                        progress=False)
+                n_new, seconds = n_new + stats["new_tokens"], seconds + stats["seconds"]
+                if path is not None:
+                    write_parquet(pd.DataFrame({"key": keys, "response": texts}), path)
+            else:
+                reused += 1
+            for i, text in zip(idx, texts):
+                out[i] = text
+            bar.advance(task, len(idx))
+    again = f"; {reused} batch(es) saved before a stop reused" if reused else ""
+    console.print(f"  {label}: {n_new:,} tokens at {n_new / seconds if seconds else 0:.1f} tokens/s{again}")
+    return out
+
+
+def _settings(cfg: Config, adapter, fmt: str) -> str:
+    """What, besides the prompt and seed, decides an answer: the model and the sampling settings."""
+    return json.dumps([cfg.policy.model_dump(mode="json"), cfg.generate.model_dump(mode="json"), str(adapter),
+                       cfg.train.lora, fmt], sort_keys=True)
+
+
+def _key(conversation: list[dict], seed: int, settings: str) -> str:
+    text = json.dumps([conversation, seed, settings], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _read_batch(path: Path, keys: list[str]) -> list[str] | None:
+    """A saved batch's answers if it holds exactly these prompts with these settings, else None."""
+    if not path.exists():
+        return None
+    try:
+        df = read_table(path)
+        if df["key"].tolist() != keys:
+            raise ValueError("made with other prompts or settings")
+        return [str(x) for x in df["response"]]
+    except (InputError, ValueError, KeyError) as e:
+        why = "cannot be read" if isinstance(e, InputError) else str(e)[:160]
+        console.print(f"[yellow]warning: discarding saved answers {path} ({why}); answering again[/]")
+        path.unlink(missing_ok=True)
+        return None

@@ -8,10 +8,16 @@ load reads that folder (well under a second).
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from paretohqd.config import cache_dir
-from paretohqd.io import atomic_dir
+from paretohqd.io import InputError, atomic_dir, unreadable
+from paretohqd.lock import hold
+from paretohqd.progress import console
+
+T = TypeVar("T")
 
 OFFLINE_SMOLLM2 = "smollm2-135m-instruct"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -47,20 +53,59 @@ def _convert_smollm2(dest: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
+def has_weights(folder: Path) -> bool:
+    """Whether a model folder holds weights transformers can load (safetensors or PyTorch bins,
+    whole or sharded with an index)."""
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")) or any(folder.glob("*.index.json"))
+
+
 def resolve_policy(name: str) -> str:
     """A name from config to something `from_pretrained` takes (converting the offline model once)."""
     if name == OFFLINE_SMOLLM2:
         dest = cache_dir() / "models" / OFFLINE_SMOLLM2
         if not (dest / "config.json").exists():
-            _convert_smollm2(dest)
+            # two runs may start at once on a fresh machine: one converts, the other waits for it
+            with hold(dest, wait=True, say=lambda s: console.print(f"[dim]{s}[/]")):
+                if not (dest / "config.json").exists():
+                    _convert_smollm2(dest)
         return str(dest)
     return name
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:240]
+
+
+def _from_cache(name: str, load: Callable[[str], T]) -> T:
+    """`load(resolve_policy(name))`; the converted offline model is a cache, so a copy that cannot
+    be read is discarded and converted again (with a warning naming it).
+
+    Raises:
+        InputError: the model (or tokenizer) cannot be loaded, naming it and the reason.
+    """
+    try:
+        return load(resolve_policy(name))
+    except Exception as e:  # noqa: BLE001 - sorted here: what a damaged or missing model raises, or a bug
+        if not unreadable(e):
+            raise
+        if name != OFFLINE_SMOLLM2:
+            raise InputError(f"cannot load {name!r}: {_first_line(e)}") from None
+        dest = cache_dir() / "models" / OFFLINE_SMOLLM2
+        console.print(f"[yellow]warning: discarding the converted model in {dest}, which cannot be read "
+                      f"({_first_line(e)}); converting it again[/]")
+        shutil.rmtree(dest, ignore_errors=True)
+    return load(resolve_policy(name))
+
+
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):
+    """The policy's tokenizer, with a pad token (EOS when it has none).
+
+    Raises:
+        InputError: it cannot be loaded (a missing folder, a hub id offline, a typo).
+    """
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_policy(name), trust_remote_code=trust_remote_code)
+    tok = _from_cache(name, lambda src: AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -68,6 +113,11 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
 
 def load_policy(name: str, *, dtype: str = "float32", trust_remote_code: bool = False,
                 attn_implementation: str | None = None):
+    """The policy model in `dtype`.
+
+    Raises:
+        InputError: it cannot be loaded (no weights in the folder, a truncated file, a hub id offline).
+    """
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging
@@ -75,6 +125,5 @@ def load_policy(name: str, *, dtype: str = "float32", trust_remote_code: bool = 
     logging.disable_progress_bar()  # a bar per load clutters the run's own progress
 
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    return AutoModelForCausalLM.from_pretrained(
-        resolve_policy(name), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **extra
-    )
+    return _from_cache(name, lambda src: AutoModelForCausalLM.from_pretrained(
+        src, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **extra))

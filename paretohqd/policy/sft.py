@@ -30,7 +30,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from paretohqd.config import Config, ConfigError, PolicyConfig, TrainConfig
-from paretohqd.io import atomic_dir, write_json
+from paretohqd.io import atomic_dir, file_digest, write_json
 from paretohqd.progress import console
 from paretohqd.devices import native_bf16
 from paretohqd.policy.load import load_policy
@@ -223,6 +223,8 @@ def finetune(
 
     ckpt = out.with_name(out.name + ".ckpt")
     start = _load_checkpoint(ckpt, acc.unwrap_model(model), opt, sched)
+    if start:
+        console.print(f"  resumed from the checkpoint at step {start}/{steps} ({ckpt})")
     lengths = [len(ids) for ids, _ in samples]
     n_answer = [len(ids) - n_prompt for ids, n_prompt in samples]
     plan = step_plan(lengths, steps, cfg.batch_size, seed)
@@ -311,23 +313,43 @@ def _save_checkpoint(ckpt: Path, model, opt, sched, step: int) -> None:
     with atomic_dir(ckpt) as tmp:
         model.save_pretrained(tmp / "model", safe_serialization=True)
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
-        write_json({"step": step}, tmp / "state.json")
+        # sizes and checksums: a garbled file that still parses must not be trained on
+        files = {str(f.relative_to(tmp)): file_digest(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
+        write_json({"step": step, "files": files}, tmp / "state.json")
 
 
 def _load_checkpoint(ckpt: Path, model, opt, sched) -> int:
+    """Restore a checkpoint into model, optimizer and scheduler; returns its step (0 without one).
+    A checkpoint that cannot be read is deleted, with a warning: training then starts from step 0."""
     if not (ckpt / "state.json").exists():
         return 0
+    try:
+        return _restore(ckpt, model, opt, sched)
+    except Exception as e:  # safetensors, torch.load and json each raise their own kind
+        console.print(f"[yellow]warning: discarding checkpoint {ckpt}, which cannot be read "
+                      f"({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]}); training from step 0[/]")
+        shutil.rmtree(ckpt, ignore_errors=True)
+        return 0
+
+
+def _restore(ckpt: Path, model, opt, sched) -> int:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    # everything is checked and read before anything is applied: a bad file leaves the fresh model as it was
+    record = json.loads((ckpt / "state.json").read_text())
+    for rel, want in record.get("files", {}).items():
+        if file_digest(ckpt / rel) != want:
+            raise ValueError(f"{rel} differs from its record")
     weights = ckpt / "model" / ("adapter_model.safetensors" if hasattr(model, "peft_config") else "model.safetensors")
     state = load_file(weights)
+    # weights_only: tensors and plain containers, no arbitrary objects (our own file, still no pickle code)
+    extra = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    step = int(record["step"])
     if hasattr(model, "peft_config"):
         set_peft_model_state_dict(model, state)
     else:
         model.load_state_dict(state, strict=False)
-    # weights_only: tensors and plain containers, no arbitrary objects (our own file, still no pickle code)
-    extra = torch.load(ckpt / "optimizer.pt", weights_only=True)
     opt.load_state_dict(extra["optimizer"])
     sched.load_state_dict(extra["scheduler"])
-    return json.loads((ckpt / "state.json").read_text())["step"]
+    return step

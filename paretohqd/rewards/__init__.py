@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from paretohqd.config import ConfigError
-from paretohqd.rewards.base import (OFFLINE, PRESETS, Format, Preset, RewardModel, available, head_marker,
-                                    resolve_dtype, state_fingerprint)
+from paretohqd.rewards.base import (OFFLINE, PRESETS, Format, Preset, RewardModel, available, check_classifier,
+                                    head_marker, resolve_dtype, state_fingerprint)
 
 if TYPE_CHECKING:
     from paretohqd.config import DataConfig, RewardsConfig
@@ -73,6 +73,10 @@ def locate(name: str, cfg: RewardsConfig) -> tuple[str, str | None]:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ConfigError(f"reward model folder {path} has no config.json. Available: {available(cfg)}")
+        if not any(any(path.glob(p)) for p in ("*.safetensors", "*.bin", "*.index.json")):
+            raise ConfigError(f"reward model folder {path} holds no weights (*.safetensors or *.bin); save the "
+                              "model there with save_pretrained")
+        check_classifier(path / "config.json", name)
         return "folder", str(path)
     if _looks_like_hub_id(name):
         return "hub", name

@@ -86,3 +86,42 @@ def state_fingerprint(module, *extra: object) -> str:
     return h.hexdigest()[:16]
 
 
+
+
+# heads a reward model must not have: transformers would load such a model as a sequence
+# classifier all the same, with a freshly initialised (random) score head
+_NOT_CLASSIFIERS = ("ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditionalGeneration", "ForTokenClassification",
+                    "ForQuestionAnswering")
+
+
+def check_architectures(architectures: list[str], name: str) -> None:
+    """Refuse a model whose config names a language model (or another head), not a sequence classifier.
+
+    Raises:
+        ConfigError: naming the architecture.
+    """
+    from paretohqd.config import ConfigError
+
+    if architectures and all(a.endswith(_NOT_CLASSIFIERS) for a in architectures):
+        raise ConfigError(f"reward model {name!r} is a {architectures[0]}, not a sequence classifier: its score "
+                          "head would be random; give a reward model (AutoModelForSequenceClassification)")
+
+
+def check_classifier(config_json: Path, name: str) -> None:
+    """`check_architectures` on a model folder's config.json.
+
+    Raises:
+        ConfigError: unreadable config.json, or not a sequence classifier.
+    """
+    import json
+
+    from paretohqd.config import ConfigError
+
+    try:
+        config = json.loads(config_json.read_text())
+        arch = config.get("architectures") or [] if isinstance(config, dict) else None
+        if not isinstance(arch, list):
+            raise ValueError("not a JSON object with a list of architectures")
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"reward model {name!r}: {config_json} cannot be read ({str(e)[:120]})") from None
+    check_architectures([str(a) for a in arch], name)

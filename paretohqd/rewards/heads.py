@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from paretohqd.config import DataConfig, RewardsConfig
-from paretohqd.io import InputError, write_json
-from paretohqd.rewards.base import OFFLINE, head_marker  # not the package: it loads rewards.labels, which imports this
 from paretohqd.data.hh_rlhf import last_turn
+from paretohqd.io import InputError, write_json
+from paretohqd.lock import hold
+from paretohqd.progress import console
+from paretohqd.rewards.base import OFFLINE, head_marker  # not the package: it loads rewards.labels, which imports this
 from paretohqd.rewards.minilm import ENCODER, Encoder, RewardHead, bt_loss, features, save_head
 
 OBJECTIVES = {"minilm-helpful": "helpful", "minilm-harmless": "harmless", "minilm-humor": "humor"}
@@ -185,24 +187,36 @@ def _check_names(names: Sequence[str]) -> None:
         raise InputError(f"cannot train {unknown}: offline heads are {list(OFFLINE)} (--only takes helpful, harmless, humor)")
 
 
-def train_heads(cfg: RewardsConfig, names: Sequence[str] = OFFLINE, *, sources: Sequence[str] | None = None) -> dict[str, dict]:
+def train_heads(cfg: RewardsConfig, names: Sequence[str] = OFFLINE, *, sources: Sequence[str] | None = None,
+                wait: bool = False) -> dict[str, dict]:
     """Train (or retrain) the named heads on the HH entries of `sources` (the offline HH data when
     there are none, e.g. a run on other data scored by these heads); write `<cfg.dir>/metrics.json`;
-    return metrics by name."""
+    return metrics by name.
+
+    Raises:
+        BusyError: another process is training heads into `cfg.dir` (unless `wait`: then this one
+            waits for it).
+    """
     from paretohqd.data.sources import hh_paths
 
     _check_names(names)
     sources = hh_paths(DataConfig().sources if sources is None else sources)
-    encoder = Encoder(device=cfg.device, dtype=cfg.dtype, max_length=cfg.max_length, store=Path(cfg.dir) / "embeddings")
-    results = {name: train_head(name, cfg, sources, encoder) for name in names}
-    metrics_path = Path(cfg.dir) / "metrics.json"
-    previous = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    write_json({**previous, **results}, metrics_path)
+    with hold(cfg.dir, wait=wait, say=lambda s: console.print(f"[dim]{s}[/]")):
+        encoder = Encoder(device=cfg.device, dtype=cfg.dtype, max_length=cfg.max_length,
+                          store=Path(cfg.dir) / "embeddings")
+        results = {name: train_head(name, cfg, sources, encoder) for name in names}
+        metrics_path = Path(cfg.dir) / "metrics.json"
+        previous = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        write_json({**previous, **results}, metrics_path)
     return results
 
 
 def ensure_trained(cfg: RewardsConfig, names: Sequence[str], *, sources: Sequence[str] | None = None) -> dict[str, dict]:
-    """Train those of the named offline heads not saved in `cfg.dir` yet; return their metrics."""
+    """Train those of the named offline heads not saved in `cfg.dir` yet; return their metrics.
+    Two runs that need the same head at once train it once: the second waits, then finds it."""
     _check_names(names)
-    missing = [n for n in dict.fromkeys(names) if not head_marker(cfg, n).exists()]
-    return train_heads(cfg, missing, sources=sources) if missing else {}
+    if all(head_marker(cfg, n).exists() for n in names):
+        return {}
+    with hold(cfg.dir, wait=True, say=lambda s: console.print(f"[dim]{s}[/]")):
+        missing = [n for n in dict.fromkeys(names) if not head_marker(cfg, n).exists()]
+        return train_heads(cfg, missing, sources=sources, wait=True) if missing else {}

@@ -24,7 +24,7 @@ class HFRewardModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from paretohqd.config import ConfigError
-        from paretohqd.rewards.base import available, resolve_dtype, state_fingerprint
+        from paretohqd.rewards.base import available, check_architectures, resolve_dtype, state_fingerprint
 
         self.name, self.format, self.logit, self.device = name, format, logit, cfg.device
         try:
@@ -32,11 +32,16 @@ class HFRewardModel:
             self.model = AutoModelForSequenceClassification.from_pretrained(
                 source, dtype=resolve_dtype(cfg.dtype, cfg.device), trust_remote_code=cfg.trust_remote_code
             )
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - sorted below
+            from paretohqd.io import unreadable
+
+            if not unreadable(e):
+                raise
             raise ConfigError(
-                f"cannot load reward model {name!r} from {source!r} (offline, or not in the HF cache?): "
-                f"{str(e).splitlines()[0]}. Available: {available(cfg)}"
+                f"cannot load reward model {name!r} from {source!r} (offline, not in the HF cache, or damaged?): "
+                f"{(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}. Available: {available(cfg)}"
             ) from None
+        check_architectures(self.model.config.architectures or [], name)  # hub ids: `locate` did not read them
         self.model.eval().to(cfg.device)
         n_logits = self.model.config.num_labels
         if not 0 <= logit < n_logits:

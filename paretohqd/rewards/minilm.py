@@ -45,8 +45,18 @@ class EmbeddingStore:
         self.folder = folder
         self.rows: dict[str, np.ndarray] = {}
         for f in sorted(folder.glob("emb-*.safetensors")):
-            with safe_open(str(f), framework="numpy") as fh:
-                keys, emb = json.loads(fh.metadata()["keys"]), fh.get_tensor("emb")
+            try:
+                with safe_open(str(f), framework="numpy") as fh:
+                    keys, emb = json.loads(fh.metadata()["keys"]), fh.get_tensor("emb")
+                if len(keys) != len(emb):
+                    raise ValueError(f"{len(keys)} keys for {len(emb)} rows")
+            except Exception as e:  # safetensors raises its own error type; a cache is only a shortcut
+                from paretohqd.progress import console
+
+                console.print(f"[yellow]warning: discarding embedding cache file {f}, which cannot be read "
+                              f"({str(e).strip()[:120]}); its texts are embedded again[/]")
+                f.unlink(missing_ok=True)
+                continue
             self.rows.update(zip(keys, emb))
 
     def add(self, keys: list[str], emb: np.ndarray) -> None:
@@ -174,9 +184,16 @@ def load_head_model(folder: Path, cfg: RewardsConfig, *, encoders: dict) -> Head
     """Load a saved head; `encoders` (settings -> Encoder) lets heads share one encoder."""
     from safetensors.torch import load_file
 
-    meta = json.loads((folder / "config.json").read_text())
-    head = RewardHead(feature_dim(meta["inputs"]), meta["hidden"])
-    head.load_state_dict(load_file(str(folder / "model.safetensors")))
+    try:
+        meta = json.loads((folder / "config.json").read_text())
+        head = RewardHead(feature_dim(meta["inputs"]), meta["hidden"])
+        head.load_state_dict(load_file(str(folder / "model.safetensors")))
+    except Exception as e:  # json, safetensors and torch each raise their own kind
+        from paretohqd.config import ConfigError
+
+        raise ConfigError(f"reward head {folder} cannot be read ({str(e).strip().splitlines()[0][:120]}); delete "
+                          f"the folder and it is trained again (paretohqd reward train --only "
+                          f"{folder.name.removeprefix('minilm-')})") from None
     key = (cfg.device, cfg.dtype, cfg.max_length)
     if key not in encoders:
         encoders[key] = Encoder(device=cfg.device, dtype=cfg.dtype, max_length=cfg.max_length,

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from paretohqd.io import InputError, read_table, write_json, write_parquet
+from paretohqd.lock import hold
 from paretohqd.progress import console, progress_bar
 from paretohqd.rewards import RewardModel
 
@@ -27,16 +28,30 @@ Scorer = Callable[[Sequence[str], Sequence[str], int], dict[str, np.ndarray]]
 
 
 class ScoreCache:
-    """One reward model's scores by sample id, in `chunk-*.parquet` files (never pickle)."""
+    """One reward model's scores by sample id, in `chunk-*.parquet` files (never pickle).
+
+    Several processes may fill one cache at once (two runs scoring with the same model): each
+    writes files of its own name, renamed into place whole, and a reader takes the union by id.
+    """
 
     def __init__(self, folder: Path):
         self.folder = folder
 
     def load(self) -> dict[str, float]:
-        files = sorted(self.folder.glob("chunk-*.parquet"))
-        if not files:
+        parts = []
+        for f in sorted(self.folder.glob("chunk-*.parquet")):
+            try:
+                part = pd.read_parquet(f, columns=["id", "score"], page_checksum_verification=True)
+            except (OSError, ValueError, KeyError) as e:  # pyarrow's errors are these
+                # a cache is only a shortcut: what cannot be read is scored again
+                console.print(f"[yellow]warning: discarding score cache file {f}, which cannot be read "
+                              f"({str(e).strip()[:120]}); its samples are scored again[/]")
+                f.unlink(missing_ok=True)
+                continue
+            parts.append(part)
+        if not parts:
             return {}
-        df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        df = pd.concat(parts, ignore_index=True)
         return dict(zip(df["id"], df["score"]))
 
     def write(self, ids: Sequence[str], scores: np.ndarray) -> None:
@@ -125,6 +140,7 @@ def score_frame(
                 chunk = todo.iloc[start : start + chunk_size]
                 scores = scorer(chunk["prompt"].tolist(), chunk["response"].tolist(), batch_size)
                 for o in objs:
+                    scores[o] = _check_shape(scores[o], len(chunk), o, models[o].name)
                     _check_finite(scores[o], chunk["id"], o, models[o].name)
                 for o in objs:
                     caches[o].write(chunk["id"].tolist(), scores[o])
@@ -133,6 +149,17 @@ def score_frame(
             for o in objs:
                 out[o] = df["id"].map(known[o]).astype(np.float64)
     return out
+
+
+def _check_shape(scores, n: int, objective: str, name: str) -> np.ndarray:
+    """One float per sample, or InputError: a model whose output is not a score per sample (a
+    custom head, a token classifier) would otherwise be read as rewards."""
+    out = np.asarray(scores)
+    if out.shape != (n,) or not np.issubdtype(out.dtype, np.number):
+        raise InputError(f"reward model {name!r} (objective {objective!r}) returned {out.dtype} scores of shape "
+                         f"{out.shape} for {n} samples; a reward model gives one number per sample (a sequence "
+                         "classifier's logit, rewards.logit)")
+    return out.astype(np.float64)
 
 
 def _check_finite(scores: np.ndarray, ids: pd.Series, objective: str, name: str) -> None:
@@ -219,8 +246,9 @@ def score_file(cfg, data: str | Path, out: str | Path, *, progress: bool = True)
     from paretohqd.rewards.heads import ensure_trained
     from paretohqd.rewards.labels import column_objectives
 
-    df = read_table(data)
-    ensure_trained(cfg.rewards, [n for n in cfg.rewards.models.values() if n in OFFLINE], sources=cfg.data.sources)
-    columns = column_objectives(cfg.rewards)
-    labels = bool(columns) and all(c in df.columns for c in columns.values())
-    return write_scores(cfg, df, out, labels=labels, progress=progress)
+    with hold(out):  # one writer per output file; the score cache itself takes several (`ScoreCache`)
+        df = read_table(data)
+        ensure_trained(cfg.rewards, [n for n in cfg.rewards.models.values() if n in OFFLINE], sources=cfg.data.sources)
+        columns = column_objectives(cfg.rewards)
+        labels = bool(columns) and all(c in df.columns for c in columns.values())
+        return write_scores(cfg, df, out, labels=labels, progress=progress)

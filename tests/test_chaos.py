@@ -1,0 +1,57 @@
+"""The kill -9 campaign (issue 16). Here, in `make test`: a tiny real run (`conftest.tiny_run_overrides`)
+in a subprocess, SIGKILLed at two moments chosen by what is on disk (a stage-1 checkpoint, a saved
+stage-2 batch), resumed after each; a second `paretohqd run` on the folder meanwhile is refused;
+the finished run equals the uninterrupted one. The full campaign (24
+seeded kills spread over every step) is `benchmarks/chaos.py`, run by the slow test below."""
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_run_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import chaos  # noqa: E402
+
+
+def test_kill_9_twice_then_resume_equals_the_uninterrupted_run(tmp_path, finished_tiny_run, chaos_assets):
+    from test_reliability import _same_outputs
+
+    ref, _ = finished_tiny_run  # uninterrupted, made in this process
+    root = tmp_path / "runs" / "tiny"
+    cmd = chaos.command(tiny_run_overrides(chaos_assets, tmp_path / "runs", tmp_path / "rewards", "tiny"),
+                        tmp_path / "run.yaml")
+
+    first = chaos.Attempt(cmd)
+    while not any(line.startswith("run folder:") for line in first.lines):  # it holds the folder's lock now
+        assert first.proc.poll() is None, "\n".join(first.lines)
+        time.sleep(0.01)
+    second = chaos.Attempt(cmd)  # a second run on the same folder, at the same time
+    assert second.finish() == 2 and not any("Traceback" in line for line in second.lines)
+    print(*[line for line in second.lines if line.startswith("error:")])  # (quoted in the README)
+    assert [line for line in second.lines if line.startswith("error:")] == [
+        f"error: {root} is in use by pid {first.proc.pid}, running since "
+        + second.lines[-1].split("running since ", 1)[1]]
+    assert first.kill_when(lambda: any(root.glob("stage1/pref-*.ckpt/state.json"))) is not None
+
+    resumed = chaos.Attempt(cmd)  # the killed holder's lock died with it
+    assert resumed.kill_when(lambda: any(root.glob("stage2/.generated-pref-*.batches/batch-*.parquet"))) is not None
+    assert any(line.startswith("  resumed from the checkpoint at step 2/4") for line in resumed.lines), resumed.lines
+
+    last = chaos.Attempt(cmd)
+    assert last.finish() == 0, "\n".join(last.lines[-30:])
+    assert any("batch(es) saved before a stop reused" in line for line in last.lines), last.lines
+    _same_outputs(ref, root)
+    assert not chaos.differences(ref, root)
+
+
+@pytest.mark.slow
+def test_the_full_campaign(tmp_path):
+    """24 seeded kills over every step (and before the first, and in the report), in 3 run
+    folders, each resumed to the end: 0 mismatches."""
+    res = chaos.campaign(tmp_path, kills=24, seed=0)
+    assert res["kills"] >= 20 and res["targets_hit"] == res["targets"], res
+    assert res["mismatches"] == 0, res["mismatched"]
