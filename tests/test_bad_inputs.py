@@ -201,7 +201,8 @@ def _model_cases() -> list[Case]:
     def damaged_head(w, a):
         _file(w, "heads/minilm-helpful/config.json", '{"inputs": "pair", "hid')
         _file(w, "heads/minilm-helpful/model.safetensors", b"")
-        return cli("score", scores_table(w), "-r", "helpful=minilm-helpful", "--set", f"rewards.dir={w / 'heads'}")
+        return cli("score", scores_table(w), "-r", "helpful=minilm-helpful", "--out", w / "s.parquet",
+                   "--set", f"rewards.dir={w / 'heads'}")
 
     return [
         Case("models", "policy folder without weights",
