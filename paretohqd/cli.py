@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import shlex
 import os
 import sys
 from pathlib import Path
@@ -62,12 +63,13 @@ def print_counts(title: str, counts: dict[str, int | float]) -> None:
 @data_app.command("prepare")
 @user_errors
 def data_prepare(
-    sources: list[str] = typer.Argument(None, help="HH-RLHF .jsonl(.gz) files or folders, or Anthropic/hh-rlhf."),
+    sources: list[str] = typer.Argument(None, help="HH-RLHF .jsonl(.gz) files or folders, or Anthropic/hh-rlhf "
+                                        "(other formats: data.sources in --config)."),
     out: Path = typer.Option(Path("data/hh.parquet"), "--out", "-o", help="Parquet file to write."),
     config: Optional[Path] = ConfigOpt,
     set_: list[str] = SetOpt,
 ) -> None:
-    """Split HH-RLHF transcripts into (prompt, response) samples; filter, deduplicate, write Parquet."""
+    """Read the data sources into (prompt, response) samples with their labels; filter, deduplicate, write Parquet."""
     from paretohqd.data.prepare import prepare
     from paretohqd.policy.load import load_tokenizer
 
@@ -109,12 +111,14 @@ def run_job(
     from paretohqd.pipeline import preflight, run
 
     cfg = load_config(config, set_)
+    # how this config was given, so a suggested command (e.g. `reward train`) reads the same one
+    config_args = " ".join(shlex.quote(a) for a in ["--config", str(config), *(x for s in set_ for x in ("--set", s))])
     if check:
-        cfg, _ = preflight(cfg)
+        cfg, _ = preflight(cfg, config_args=config_args)
         console.print(f"{config}: ready to run (method {cfg.method}, policy {cfg.policy.model}, "
                       f"{len(cfg.rewards.models)} reward models, run folder {cfg.runs_dir}/{cfg.name})")
         return
-    run(cfg)
+    run(cfg, config_args=config_args)
 
 
 @app.command("compare")
@@ -129,7 +133,8 @@ def compare(
     compare_methods(load_config(config, set_))
 
 
-reward_app = typer.Typer(help="Reward models: train the offline heads.", no_args_is_help=True)
+reward_app = typer.Typer(help="Reward models: train the offline heads and column objectives' scorers.",
+                         no_args_is_help=True)
 app.add_typer(reward_app, name="reward")
 
 
@@ -137,14 +142,32 @@ app.add_typer(reward_app, name="reward")
 @user_errors
 def reward_train(
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated subset of helpful,harmless,humor (default: all)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="Instead, train the scorer of this column "
+                                            "objective (rewards.models NAME: column:LABEL) on data.sources' labels."),
+    from_column: Optional[str] = typer.Option(None, "--from-column", help="With --objective: ridge regression on "
+                                              "this label column (default: the objective's own label)."),
+    from_pairs: Optional[str] = typer.Option(None, "--from-pairs", help="With --objective: Bradley-Terry on answer "
+                                             "pairs; the column names each pair's preferred response_id, e.g. "
+                                             "better_response_id."),
     config: Optional[Path] = ConfigOpt,
     set_: list[str] = SetOpt,
 ) -> None:
-    """Train the MiniLM reward heads on the shared data; print and save held-out accuracy (AUC for humor)."""
+    """Train the MiniLM reward heads on the shared data, or (--objective) a column objective's scorer on the
+    config's data; print and save held-out accuracy (AUC for humor, correlation for a label)."""
+    cfg = load_config(config, set_)
+    if objective is not None:
+        if only:
+            raise InputError("--only names offline HH heads and --objective a column objective; give one of them")
+        from paretohqd.rewards.labels import train_label_scorer
+
+        m = train_label_scorer(cfg, objective, from_column=from_column, from_pairs=from_pairs)
+        print_counts(f"scorer of {objective} in {m['folder']}", {k: v for k, v in m.items() if isinstance(v, (int, float))})
+        return
+    if from_column or from_pairs:
+        raise InputError("--from-column / --from-pairs train a column objective's scorer: give --objective NAME too")
     from paretohqd.rewards import OFFLINE
     from paretohqd.rewards.heads import train_heads
 
-    cfg = load_config(config, set_)
     names = [f"minilm-{n.strip()}" for n in only.split(",")] if only else list(OFFLINE)
     results = train_heads(cfg.rewards, names, sources=cfg.data.sources)
     table = Table(title=f"reward heads in {cfg.rewards.dir} (seed {cfg.rewards.seed})")
@@ -168,7 +191,8 @@ def _parse_reward_models(spec: str) -> dict[str, str]:
 @app.command("score")
 @user_errors
 def score(
-    data: Path = typer.Argument(..., help="Table with id, prompt, response columns (.parquet/.csv/.jsonl)."),
+    data: Path = typer.Argument(..., help="Table with id, prompt, response columns (.parquet/.csv/.jsonl); a column "
+                                "objective reads its label column when the table has them all, else its scorer."),
     reward_models: Optional[str] = typer.Option(
         None, "--reward-models", "-r", help="objective=model,... (default: rewards.models from the config)."),
     out: Path = typer.Option(Path("scores.parquet"), "--out", "-o", help="Parquet file to write; stats go beside it."),
@@ -192,6 +216,9 @@ def evaluate(
                                            "ones: .txt (one a line), .jsonl or .parquet with `prompt` or `messages`."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="With --prompts: the folder for that evaluation "
                                        "and its report (the run's own evaluate/ is left as it is)."),
+    interpolation: bool = typer.Option(False, "--interpolation", help="Also leave each surrounded preference out, "
+                                       "rebuild it from its neighbours' models and compare it with the trained one "
+                                       "on the held-out prompts (the report's 'Interpolation quality')."),
     set_: list[str] = SetOpt,
 ) -> None:
     """Answer held-out prompts (or --prompts FILE) with every preference model and the base model;
@@ -199,8 +226,16 @@ def evaluate(
     from paretohqd.pipeline import evaluate_prompts, evaluate_run
 
     cfg = load_config(run_dir / "config.yaml", set_)
+    if interpolation and (prompts is not None or out is not None):
+        raise InputError("--interpolation compares on the run's held-out prompts; give it without --prompts/--out")
     if prompts is None and out is None:
-        evaluate_run(cfg, run_dir)
+        evaluate_run(cfg, run_dir)  # resumes: models already answered are skipped
+        if interpolation:
+            from paretohqd.report.run import write_report
+            from paretohqd.use import interpolation_quality
+
+            interpolation_quality(run_dir)
+            write_report([run_dir], html=cfg.evaluate.html)  # the report again, now with its interpolation table
         return
     if prompts is None or out is None:
         raise InputError("give --prompts FILE and --out DIR together (without both, the run's held-out prompts are used)")

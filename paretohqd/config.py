@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 
 # Where the offline default data lies: ../shared beside the repo, or $PARETOHQD_SHARED.
 SHARED_DIR = Path(os.environ.get("PARETOHQD_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -34,9 +35,52 @@ class Section(BaseModel):
         return v
 
 
+class SourceConfig(Section):
+    """A data source written as a mapping; a bare path or hub id is `format: hh`."""
+
+    path: str
+    """A file, a folder of files (read recursively), or a hub dataset id (read with `datasets`; needs internet)."""
+    format: Literal["hh", "table", "pairs", "pku-saferlhf", "helpsteer2", "ultrafeedback"] = "hh"
+    """How rows become samples (`paretohqd.data.sources`): `hh` (HH-RLHF transcripts); `table` (.parquet/.jsonl/.csv,
+    one sample a row: `prompt` text or `messages`, and `response`; every other column is kept as a label); `pairs`
+    (`prompt`, `chosen`, `rejected`: both answers become samples); or the published schema of `pku-saferlhf`,
+    `helpsteer2` or `ultrafeedback` (their label columns are listed in `paretohqd/data/published.py`)."""
+    columns: dict[str, str] = {}
+    """`table` and `pairs` only: our name -> the file's column, e.g. {prompt: question, response: answer};
+    a label column can be renamed the same way."""
+    split: str | None = None
+    """Split to read: of a hub dataset (default data.hub_split), or of a folder (only its files named
+    `SPLIT*` or inside a `SPLIT/` folder; default every file)."""
+
+    @model_validator(mode="after")
+    def _columns(self) -> SourceConfig:
+        if self.columns and self.format not in ("table", "pairs"):
+            raise ValueError(f"columns: only the table and pairs formats take a column map; {self.format} "
+                             "reads its published schema")
+        bad = [k for k, v in self.columns.items() if not k.strip() or not v.strip()]
+        if bad:
+            raise ValueError(f"columns: empty name in {bad}; write our_name: file_column")
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.format})"
+
+
+def _source_kind(value: Any) -> str:
+    return "plain" if isinstance(value, str) else "mapping"
+
+
+_SOURCE_TAGS = ("plain", "mapping")
+Source = Annotated[Union[Annotated[str, Tag("plain")], Annotated[SourceConfig, Tag("mapping")]],
+                   Discriminator(_source_kind)]
+"""A data source: a path / hub id (HH-RLHF, as before formats existed) or a `SourceConfig` mapping."""
+
+
 class DataConfig(Section):
-    sources: list[str] = [str(SHARED_DIR / "data" / "hh-rlhf")]
-    """HH-RLHF `.jsonl`/`.jsonl.gz` files, folders of them, or the hub id `Anthropic/hh-rlhf` (needs internet)."""
+    sources: list[Source] = [str(SHARED_DIR / "data" / "hh-rlhf")]
+    """Where the samples come from, each a path / hub id of HH-RLHF (`.jsonl`/`.jsonl.gz` files, folders of them,
+    or `Anthropic/hh-rlhf`) or a mapping {path, format, columns, split} (see `SourceConfig`), e.g.
+    `{path: mine.parquet, format: table}`."""
     hub_split: str = "test"
     """Split to read when a source is a hub id."""
     min_response_tokens: int = Field(8, ge=0)
@@ -179,8 +223,8 @@ class EvaluateConfig(Section):
     """`heldout`: `prompts` whole prompts removed from the training data before anything else; `split`:
     prompts drawn from a separate split (`sources`, e.g. HH test while training on HH train, as RiC
     evaluates), filtered by the same length window; either way checked disjoint from training by hash."""
-    sources: list[str] = []
-    """Evaluation data for `source: split`: HH files, folders, or the hub id `Anthropic/hh-rlhf`."""
+    sources: list[Source] = []
+    """Evaluation data for `source: split`, written as `data.sources` (HH paths, the hub id, or mappings)."""
     hub_split: str = "test"
     """Split to read when an evaluation source is a hub id."""
     bootstrap: int = Field(1000, ge=0)
@@ -209,7 +253,7 @@ def _default_rewards_dir() -> str:
 
 class RewardsConfig(Section):
     models: dict[str, str] = {"helpful": "minilm-helpful", "harmless": "minilm-harmless"}
-    """Objective name -> reward model: a preset (`ray2333-helpful`, `ray2333-harmless`, `humor-no-humor`), an offline head (`minilm-helpful`, `minilm-harmless`, `minilm-humor`), or any hub id / local folder of a sequence classifier."""
+    """Objective name -> reward model: a preset (`ray2333-helpful`, `ray2333-harmless`, `humor-no-humor`), an offline head (`minilm-helpful`, `minilm-harmless`, `minilm-humor`), any hub id / local folder of a sequence classifier, or `column:NAME`: the data's label column NAME is the score for selection, and the scorer `paretohqd reward train --objective OBJECTIVE` trained on that label scores generated answers."""
     dir: str = Field(default_factory=_default_rewards_dir)
     """Where `reward train` saves the offline heads; the score cache (`scores/`) and MiniLM embedding cache (`embeddings/`) live here too."""
     batch_size: int = Field(32, ge=1)
@@ -244,6 +288,17 @@ class RewardsConfig(Section):
     """HH responses sampled as humor negatives."""
     jokes: str = str(SHARED_DIR / "data" / "rjokes" / "rjokes-dev.tsv.gz")
     """r/Jokes `score<TAB>joke` file (.tsv or .tsv.gz) for the humor head."""
+    ridge_alphas: list[float] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    """Ridge penalties tried for a scorer trained on a label column (`reward train --from-column`), in units of
+    the mean eigenvalue of the feature Gram matrix (so they do not depend on the data size); the one with the
+    lowest validation error is kept."""
+
+    @field_validator("ridge_alphas")
+    @classmethod
+    def _alphas(cls, v: list[float]) -> list[float]:
+        if not v or min(v) <= 0:
+            raise ValueError(f"give at least one penalty, each > 0 (got {v})")
+        return v
 
 
 class RicConfig(Section):
@@ -334,7 +389,9 @@ class ConfigError(ValueError):
 def _format_errors(err: ValidationError, origin: str) -> str:
     lines = [f"{origin}: {err.error_count()} problem(s) in the config:"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        # a data source's union tag (after its list index) names no key a person wrote: leave it out
+        loc = [p for i, p in enumerate(e["loc"]) if not (p in _SOURCE_TAGS and i and isinstance(e["loc"][i - 1], int))]
+        key = ".".join(str(p) for p in loc) or "(top level)"
         got = e.get("input")
         shown = repr(got) if len(repr(got)) <= 120 else repr(got)[:117] + "..."
         got_s = "" if isinstance(got, dict) else f" (got {shown})"

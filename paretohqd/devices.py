@@ -54,9 +54,20 @@ def device_name() -> str:
 
 def native_bf16(device: str) -> bool:
     """Whether `device` runs bfloat16 matmuls natively (CUDA with bf16; CPUs with AVX512-BF16/AMX),
-    i.e. whether bf16 autocast is a speed-up rather than an emulation (4x on a 2-core Xeon with AMX)."""
+    i.e. whether bf16 autocast is a speed-up rather than an emulation (4x on a 2-core Xeon with AMX).
+
+    oneDNN's own check (`torch.ops.mkldnn._is_mkldnn_bf16_supported`) says yes for any AVX-512 CPU,
+    where bf16 is emulated: on a 2-core Xeon with AVX-512 but neither AVX512-BF16 nor AMX, sampling
+    SmolLM2-135M in bf16 ran 9x slower than in fp32 (benchmarks/bench_bf16.py). So the CPU's
+    own flags decide, as torch reports them.
+    """
     import torch
 
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if device != "cpu":
+        return False
+    flags = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(f is None for f in flags):  # an older torch without them: oneDNN's check, as before
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return any(f() for f in flags if f is not None)

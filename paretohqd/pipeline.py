@@ -27,13 +27,14 @@ from paretohqd.rewards.score import write_scores
 from paretohqd.runfolder import RunFolder
 
 
-def run(cfg: Config) -> Path:
+def run(cfg: Config, *, config_args: str = "--config CONFIG") -> Path:
     """Run (or resume) every step of `cfg.method`; returns the run folder.
 
     The run folder is locked first (`lock.hold`): a second process on it is refused at once.
     Under `torchrun` / `accelerate launch` every process calls this: they form one group
     (`devices.init_processes`), train together, and the main process alone does the rest (and
-    holds the lock for all).
+    holds the lock for all). `config_args` (`--config FILE --set ...`) completes the commands that
+    problems suggest.
 
     Raises:
         BusyError: another process is writing the run folder.
@@ -42,11 +43,11 @@ def run(cfg: Config) -> Path:
     """
     _join_processes()  # first: launched processes that cannot form a group stop before writing anything
     with hold(Path(cfg.runs_dir) / cfg.name):
-        return _run(cfg)
+        return _run(cfg, config_args)
 
 
-def _run(cfg: Config) -> Path:
-    cfg, tokenizer = preflight(cfg)
+def _run(cfg: Config, config_args: str) -> Path:
+    cfg, tokenizer = preflight(cfg, config_args=config_args)
     r = RunFolder(cfg)
     console.print(f"run folder: {r.root}  device: {device_name()} x{r.n_devices}  seed: {cfg.seed}")
     console.print(f"objectives: {r.objectives}; {len(r.preferences)} preferences; k = {cfg.select.k}")
@@ -73,7 +74,8 @@ def _run(cfg: Config) -> Path:
         missing = [n for n in offline if not head_marker(cfg.rewards, n).exists()]
         r.step("rewards", head_marker(cfg.rewards, (missing or offline)[0]),
                lambda: ensure_trained(cfg.rewards, offline, sources=cfg.data.sources))
-    r.step("score", r.scores, lambda: write_scores(cfg, read_table(r.train_data), r.scores))
+    # column objectives take their labels here; generated answers (stage 2, evaluation) get their scorers'
+    r.step("score", r.scores, lambda: write_scores(cfg, read_table(r.train_data), r.scores, labels=True))
     methods.module(cfg).train(r, tokenizer)
     _evaluate_and_report(r, tokenizer)
     return r.root
@@ -166,11 +168,13 @@ def _evaluate_and_report(r: RunFolder, tokenizer) -> Path:
 # Preflight ---------------------------------------------------------------------------------------
 
 
-def preflight(cfg: Config) -> tuple[Config, object]:
+def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Config, object]:
     """Check, before anything expensive, what would otherwise fail hours into a run: the method and
     its settings, the preferences, the batch split, the policy's tokenizer and prompt format (one
-    training sample encoded), every reward model, data source and the run folder's config. Hub ids
-    are asked for concurrently (each unreachable one takes huggingface_hub ~30 s of retries).
+    training sample encoded), every reward model (a column objective's trained scorer too: the
+    problem names the command that trains it, completed with `config_args`), data source and the
+    run folder's config. Hub ids are asked for concurrently (each unreachable one takes
+    huggingface_hub ~30 s of retries).
 
     Returns:
         The configured config (`methods.configure`) and the policy's tokenizer.
@@ -183,11 +187,13 @@ def preflight(cfg: Config) -> tuple[Config, object]:
     from accelerate import PartialState
     from huggingface_hub.utils import logging as hf_logging
 
-    from paretohqd.data.hh_rlhf import HUB_ID, read_pairs, to_messages
+    from paretohqd.data.hh_rlhf import HUB_ID, to_messages
+    from paretohqd.data.sources import as_source, first_sample, on_hub
     from paretohqd.pareto.preferences import preferences_from_config
     from paretohqd.policy.prompts import resolve_format
     from paretohqd.policy.sft import encode
     from paretohqd.rewards import locate
+    from paretohqd.rewards.labels import missing_scorers
     from paretohqd.runfolder import config_differences
 
     cfg = methods.configure(cfg)
@@ -226,14 +232,17 @@ def preflight(cfg: Config) -> tuple[Config, object]:
             continue
         if kind == "hub":
             hub[f"rewards.models.{objective}"] = (source, "model")
+    problems += missing_scorers(cfg.rewards, cfg.data, config_args)
     data_sources = [("data.sources", s) for s in cfg.data.sources]
     if cfg.evaluate.source == "split":
         data_sources += [("evaluate.sources", s) for s in cfg.evaluate.sources]
     for key, source in data_sources:
-        if source == HUB_ID and not Path(source).exists():
-            hub[f"{key} {source}"] = (source, "dataset")
-        elif not _exists(source):
-            problems.append(f"{key}: {source}: no such file or folder (and not the hub id {HUB_ID!r})")
+        src = as_source(source)
+        if on_hub(src):
+            hub[f"{key} {src.path}"] = (src.path, "dataset")
+        elif not _exists(src.path):
+            hub_hint = f"the hub id {HUB_ID!r}" if src.format == "hh" else "a hub dataset id owner/name"
+            problems.append(f"{key}: {src.path}: no such file or folder (and not {hub_hint})")
 
     def ask_hub(repo: str, repo_type: str) -> str | None:
         try:
@@ -274,10 +283,10 @@ def preflight(cfg: Config) -> tuple[Config, object]:
     if tokenizer is not None:
         try:
             fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
-            local = [s for s in cfg.data.sources if Path(s).expanduser().exists()]
+            local = [s for s in cfg.data.sources if not on_hub(s) and Path(as_source(s).path).expanduser().exists()]
             if local:  # one real training sample, encoded exactly as training will
-                prompt, response = next(iter(read_pairs(local))).samples()[0]
-                encode(tokenizer, to_messages(prompt), response, cfg.train.max_length, fmt)
+                sample = first_sample(local[0], cfg.data.hub_split)
+                encode(tokenizer, sample.messages or to_messages(sample.prompt), sample.response, cfg.train.max_length, fmt)
         except ConfigError as e:
             problems.append(str(e))
         except InputError as e:

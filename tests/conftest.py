@@ -1,3 +1,4 @@
+import functools
 import gzip
 import itertools
 import os
@@ -72,6 +73,56 @@ def small_hh(tmp_path_factory, hh_dir):
     return folder
 
 
+class BagOfWords:
+    """A fast stand-in for the MiniLM encoder (same interface, 384-d unit vectors): each word a fixed
+    random direction (seeded by its hash), a text the normalised sum of its words. For tests of what is
+    built on embeddings (label-trained scorers, a whole run), where MiniLM would take most of the time
+    on a 2-core CPU; the real encoder runs in the tests marked slow."""
+
+    fingerprint = "bag-of-words"
+
+    def __init__(self, **_):
+        self.store = None
+
+    @staticmethod
+    @functools.lru_cache(maxsize=None)
+    def _word(word: str):
+        import hashlib
+
+        import numpy as np
+
+        seed = int(hashlib.sha256(word.encode()).hexdigest()[:8], 16)
+        return np.random.default_rng(seed).normal(size=384).astype(np.float32)
+
+    def embed(self, texts, *, batch_size: int = 32):
+        import re
+
+        import numpy as np
+
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                out[i] += self._word(word)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+@pytest.fixture
+def bag_of_words(monkeypatch):
+    """Every encoder built while the test runs is `BagOfWords` (the scorers' training and loading)."""
+    from paretohqd.rewards import labels, minilm
+
+    monkeypatch.setattr(minilm, "Encoder", BagOfWords)
+    monkeypatch.setattr(labels, "Encoder", BagOfWords)
+    return BagOfWords
+
+
+@pytest.fixture(scope="session")
+def minilm_rewards_dir(tmp_path_factory):
+    """A rewards.dir the slow tests on the real MiniLM share, so a text they both read (the first 300
+    HH answers) is embedded once a session."""
+    return tmp_path_factory.mktemp("minilm-rewards")
+
+
 @pytest.fixture(scope="session")
 def chaos_assets(tmp_path_factory, hh_dir) -> dict[str, str]:
     """What `benchmarks/chaos.py` runs on: a random 2-layer Llama (SmolLM2's tokenizer), two random
@@ -105,13 +156,3 @@ def finished_tiny_run(tmp_path_factory, chaos_assets) -> tuple[Path, list[str]]:
     work = tmp_path_factory.mktemp("finished")
     sets = tiny_run_overrides(chaos_assets, work / "runs", work / "rewards", "tiny")
     return pipeline.run(load_config("configs/demo.yaml", sets)), sets
-
-
-def pytest_collection_modifyitems(config, items):
-    """`slow` tests (the full kill campaign) run only when asked for: `pytest -m slow`."""
-    if "slow" in (config.option.markexpr or ""):
-        return
-    skip = pytest.mark.skip(reason="slow: run with -m slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)

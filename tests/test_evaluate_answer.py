@@ -43,8 +43,9 @@ def make_config(tmp_path, policy: str, **over) -> Config:
     return Config(rewards={"models": models}, **kw)
 
 
-def fake_score(cfg, df, out):
-    """Deterministic stand-in for the reward models: helpful = words, harmless = -characters / 10."""
+def fake_score(cfg, df, out, **_):
+    """Deterministic stand-in for the reward models (any `write_scores` options ignored): helpful = words,
+    harmless = -characters / 10."""
     write_parquet(df.assign(helpful=df["response"].str.split().str.len().astype(float),
                             harmless=-df["response"].str.len() / 10), out)
 
@@ -246,3 +247,59 @@ def test_pipeline_ends_with_evaluate_and_report(tmp_path, tiny_policy, hh_sample
     assert report["methods"][0]["compute"]["stages"]["evaluate"]["steps"] == 1
     assert [r["model"] for r in report["methods"][0]["models"]] == ["pref-00", "pref-01"]
     assert (root / "front.png").exists() and (root / "report.md").exists()
+
+
+def test_interpolation_quality_compares_each_left_out_preference_with_its_neighbours_mix(tiny_run, monkeypatch):
+    import shutil
+
+    from paretohqd.rewards import score
+    from paretohqd.use import interpolation_quality
+
+    cfg, root = tiny_run
+    monkeypatch.setattr(score, "write_scores", fake_score)
+    with pytest.raises(InputError, match=r"responses.parquet: no such file; evaluate the run first"):
+        interpolation_quality(root)
+    # pref-00 and pref-02 made copies of pref-01: their half-and-half mix is pref-01's weights (up to
+    # float rounding), so with the evaluation's seed it must answer exactly as pref-01 did
+    for i in (0, 2):
+        shutil.rmtree(root / "stage1" / f"pref-{i:02d}")
+        shutil.copytree(root / "stage1" / "pref-01", root / "stage1" / f"pref-{i:02d}")
+    exact = cfg.model_copy(update={"generate": cfg.generate.model_copy(update={"dtype": "float32"})})
+    (root / "config.yaml").write_text(dump_config(exact))
+    evaluate(exact, root)
+    out = interpolation_quality(root)
+    (row,) = out["rows"]  # only (0.5, 0.5) lies between two others
+    assert row["left_out"] == "pref-01" and row["mixed_from"] == {"pref-00": 0.5, "pref-02": 0.5}
+    assert row["difference"] == {"helpful": 0.0, "harmless": 0.0} and row["ci95"]["helpful"] == [0.0, 0.0]
+    mixed = pd.read_parquet(root / "evaluate" / "interpolation" / "pref-01.parquet")
+    trained = pd.read_parquet(root / "evaluate" / "responses.parquet").query("model == 'pref-01'")
+    assert mixed.set_index("prompt_id")["response"].to_dict() == trained.set_index("prompt_id")["response"].to_dict()
+
+
+def test_interpolation_quality_differences_are_paired_and_reported(tiny_run, monkeypatch):
+    from paretohqd.rewards import score
+
+    cfg, root = tiny_run
+    monkeypatch.setattr(score, "write_scores", fake_score)
+    evaluate(cfg, root)
+    res = CliRunner().invoke(app, ["evaluate", str(root), "--interpolation"])
+    assert res.exit_code == 0, res.output
+    assert "interpolation quality" in res.output
+    (row,) = json.loads((root / "evaluate" / "interpolation.json").read_text())["rows"]
+    mixed = pd.read_parquet(root / "evaluate" / "interpolation" / "pref-01.parquet").set_index("prompt_id")
+    df = pd.read_parquet(root / "evaluate" / "responses.parquet")
+    trained = df[df["model"] == "pref-01"].set_index("prompt_id")
+    assert mixed["model"].iloc[0] == "mix(pref-00:0.5,pref-02:0.5)"
+    assert (mixed["response"] != trained.loc[mixed.index, "response"]).any()  # a different model, not a copy
+    for o in OBJ:  # the paired mean difference, by hand; its interval holds it
+        diff = (mixed[o] - trained.loc[mixed.index, o]).mean()
+        assert row["difference"][o] == pytest.approx(diff)
+        assert row["trained"][o] == pytest.approx(trained[o].mean())
+        assert row["ci95"][o][0] <= row["difference"][o] <= row["ci95"][o][1]
+        ends = df[df["model"].isin(["pref-00", "pref-02"])].groupby("model")[o].mean()
+        assert row["neighbour_spread"][o] == pytest.approx(ends.max() - ends.min())
+    report = (root / "report.md").read_text()
+    assert "## Interpolation quality" in report and "pref-01 (0.5, 0.5)" in report
+    assert json.loads((root / "report.json").read_text())["methods"][0]["interpolation"]["rows"] == [row]
+    res = CliRunner().invoke(app, ["evaluate", str(root), "--interpolation", "--prompts", "x.txt", "--out", "o"])
+    assert res.exit_code == 2 and "without --prompts/--out" in res.output

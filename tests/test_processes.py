@@ -117,3 +117,17 @@ def test_processes_that_cannot_form_a_group_stop_at_once(tmp_path):
     assert res.returncode == 2, res.stderr[-2000:]
     assert "2 processes were launched but could not form a group" in res.stderr
     assert "Traceback" not in res.stderr and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True), (False, True, True)])
+def test_bf16_counts_as_native_only_with_the_cpu_flags_for_it(monkeypatch, avx512_bf16, amx, expected):
+    import torch
+
+    from paretohqd.devices import native_bf16
+
+    # oneDNN says yes on any AVX-512 CPU, also where bf16 is emulated (3.5x slower training there)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert native_bf16("cpu") is expected
+    assert native_bf16("mps") is False

@@ -139,8 +139,9 @@ def test_dtype_auto_and_explicit(tiny_bert):
     from paretohqd.rewards import resolve_dtype
 
     assert resolve_dtype("float16", "cpu") == torch.float16
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    from paretohqd.devices import native_bf16
+
+    assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if native_bf16("cpu") else torch.float32)
     a = HFRewardModel(str(tiny_bert), RewardsConfig(dtype="bfloat16"), format="pair", logit=0, name="t")
     assert a.model.dtype == torch.bfloat16 and a.fingerprint != HFRewardModel(str(tiny_bert), F32, format="pair", logit=0, name="t").fingerprint
 

@@ -1,1 +1,2 @@
-"""Datasets: readers (HH-RLHF) and `prepare` (samples, filters, the held-out split)."""
+"""Datasets: readers (HH-RLHF, tables, pairs, the published multi-attribute sets), `prepare` (samples,
+labels, filters) and the held-out split."""

@@ -1,7 +1,9 @@
-"""`paretohqd data prepare`: HH-RLHF transcripts to one deduplicated Parquet table of samples.
+"""`paretohqd data prepare`: the data sources to one deduplicated Parquet table of samples.
 
-Both the chosen and the rejected response of each row become samples (as RiC's preparation,
-which the paper follows, does): the reward models, not the HH labels, decide what is good.
+Both the chosen and the rejected response of each HH row become samples (as RiC's preparation,
+which the paper follows, does): the reward models, not the HH labels, decide what is good. Other
+formats (`paretohqd.data.sources`) give their own samples and keep their label columns, which
+follow the standard columns in the table.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from paretohqd.config import ConfigError, DataConfig
-from paretohqd.data.hh_rlhf import read_pairs, to_messages
+from paretohqd.data.hh_rlhf import to_messages
+from paretohqd.data.sources import read_rows
 from paretohqd.io import write_parquet
 
 COLUMNS = ["id", "prompt", "messages", "response", "source"]
@@ -44,43 +47,74 @@ def prepare(cfg: DataConfig, tokenizer, out: str | Path) -> tuple[pd.DataFrame, 
         out: Parquet path to write.
 
     Returns:
-        The table written, and counts: rows read, samples seen, kept, and dropped by reason.
+        The table written (the standard columns, then any label columns), and counts: rows read,
+        samples seen, kept, dropped by reason, and kept samples missing a label, per label.
     """
     counts: Counter[str] = Counter()
     rows, seen = [], set()
-    for pair in read_pairs(cfg.sources, cfg.hub_split):
+    for samples in read_rows(cfg.sources, cfg.hub_split):
         counts["rows read"] += 1
-        for prompt, response in pair.samples():
+        for s in samples:
             counts["samples seen"] += 1
-            if not response:
+            if not s.response:
                 counts["dropped: empty response"] += 1
                 continue
-            sid = sample_id(prompt, response)
+            sid = sample_id(s.prompt, s.response)
             if sid in seen:
                 counts["dropped: duplicate"] += 1
                 continue
             seen.add(sid)
-            rows.append({"id": sid, "prompt": prompt, "response": response, "source": pair.source})
-    if rows:
-        _filter_lengths(rows, cfg, tokenizer, counts)
-    df = pd.DataFrame([r for r in rows if r.get("keep", True)], columns=COLUMNS[:2] + COLUMNS[3:])
-    df.insert(2, "messages", [to_messages(p) for p in df["prompt"]])
+            rows.append(s)
+    keep = _length_mask(rows, cfg, tokenizer, counts) if rows else np.zeros(0, dtype=bool)  # (n_rows,)
+    kept = [s for s, k in zip(rows, keep) if k]
+    df = pd.DataFrame({"id": [sample_id(s.prompt, s.response) for s in kept], "prompt": [s.prompt for s in kept],
+                       "messages": [s.messages or to_messages(s.prompt) for s in kept],
+                       "response": [s.response for s in kept], "source": [s.source for s in kept]}, columns=COLUMNS)
+    labels = label_frame([s.labels for s in kept])
+    for name in labels.columns:
+        df[name] = labels[name].to_numpy()
+        if (n := int(labels[name].isna().sum())):
+            counts[f"kept without label '{name}'"] = n
     counts["kept"] = len(df)
     write_parquet(df, out)
     return df, dict(counts)
 
 
-def _filter_lengths(rows: list[dict], cfg: DataConfig, tokenizer, counts: Counter) -> None:
+def label_frame(labels: list[dict]) -> pd.DataFrame:
+    """Label dicts as columns (first-seen order), each one Parquet type: numbers mixed with flags
+    become floats, text mixed with anything becomes text; a missing label is null.
+
+    Examples:
+        >>> label_frame([{"a": 1, "b": "x"}, {"a": 2.5, "b": 3}]).to_dict("list")
+        {'a': [1.0, 2.5], 'b': ['x', '3']}
+    """
+    names = list(dict.fromkeys(k for d in labels for k in d))
+    columns = {}
+    for name in names:
+        values = [d.get(name) for d in labels]
+        kinds = {type(v) for v in values if v is not None}
+        if str in kinds and len(kinds) > 1:
+            values = [None if v is None else str(v) for v in values]
+        elif len(kinds) > 1:  # bool / int / float: one number type
+            values = [None if v is None else float(v) for v in values]
+        columns[name] = pd.Series(values, dtype=object if str in kinds or bool in kinds else None)
+    return pd.DataFrame(columns)
+
+
+def _length_mask(rows: list, cfg: DataConfig, tokenizer, counts: Counter) -> np.ndarray:
+    """(n_rows,) True for samples inside the token window; counts the others by reason."""
     # batch tokenisation: one fast-tokenizer call per column instead of one per sample
-    n_prompt = [len(x) for x in tokenizer([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]]
-    n_resp = [len(x) for x in tokenizer([r["response"] for r in rows], add_special_tokens=False)["input_ids"]]
-    for r, p, n in zip(rows, n_prompt, n_resp):
+    n_prompt = [len(x) for x in tokenizer([s.prompt for s in rows], add_special_tokens=False)["input_ids"]]
+    n_resp = [len(x) for x in tokenizer([s.response for s in rows], add_special_tokens=False)["input_ids"]]
+    keep = np.ones(len(rows), dtype=bool)
+    for i, (p, n) in enumerate(zip(n_prompt, n_resp)):
         if n < cfg.min_response_tokens:
-            r["keep"] = False
+            keep[i] = False
             counts[f"dropped: response < {cfg.min_response_tokens} tokens"] += 1
         elif p + n > cfg.max_sample_tokens:
-            r["keep"] = False
+            keep[i] = False
             counts[f"dropped: prompt+response > {cfg.max_sample_tokens} tokens"] += 1
+    return keep
 
 
 def split_heldout(df: pd.DataFrame, n_prompts: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

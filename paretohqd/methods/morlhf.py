@@ -46,7 +46,7 @@ def reward_funcs(r: RunFolder, weights: np.ndarray) -> tuple[list, list[float]]:
 
     cfg = r.cfg
     stats = json.loads(stats_path(r.scores).read_text())["stats"]
-    models = load_reward_models(cfg.rewards)
+    models = load_reward_models(cfg.rewards, data=cfg.data)
     funcs, used = [], []
     for (name, model), w in zip(models.items(), weights):
         if w == 0:

@@ -199,6 +199,39 @@ def protocol_line(p: dict) -> str:
             f"top_p {p['top_p']}, top_k {p['top_k'] or 'off'}{stop}")
 
 
+def interpolation_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Leave-one-out interpolation quality (`paretohqd evaluate RUN --interpolation`) of every
+    method that has it: the trained model's mean reward, the mix's, their paired difference with
+    its interval, and the spread between the mix's neighbours for scale."""
+    names = report["bounds"]["objectives"]
+    header = ["method", "left out", "mixed from", *[f"{o}: trained / mixed" for o in names],
+              *[f"{o}: mixed - trained [95%]" for o in names], *[f"{o}: neighbours' spread" for o in names]]
+    rows = []
+    for m in report["methods"]:
+        for row in (m.get("interpolation") or {}).get("rows", []):
+            parts = ", ".join(f"{k} x {lam:.3g}" for k, lam in row["mixed_from"].items())
+            rows.append([m["method"], f"{row['left_out']} ({', '.join(f'{x:g}' for x in row['weights'])})", parts,
+                         *[f"{row['trained'][o]:.4f} / {row['mixed'][o]:.4f}" for o in names],
+                         *[_mean_ci(row["difference"][o], row["ci95"][o]) for o in names],
+                         *[f"{row['neighbour_spread'][o]:.4f}" for o in names]])
+    return header, rows
+
+
+def interpolation_md(report: dict) -> list[str]:
+    """The report's interpolation section, or nothing when no method was measured."""
+    header, rows = interpolation_rows(report)
+    if not rows:
+        return []
+    n = next(m["interpolation"]["prompts"] for m in report["methods"] if m.get("interpolation"))
+    return ["## Interpolation quality", "",
+            "Each trained preference that others surround, left out and rebuilt from its neighbours "
+            "(theta = W + sum lambda dW, what `paretohqd.load` and `serve` give for a preference off the grid), "
+            f"answering the same {n} held-out prompts with the same seed. `mixed - trained`: the paired mean "
+            "difference with its bootstrap interval; an interval that holds 0 is no evidence of a difference. "
+            "The neighbours' spread (max - min of their mean rewards) is the scale to read it against.", "",
+            md_table(header, rows), ""]
+
+
 def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
     """The whole markdown report."""
     names = report["bounds"]["objectives"]
@@ -236,6 +269,7 @@ def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
     stage_rows = [[m["method"], s, f"{v['wall_h']:.4f}", f"{v['device_h']:.4f}", str(v["steps"])]
                   for m in report["methods"] for s, v in m["compute"]["stages"].items()]
     lines += [md_table(["method", "stage", "wall h", "device h", "steps"], stage_rows), ""]
+    lines += interpolation_md(report)
     return "\n".join(lines + samples_md(report, samples))
 
 
@@ -262,3 +296,12 @@ def print_tables(report: dict, console: Console | None = None) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    header, rows = interpolation_rows(report)
+    if rows:  # the differences only (report.md has the means): the table must fit a terminal
+        keep = [i for i, col in enumerate(header) if col != "method" and "trained /" not in col]
+        table = Table(title="interpolation quality: each left-out preference's mix of neighbours minus its trained model")
+        for i in keep:
+            table.add_column(header[i], justify="left" if i < 3 else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*[row[i] for i in keep])
+        console.print(table)

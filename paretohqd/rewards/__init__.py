@@ -5,7 +5,9 @@ Three kinds, named the same way in every config (`rewards.models`):
   format and logit index;
 - any hub id or local folder of an `AutoModelForSequenceClassification`;
 - the offline heads `paretohqd reward train` writes (`minilm-helpful`, ...): a small head on frozen
-  all-MiniLM-L6-v2 embeddings.
+  all-MiniLM-L6-v2 embeddings;
+- `column:LABEL`, a column objective: the data's label is its score for selection, and a head
+  trained on that label (`paretohqd.rewards.labels`) scores generated answers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from paretohqd.rewards.base import (OFFLINE, PRESETS, Format, Preset, RewardMode
                                     head_marker, resolve_dtype, state_fingerprint)
 
 if TYPE_CHECKING:
-    from paretohqd.config import RewardsConfig
+    from paretohqd.config import DataConfig, RewardsConfig
 
 __all__ = ["OFFLINE", "PRESETS", "Format", "Preset", "RewardModel", "available", "head_marker", "load_reward_model",
            "load_reward_models", "locate", "resolve_dtype", "state_fingerprint"]
@@ -34,6 +36,9 @@ def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None =
     from paretohqd.rewards.hf import HFRewardModel
 
     kind, source = locate(name, cfg)
+    if kind == "column":
+        raise ConfigError(f"{name!r} is a column objective: its scorer is found by objective and data "
+                          "(load_reward_models(cfg, data=...))")
     if kind == "offline":
         from paretohqd.rewards.minilm import load_head_model
 
@@ -50,12 +55,16 @@ def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None =
 
 
 def locate(name: str, cfg: RewardsConfig) -> tuple[str, str | None]:
-    """Where reward model `name` comes from, without loading it: ("hub", id), ("folder", path) or
-    ("offline", None) for a MiniLM head (trained on first use).
+    """Where reward model `name` comes from, without loading it: ("hub", id), ("folder", path),
+    ("offline", None) for a MiniLM head (trained on first use) or ("column", LABEL).
 
     Raises:
         ConfigError: a name that is none of these, or a folder without config.json.
     """
+    if name.startswith("column:"):
+        if not name[len("column:"):].strip():
+            raise ConfigError(f"{name!r}: name the label column after column:, e.g. column:helpfulness")
+        return "column", name[len("column:"):]
     if name in PRESETS:
         return "hub", PRESETS[name].hub_id
     if name in OFFLINE:
@@ -80,11 +89,28 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
 
 
-def load_reward_models(cfg: RewardsConfig) -> dict[str, RewardModel]:
-    """Every model in `cfg.models`, by objective name. Offline heads share one encoder instance,
-    so the scoring engine embeds each text once for all of them."""
+def load_reward_models(cfg: RewardsConfig, *, data: DataConfig | None = None,
+                       only: list[str] | None = None) -> dict[str, RewardModel]:
+    """Every model in `cfg.models` (or the objectives `only`), by objective name. Offline heads and
+    column objectives' scorers share one encoder instance, so the scoring engine embeds each text
+    once for all of them; a column objective's scorer is the one trained on `data.sources`.
+
+    Raises:
+        ConfigError: no objectives, an unknown name, a head or scorer not trained yet.
+    """
     if not cfg.models:
         raise ConfigError(f"rewards.models is empty; name at least one objective, e.g. helpful=minilm-helpful. Available: {available(cfg)}")
     encoders: dict = {}
-    return {obj: load_reward_model(name, cfg, _encoders=encoders) for obj, name in cfg.models.items()}
+    out: dict[str, RewardModel] = {}
+    for obj, name in cfg.models.items():
+        if only is not None and obj not in only:
+            continue
+        if name.startswith("column:"):
+            from paretohqd.rewards.labels import load_scorer
 
+            if data is None:
+                raise ValueError(f"objective {obj!r} is a column objective: pass data= to find its scorer")
+            out[obj] = load_scorer(cfg, data, obj, encoders=encoders)
+        else:
+            out[obj] = load_reward_model(name, cfg, _encoders=encoders)
+    return out

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from paretohqd.config import DataConfig, RewardsConfig
+from paretohqd.data.hh_rlhf import last_turn
 from paretohqd.io import InputError, write_json
 from paretohqd.lock import hold
 from paretohqd.progress import console
-from paretohqd.rewards import OFFLINE, head_marker
-from paretohqd.data.hh_rlhf import last_turn
+from paretohqd.rewards.base import OFFLINE, head_marker  # not the package: it loads rewards.labels, which imports this
 from paretohqd.rewards.minilm import ENCODER, Encoder, RewardHead, bt_loss, features, save_head
 
 OBJECTIVES = {"minilm-helpful": "helpful", "minilm-harmless": "harmless", "minilm-humor": "humor"}
@@ -189,14 +189,18 @@ def _check_names(names: Sequence[str]) -> None:
 
 def train_heads(cfg: RewardsConfig, names: Sequence[str] = OFFLINE, *, sources: Sequence[str] | None = None,
                 wait: bool = False) -> dict[str, dict]:
-    """Train (or retrain) the named heads; write `<cfg.dir>/metrics.json`; return metrics by name.
+    """Train (or retrain) the named heads on the HH entries of `sources` (the offline HH data when
+    there are none, e.g. a run on other data scored by these heads); write `<cfg.dir>/metrics.json`;
+    return metrics by name.
 
     Raises:
         BusyError: another process is training heads into `cfg.dir` (unless `wait`: then this one
             waits for it).
     """
+    from paretohqd.data.sources import hh_paths
+
     _check_names(names)
-    sources = DataConfig().sources if sources is None else sources
+    sources = hh_paths(DataConfig().sources if sources is None else sources)
     with hold(cfg.dir, wait=wait, say=lambda s: console.print(f"[dim]{s}[/]")):
         encoder = Encoder(device=cfg.device, dtype=cfg.dtype, max_length=cfg.max_length,
                           store=Path(cfg.dir) / "embeddings")

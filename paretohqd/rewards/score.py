@@ -182,28 +182,73 @@ def stats_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".stats.json")
 
 
-def write_scores(cfg, df: pd.DataFrame, out: str | Path, *, progress: bool = True) -> Path:
+def write_scores(cfg, df: pd.DataFrame, out: str | Path, *, labels: bool = False, progress: bool = True) -> Path:
     """Score `df` with `cfg.rewards.models`; write `out` and its statistics record (per objective
-    min/max/mean/std under "stats", with the models and their fingerprints) beside it."""
-    from paretohqd.rewards import load_reward_models
+    min/max/mean/std under "stats", with the models and their fingerprints) beside it.
 
-    models = load_reward_models(cfg.rewards)
+    With `labels` (the prepared data), a column objective's score is its label column, and rows
+    lacking a label are left out (counted in the record as `unlabelled_left_out`); without (generated
+    answers), its trained scorer's.
+    """
+    from paretohqd.rewards import load_reward_models
+    from paretohqd.rewards.labels import column_objectives
+
+    copied = column_objectives(cfg.rewards) if labels else {}
+    values, left_out = {}, 0
+    if copied:
+        df, values, left_out = _labels(df, copied)
+    rest = [o for o in cfg.rewards.models if o not in copied]
+    models = load_reward_models(cfg.rewards, data=cfg.data, only=rest) if rest else {}
     scored = score_frame(df, models, cache_dir=Path(cfg.rewards.dir) / "scores",
                          batch_size=cfg.rewards.batch_size, progress=progress)
+    for o, v in values.items():
+        scored[o] = v
+    objectives = list(cfg.rewards.models)
+    fingerprints = {o: f"column:{copied[o]}" if o in copied else models[o].fingerprint for o in objectives}
     # the table last: a run step takes `out` as its done-marker, so the stats must already be there
-    write_json({"rows": len(scored), "models": dict(cfg.rewards.models),
-                "fingerprints": {o: m.fingerprint for o, m in models.items()},
-                "stats": stats(scored, list(models)), "config": cfg.rewards.model_dump(mode="json")}, stats_path(out))
+    write_json({"rows": len(scored), "models": dict(cfg.rewards.models), "fingerprints": fingerprints,
+                "unlabelled_left_out": left_out, "stats": stats(scored, objectives),
+                "config": cfg.rewards.model_dump(mode="json")}, stats_path(out))
     write_parquet(scored, out)
     return Path(out)
 
 
+def _labels(df: pd.DataFrame, columns: dict[str, str]) -> tuple[pd.DataFrame, dict[str, np.ndarray], int]:
+    """The rows of `df` that have every label of `columns` (objective -> label column), each
+    objective's label values (n_kept,), and how many rows were left out.
+
+    Raises:
+        InputError: a label column the table lacks or that holds text, or no row with every label.
+    """
+    from paretohqd.rewards.labels import numeric_label
+
+    values = {}
+    for obj, col in columns.items():
+        try:
+            values[obj] = numeric_label(df, col)  # (n,)
+        except InputError as e:
+            raise InputError(f"rewards.models.{obj}: column:{col}: {e}") from None
+    ok = np.logical_and.reduce([np.isfinite(v) for v in values.values()])  # (n,)
+    wanted = sorted(set(columns.values()))
+    if not ok.any():
+        raise InputError(f"rewards.models: no sample has every label of {wanted}; check the label columns of data.sources")
+    if not ok.all():
+        console.print(f"[yellow]{int((~ok).sum()):,} of {len(df):,} samples lack a label of {wanted}: left out of "
+                      "the scores and of selection[/]")
+    return df[ok].reset_index(drop=True), {o: v[ok] for o, v in values.items()}, int((~ok).sum())
+
+
 def score_file(cfg, data: str | Path, out: str | Path, *, progress: bool = True) -> Path:
-    """`paretohqd score`: read `data`, train missing offline heads, score, write `out` and its stats."""
+    """`paretohqd score`: read `data`, train missing offline heads, score, write `out` and its stats.
+    A column objective's score is its label when the table has every objective's label column (the
+    data), else its trained scorer's (answers)."""
     from paretohqd.rewards import OFFLINE
     from paretohqd.rewards.heads import ensure_trained
+    from paretohqd.rewards.labels import column_objectives
 
     with hold(out):  # one writer per output file; the score cache itself takes several (`ScoreCache`)
         df = read_table(data)
         ensure_trained(cfg.rewards, [n for n in cfg.rewards.models.values() if n in OFFLINE], sources=cfg.data.sources)
-        return write_scores(cfg, df, out, progress=progress)
+        columns = column_objectives(cfg.rewards)
+        labels = bool(columns) and all(c in df.columns for c in columns.values())
+        return write_scores(cfg, df, out, labels=labels, progress=progress)
