@@ -8,6 +8,7 @@ Each step is recorded in the run folder's manifest and skipped once done (`runfo
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from paretohqd import methods
@@ -30,7 +31,8 @@ from paretohqd.runfolder import RunFolder
 def run(cfg: Config, *, config_args: str = "--config CONFIG") -> Path:
     """Run (or resume) every step of `cfg.method`; returns the run folder.
 
-    The run folder is locked first (`lock.hold`): a second process on it is refused at once.
+    The run folder is locked (`lock.hold`) before anything is written in it, and an existing one
+    before the checks, so that a second process on a running run is refused at once.
     Under `torchrun` / `accelerate launch` every process calls this: they form one group
     (`devices.init_processes`), train together, and the main process alone does the rest (and
     holds the lock for all). `config_args` (`--config FILE --set ...`) completes the commands that
@@ -42,12 +44,16 @@ def run(cfg: Config, *, config_args: str = "--config CONFIG") -> Path:
         LaunchError: several processes were launched but could not form a group.
     """
     _join_processes()  # first: launched processes that cannot form a group stop before writing anything
-    with hold(Path(cfg.runs_dir) / cfg.name):
-        return _run(cfg, config_args)
+    root = Path(cfg.runs_dir) / cfg.name
+    # a folder that exists may be another process's run: refused before the checks (at once); a new
+    # one is made and locked only once they pass, so that a run the checks stop writes nothing
+    with hold(root) if root.exists() else contextlib.nullcontext():
+        cfg, tokenizer = preflight(cfg, config_args=config_args)
+        with hold(root):
+            return _run(cfg, tokenizer)
 
 
-def _run(cfg: Config, config_args: str) -> Path:
-    cfg, tokenizer = preflight(cfg, config_args=config_args)
+def _run(cfg: Config, tokenizer) -> Path:
     r = RunFolder(cfg)
     console.print(f"run folder: {r.root}  device: {device_name()} x{r.n_devices}  seed: {cfg.seed}")
     console.print(f"objectives: {r.objectives}; {len(r.preferences)} preferences; k = {cfg.select.k}")
