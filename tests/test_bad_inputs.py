@@ -172,7 +172,8 @@ def _flag_cases() -> list[Case]:
              r"--set seed.x: seed is not a section"),
         Case("--set / flags", "--set with no key", lambda w, a: check(w, a, "=5"), r"--set '=5': no key before '='"),
         Case("--set / flags", "--reward-models not objective=model",
-             lambda w, a: cli("score", scores_table(w), "-r", "helpful"), r"--reward-models 'helpful': expected "
+             lambda w, a: cli("score", scores_table(w), "-r", "helpful", "--out", w / "s.parquet"),
+             r"--reward-models 'helpful': expected "
              r"objective=model\[,objective=model\]"),
         Case("--set / flags", "--layers 0", lambda w, a: cli("select", scores_table(w), "--objectives", "helpful,harmless",
                                                              "--layers", "0", "--out", w / "sel"),
@@ -201,7 +202,7 @@ def _model_cases() -> list[Case]:
     def damaged_head(w, a):
         _file(w, "heads/minilm-helpful/config.json", '{"inputs": "pair", "hid')
         _file(w, "heads/minilm-helpful/model.safetensors", b"")
-        return cli("score", scores_table(w), "-r", "helpful=minilm-helpful", "--out", w / "s.parquet",
+        return cli("score", data_table(w), "-r", "helpful=minilm-helpful", "--out", w / "s.parquet",
                    "--set", f"rewards.dir={w / 'heads'}")
 
     return [
