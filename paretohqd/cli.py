@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 import functools
-import shlex
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
