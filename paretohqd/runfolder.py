@@ -303,7 +303,9 @@ class RunFolder:
 
 def config_differences(cfg: Config, root: Path) -> list[str]:
     """The dotted keys in which `cfg` differs from the config a run folder was made with (none for a
-    new folder). Keys a newer paretohqd added (absent from the old file) take their defaults: no change."""
+    new folder). Keys a newer paretohqd added (absent from the old file) take their defaults: no change.
+    The `compare` section never counts: it names which runs a comparison makes, not what one run
+    does, so adding a method to a comparison keeps every finished run."""
     path = Path(root) / "config.yaml"
     text = dump_config(cfg)
     if not path.is_file():
@@ -321,7 +323,7 @@ def config_differences(cfg: Config, root: Path) -> list[str]:
         raise ConfigError(f"{path} cannot be read ({str(e).splitlines()[0][:120]}); it is the config this run was "
                           "made with: restore it, or delete it to take the config you gave") from None
     old, new = _flatten(old), _flatten(yaml.safe_load(text))
-    return sorted(k for k in old if old[k] != new.get(k))
+    return sorted(k for k in old if old[k] != new.get(k) and not k.startswith("compare."))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

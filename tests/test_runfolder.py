@@ -99,3 +99,11 @@ def test_an_unreadable_manifest_or_config_says_what_to_delete(run):
     with pytest.raises(ConfigError, match=r"config.yaml cannot be read \(.*\); it is the config this run was made "
                                           r"with: restore it, or delete it to take the config you gave"):
         RunFolder(run.cfg)
+
+
+def test_a_changed_compare_list_keeps_the_run_but_any_other_change_refuses(tmp_path):
+    cfg = Config(runs_dir=str(tmp_path), name="r")
+    RunFolder(cfg)
+    RunFolder(cfg.model_copy(update={"compare": cfg.compare.model_copy(update={"methods": ["paretohqd", "ric"]})}))
+    with pytest.raises(ConfigError, match=r"differs in: select.k"):
+        RunFolder(cfg.model_copy(update={"select": cfg.select.model_copy(update={"k": 7})}))
