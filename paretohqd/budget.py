@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from paretohqd.config import Config
 from paretohqd.methods import configure, module
+from paretohqd.methods import paretohqd as paretohqd_method
 from paretohqd.methods.paretohqd import representatives
+from paretohqd.methods.paretohqd import work as paretohqd_work
 from paretohqd.pareto.preferences import preferences_from_config
 
 
@@ -66,14 +68,15 @@ def step_seconds(cfg: Config, costs: CostModel) -> dict[str, float]:
                           + w["generated_tokens"] * costs.generated_token_s + (w["models"] + 1) * eval_model)}
 
 
-def estimate_seconds(cfg: Config, costs: CostModel = CostModel()) -> dict[str, float]:
+def estimate_seconds(cfg: Config, costs: CostModel = CostModel(), n_samples: int | None = None) -> dict[str, float]:
     """Estimated seconds per method of `cfg.compare.methods`, in order (plus the base model's
-    answers once, with the first run)."""
+    answers once, with the first run). `n_samples` (the scored training set's size, known once the
+    data is prepared) is needed by `full-data-epochs` only: NaN for it without."""
     out = {}
     grpo_tokens = cfg.morlhf.max_completion_length or cfg.generate.max_new_tokens
     for i, method in enumerate(cfg.compare.methods):
         sub = configure(cfg, method)
-        w = module(sub).work(sub)
+        w = paretohqd_work(sub, n_samples) if module(sub) is paretohqd_method else module(sub).work(sub)
         train = w.get("train_samples", 0)
         if method == "stage1-only" and "paretohqd" in cfg.compare.methods[:i]:
             train -= w.get("stage1_samples", 0)  # `compare` shares paretohqd's stage-1 models

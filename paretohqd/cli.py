@@ -126,11 +126,17 @@ def run_job(
 def compare(
     config: Path = typer.Argument(..., help="Config with a compare section, e.g. configs/compare-cpu.yaml."),
     set_: list[str] = SetOpt,
+    estimate: bool = typer.Option(False, "--estimate", help="Print the time estimate per method and stop."),
 ) -> None:
     """Run each method of compare.methods as runs_dir/NAME-METHOD on shared data; one table and plot."""
     from paretohqd.compare import compare as compare_methods
+    from paretohqd.compare import print_estimate
 
-    compare_methods(load_config(config, set_))
+    cfg = load_config(config, set_)
+    if estimate:
+        print_estimate(cfg)
+        return
+    compare_methods(cfg)
 
 
 reward_app = typer.Typer(help="Reward models: train the offline heads and column objectives' scorers.",

@@ -34,7 +34,7 @@ from rich.table import Table
 from paretohqd import methods, pipeline
 from paretohqd.budget import estimate_seconds
 from paretohqd.config import Config, ConfigError, dump_config
-from paretohqd.io import write_json, write_text
+from paretohqd.io import read_table, write_json, write_text
 from paretohqd.lock import hold
 from paretohqd.progress import console as default_console
 from paretohqd.report import write_report
@@ -98,6 +98,19 @@ def _same(a: Config, b: Config, keys: tuple[str, ...]) -> bool:
     return all(da[k] == db[k] for k in keys)
 
 
+def print_estimate(cfg: Config) -> None:
+    """Print `budget.estimate_seconds` per method (the training set's size, which `full-data-epochs`
+    needs, from the first run's scored data once it exists)."""
+    first = method_config(cfg, cfg.compare.methods[0])
+    scores = Path(first.runs_dir) / first.name / "data" / "scores.parquet"
+    est = estimate_seconds(cfg, n_samples=len(read_table(scores)) if scores.exists() else None)
+    known = {m: s for m, s in est.items() if s == s}  # NaN: not known yet
+    default_console.print(f"compare: {len(est)} methods; estimate for SmolLM2-135M on 2 CPU cores: "
+                          f"{sum(known.values()) / 3600:.1f} h (" + ", ".join(f"{m} {s / 60:.0f} min" if s < 7200 else f"{m} {s / 3600:.1f} h" for m, s in known.items())
+                          + "); other models and machines scale it"
+                          + ("; full-data-epochs: known once the first run has scored its data" if len(known) < len(est) else ""))
+
+
 def compare(cfg: Config) -> Path:
     """Run every method of `cfg.compare.methods` (resumable), then write the comparison. The
     comparison folder is locked for the whole time (`lock.hold`), each run folder while it runs.
@@ -118,17 +131,14 @@ def _compare(cfg: Config) -> Path:
         raise ConfigError(f"compare sets `method` for each run from compare.methods; leave `method` unset "
                           f"(got method: {cfg.method})")
     subs = {method: method_config(cfg, method) for method in cfg.compare.methods}  # every name checked first
-    est = estimate_seconds(cfg)
-    default_console.print(f"compare: {len(est)} methods; estimate for SmolLM2-135M on 2 CPU cores: "
-                          f"{sum(est.values()) / 3600:.1f} h (" + ", ".join(f"{m} {s / 60:.0f} min" for m, s in est.items())
-                          + "); other models and machines scale it")
+    print_estimate(cfg)
     state = init_processes()  # under a launcher: the group forms before any run folder asks who is main
     roots: dict[str, Path] = {}
     for method, sub in subs.items():
         with hold(Path(sub.runs_dir) / sub.name):  # from the shared files on (pipeline.run holds it again)
             if roots:
                 first = next(iter(roots.values()))
-                dst = RunFolder(sub)
+                dst = RunFolder(sub, free=methods.unread_sections(sub))
                 if state.is_main_process:  # links and manifest entries: once, like every other file
                     share(first, dst, list(SHARED_FILES), SHARED_STEPS)
                     if method == "stage1-only" and "paretohqd" in roots and _same(subs["paretohqd"], sub, STAGE1_KEYS):

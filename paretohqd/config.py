@@ -126,6 +126,11 @@ class SelectConfig(Section):
     method: Literal["direction", "scalarised", "random"] = "direction"
     """`direction` (ParetoHqD's rays), `scalarised` (top-k of w . z, the paper's ablation), or `random`
     (uniform draws from the whole scored set, as many as training reaches: the full-data ablation)."""
+    random_budget: Literal["steps", "epochs"] = "steps"
+    """How long `method: random` trains: `steps`, ParetoHqD's step counts on as many uniform draws as they
+    reach (equal compute, the `full-data` method); or `epochs`, every sample of the scored set for as many
+    epochs as ParetoHqD's selection gets (train.steps x train.batch_size / k in stage 1, likewise in stage 2):
+    the paper's "full dataset" ablation, whose cost is the point (the `full-data-epochs` method)."""
 
     nadir: Literal["data", "front"] = "data"
     """r_min of the normalisation, where the preference rays are drawn: `data`, each objective's minimum
@@ -306,6 +311,20 @@ class RicConfig(Section):
     """Optimizer steps of RiC's one model (batch train.batch_size); default train.steps x the number of preferences (ParetoHqD's stage-1 budget)."""
     mapping: Literal["linf", "l2", "linear"] = "linf"
     """Preference -> desired rewards at inference (RiC's `map_rewards_from_preference`): `linf` is the paper's (the top-weighted objective asks for the maximum, objective i for min(M w_i, 1) of the way from min to max)."""
+    online_rounds: int = Field(0, ge=0)
+    """RiC's online iterations after the offline training (its main.py `num_online_iterations`, 1 there): each generates answers to desired-reward tags, scores them, keeps the top quantile and trains on it with a sample of the offline data."""
+    online_prompts: int = Field(20_000, ge=1)
+    """Prompts answered per online round, drawn with replacement from the training prompts (RiC's `num_generation_samples`)."""
+    online_quantile: float = Field(0.7, ge=0, le=1)
+    """A sample is kept for online training if any objective's reward is at or above this quantile of its set (RiC's `quantile_threshold`): applied to the generated answers and to the offline data."""
+    online_origin: int = Field(10_000, ge=0)
+    """Offline samples (after the same quantile filter) mixed into each online round's training data (RiC's `num_origin_samples`)."""
+    online_steps: int = Field(500, ge=1)
+    """Optimizer steps per online round (batch train.batch_size); RiC's 4,000 steps of batch 1 are 500 of batch 8."""
+    online_lr: float = Field(1e-5, gt=0)
+    """Learning rate of the online rounds (RiC's `learning_rate`; its offline training uses a larger one)."""
+    online_temperature: float = Field(0.7, gt=0)
+    """Sampling temperature of the online rounds' answers (RiC's generation.py; top_p and top_k are generate's)."""
 
 
 class SoupsConfig(Section):
@@ -327,7 +346,13 @@ class MorlhfConfig(Section):
     lr: float = Field(1e-5, gt=0)
     """Peak learning rate of the LoRA adapters."""
     beta: float = Field(0.04, ge=0)
-    """KL coefficient to the base policy (RLHF's leash; 0 drops the reference forward pass)."""
+    """KL coefficient to the starting policy (RLHF's leash; 0 drops the reference forward pass)."""
+    init: Literal["base", "sft"] = "sft"
+    """Where RL starts (and what the KL term holds it to): `sft`, as RiC's MORLHF, a model fine-tuned on the training data's chosen answers (HH labels), trained once per run and shared by every preference (and by Rewarded Soups' RL objectives); or `base`, the policy model itself."""
+    sft_steps: int | None = Field(None, ge=1)
+    """Optimizer steps of that SFT model (batch train.batch_size); default train.steps."""
+    aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
+    """How GRPO turns the objectives' rewards into one advantage (TRL's `multi_objective_aggregation`): `sum_then_normalize` normalises w . r within each prompt's group; `normalize_then_sum` (GDPO, trl#4785) normalises each reward within the group first, so distinct reward combinations with equal sums keep distinct advantages. The `morlhf-gdpo` method sets the latter."""
 
     @model_validator(mode="after")
     def _groups(self) -> MorlhfConfig:

@@ -54,7 +54,7 @@ def run(cfg: Config, *, config_args: str = "--config CONFIG") -> Path:
 
 
 def _run(cfg: Config, tokenizer) -> Path:
-    r = RunFolder(cfg)
+    r = RunFolder(cfg, free=methods.unread_sections(cfg))
     console.print(f"run folder: {r.root}  device: {device_name()} x{r.n_devices}  seed: {cfg.seed}")
     console.print(f"objectives: {r.objectives}; {len(r.preferences)} preferences; k = {cfg.select.k}")
 
@@ -104,7 +104,7 @@ def _evaluate_run(cfg: Config, root: str | Path) -> Path:
     Returns:
         The path of RUN/report.json.
     """
-    r = RunFolder(methods.configure(cfg), root)
+    r = RunFolder(methods.configure(cfg), root, free=methods.unread_sections(methods.configure(cfg)))
     return _evaluate_and_report(r, load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code))
 
 
@@ -141,7 +141,7 @@ def _evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[di
     root, out = Path(root), Path(out)
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise InputError(f"--out {out}: inside the run folder {root}; give a folder of its own")
-    r = RunFolder(methods.configure(cfg), root)
+    r = RunFolder(methods.configure(cfg), root, free=methods.unread_sections(methods.configure(cfg)))
     method = methods.module(r.cfg)
     tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
     evaluate(r, tokenizer, method.final_models(r), method.describe(r.cfg), prompts=conversation_prompts(conversations),
@@ -221,7 +221,7 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
         problems.append(f"method: {cfg.method!r} trains with GRPO, which runs on one process here; "
                         "launch it without torchrun / accelerate launch")
     try:
-        differs = config_differences(cfg, Path(cfg.runs_dir) / cfg.name)
+        differs = config_differences(cfg, Path(cfg.runs_dir) / cfg.name, free=methods.unread_sections(cfg))
     except ConfigError as e:
         differs = []
         problems.append(f"name: {e}")

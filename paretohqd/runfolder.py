@@ -122,8 +122,9 @@ class RunFolder:
         ConfigError: the folder was made with another config (the keys that differ are named).
     """
 
-    def __init__(self, cfg: Config, root: str | Path | None = None):
+    def __init__(self, cfg: Config, root: str | Path | None = None, *, free: tuple[str, ...] = ()):
         self.cfg = cfg
+        self.free = free  # config sections that do not bind this folder (`config_differences`)
         self.root = Path(root) if root is not None else Path(cfg.runs_dir) / cfg.name
         self.root.mkdir(parents=True, exist_ok=True)
         self.objectives: list[str] = list(cfg.rewards.models)
@@ -167,7 +168,7 @@ class RunFolder:
 
     def _check_config(self) -> None:
         # a run folder holds one config: mixing outputs of two configs would report nonsense
-        keys = config_differences(self.cfg, self.root)
+        keys = config_differences(self.cfg, self.root, free=self.free)
         if keys:
             raise ConfigError(f"{self.root} was made with another config (differs in: {', '.join(keys)}); "
                               f"resume with the same config, or start a new run with --set name=NEW")
@@ -301,11 +302,12 @@ class RunFolder:
         console.print(table)
 
 
-def config_differences(cfg: Config, root: Path) -> list[str]:
+def config_differences(cfg: Config, root: Path, *, free: tuple[str, ...] = ()) -> list[str]:
     """The dotted keys in which `cfg` differs from the config a run folder was made with (none for a
     new folder). Keys a newer paretohqd added (absent from the old file) take their defaults: no change.
-    The `compare` section never counts: it names which runs a comparison makes, not what one run
-    does, so adding a method to a comparison keeps every finished run."""
+    Keys of the `free` sections never count, nor those of `compare`: sections the run's method does
+    not read (`methods.unread_sections`: a ParetoHqD run ignores `morlhf`) and the list of runs a
+    comparison makes, so tuning one baseline or adding a method keeps every other finished run."""
     path = Path(root) / "config.yaml"
     text = dump_config(cfg)
     if not path.is_file():
@@ -323,7 +325,8 @@ def config_differences(cfg: Config, root: Path) -> list[str]:
         raise ConfigError(f"{path} cannot be read ({str(e).splitlines()[0][:120]}); it is the config this run was "
                           "made with: restore it, or delete it to take the config you gave") from None
     old, new = _flatten(old), _flatten(yaml.safe_load(text))
-    return sorted(k for k in old if old[k] != new.get(k) and not k.startswith("compare."))
+    free = ("compare", *free)
+    return sorted(k for k in old if old[k] != new.get(k) and k.split(".")[0] not in free)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -18,10 +18,12 @@ from paretohqd import budget, compare
 from paretohqd.cli import app
 from paretohqd.config import ConfigError, load_config
 from paretohqd.methods import METHODS as REGISTRY
+from paretohqd.methods import ric
+from paretohqd.runfolder import RunFolder
 from paretohqd.pareto.layers import nondominated_layers
 from paretohqd.pareto.metrics import hypervolume
 
-METHODS = tuple(REGISTRY)  # configs/compare-cpu.yaml compares every method
+METHODS = tuple(REGISTRY)  # every method, in configs/compare-cpu.yaml's order where it has them
 
 NAME = "t"
 N_PREFS, N_PROMPTS = 2, 3
@@ -37,7 +39,8 @@ def compared(tmp_path_factory, small_hh, tiny_policy):
             "train.warmup_steps=0", "stage2.enabled=false", f"evaluate.prompts={N_PROMPTS}",
             "evaluate.bootstrap=20", "generate.max_new_tokens=8", "generate.batch_size=4", "ric.steps=3",
             f"morlhf.preferences={MORLHF_PREFS}", "morlhf.steps=1", "morlhf.batch_size=4", "morlhf.num_generations=2",
-            "morlhf.lr=1e-3"]
+            "morlhf.lr=1e-3", "morlhf.sft_steps=2", "ric.online_prompts=6", "ric.online_origin=4", "ric.online_steps=2",
+            f"compare.methods=[{', '.join(METHODS)}]"]
     args = ["compare", "configs/compare-cpu.yaml"]
     for s in sets:
         args += ["--set", s]
@@ -86,7 +89,7 @@ def test_compare_writes_one_table_and_one_plot(compared):
 def test_every_method_answers_the_same_heldout_prompts(compared, method):
     root = compared / f"{NAME}-{method}"
     df = pd.read_parquet(root / "evaluate" / "responses.parquet")
-    n_models = len(MORLHF_PREFS) if method == "morlhf" else N_PREFS
+    n_models = len(MORLHF_PREFS) if method.startswith("morlhf") else N_PREFS
     assert sorted(df["model"].unique()) == ["base"] + [f"pref-{i:02d}" for i in range(n_models)]
     assert df.groupby("model").size().eq(N_PROMPTS).all()
     first = pd.read_parquet(compared / f"{NAME}-paretohqd" / "data" / "heldout.parquet")
@@ -131,6 +134,30 @@ def test_ablations_change_what_they_should(compared):
     assert not (compared / f"{NAME}-stage1-only" / "stage2").exists()
 
 
+def test_full_data_epochs_trains_on_everything_for_paretohqds_epochs(compared):
+    root = compared / f"{NAME}-full-data-epochs"
+    n = len(pd.read_parquet(root / "data" / "scores.parquet"))
+    sel = pd.read_parquet(root / "stage1" / "selection.parquet")
+    assert sel.groupby("preference_index")["id"].nunique().eq(n).all()  # every sample, once per preference
+    # ParetoHqD: 2 steps x batch 2 over k = 4 samples is 1 epoch; so n samples take n / 2 steps of 2
+    trained = json.loads((root / "stage1" / "pref-00" / "train.json").read_text())
+    assert trained["steps"] == -(-n // 2) and trained["samples"] == 2 * trained["steps"]
+
+
+def test_ric_online_round_trains_on_its_best_answers_from_the_offline_model(compared):
+    root = compared / f"{NAME}-ric"
+    gen = pd.read_parquet(root / "ric" / "online-1" / "generated.parquet")
+    assert 0 < len(gen) <= 6 and set(gen["prompt"]) <= set(pd.read_parquet(root / "data" / "train.parquet")["prompt"])
+    online = json.loads((root / "ric" / "online-1" / "model" / "train.json").read_text())
+    assert online["steps"] == 2
+    stats = json.loads((root / "ric" / "rewards.json").read_text())
+    assert stats["lo"] and (root / "ric" / "online-1" / "scores.parquet").exists()
+    # the evaluated model is the last round's
+    cfg = load_config(root / "config.yaml", [f"runs_dir={compared}"])
+    assert {m.adapter for m in ric.final_models(RunFolder(cfg, root))} == {root / "ric" / "online-1" / "model"}
+    assert "1 online round" in json.loads((root / "evaluate" / "meta.json").read_text())["description"]
+
+
 def test_ric_one_model_with_a_tag_per_preference(compared):
     root = compared / f"{NAME}-ric"
     trained = json.loads((root / "ric" / "model" / "train.json").read_text())
@@ -159,13 +186,24 @@ def test_soups_mix_one_model_per_objective(compared):
     assert all((o / "adapter_model.safetensors").exists() for o in objectives)
 
 
-def test_morlhf_trains_configured_preferences_with_grpo(compared):
-    root = compared / f"{NAME}-morlhf"
+@pytest.mark.parametrize("method, aggregation", [("morlhf", "sum_then_normalize"), ("morlhf-gdpo", "normalize_then_sum")])
+def test_morlhf_trains_configured_preferences_with_grpo_from_sft(compared, method, aggregation):
+    root = compared / f"{NAME}-{method}"
     trained = json.loads((root / "morlhf" / "pref-00" / "train.json").read_text())
     assert trained["weights"] == MORLHF_PREFS[0] and trained["steps"] == 1
+    assert trained["aggregation"] == aggregation and trained["init"] == str(root / "morlhf" / "sft")
     assert np.isfinite(trained["reward_last"])
-    assert any(t.abs().sum() > 0 for t in _lora_b(root / "morlhf" / "pref-00"))  # B starts at 0: it trained
     assert not (root / "morlhf" / "pref-01").exists()
+    # the saved model is the SFT adapter plus the RL one, summed exactly: rank 16 + 16, and its
+    # first block is the SFT adapter's B (the RL block is B_rl, which starts at 0 and trained)
+    merged = json.loads((root / "morlhf" / "pref-00" / "merge.json").read_text())
+    assert merged["weights"] == [1.0, 1.0] and merged["adapters"][0] == str(root / "morlhf" / "sft")
+    assert json.loads((root / "morlhf" / "pref-00" / "adapter_config.json").read_text())["r"] == 32
+    sft, both = _lora_b(root / "morlhf" / "sft"), _lora_b(root / "morlhf" / "pref-00")
+    assert all(np.allclose(b[:, :16].numpy(), s.numpy()) for s, b in zip(sft, both))
+    assert any(b[:, 16:].abs().sum() > 0 for b in both)
+    chosen = json.loads((root / "morlhf" / "sft" / "train.json").read_text())
+    assert chosen["steps"] == 2
 
 
 def test_method_config_names_runs_and_sets_implied_keys():

@@ -119,3 +119,18 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
     res = CliRunner().invoke(app, ["data", "prepare", str(path), "--out", str(tmp_path / "o.parquet")])
     assert res.exit_code == 2
     assert "bad.jsonl:1: malformed JSON" in res.output and "Traceback" not in res.output
+
+
+def test_label_pairs_know_which_answer_was_chosen_and_keep_only_given_ids(tmp_path):
+    from paretohqd.data.pairs import label_pairs
+
+    rows = [{"chosen": "\n\nHuman: Hi\n\nAssistant: Hello there!", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."},
+            {"chosen": "\n\nHuman: Joke?\n\nAssistant: Why not.", "rejected": "\n\nHuman: Joke?\n\nAssistant: No."}]
+    with gzip.open(tmp_path / "harmless-base.jsonl.gz", "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    data = DataConfig(sources=[str(tmp_path)])
+    hi, joke = "\n\nHuman: Hi", "\n\nHuman: Joke?"
+    ids = {sample_id(hi, "Hello there!"), sample_id(hi, "Go away."), sample_id(joke, "Why not.")}  # joke's rejected held out
+    pairs = label_pairs(data, ids)
+    assert pairs.to_dict("records") == [{"chosen_id": sample_id(hi, "Hello there!"),
+                                         "rejected_id": sample_id(hi, "Go away."), "source": "harmless-base"}]

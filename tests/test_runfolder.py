@@ -101,9 +101,20 @@ def test_an_unreadable_manifest_or_config_says_what_to_delete(run):
         RunFolder(run.cfg)
 
 
-def test_a_changed_compare_list_keeps_the_run_but_any_other_change_refuses(tmp_path):
-    cfg = Config(runs_dir=str(tmp_path), name="r")
-    RunFolder(cfg)
-    RunFolder(cfg.model_copy(update={"compare": cfg.compare.model_copy(update={"methods": ["paretohqd", "ric"]})}))
+def test_only_the_sections_a_method_reads_bind_its_run_folder(tmp_path):
+    from paretohqd.methods import unread_sections
+
+    def changed(cfg, section, **values):
+        return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=values)})
+
+    paretohqd = Config(runs_dir=str(tmp_path), name="p")
+    RunFolder(paretohqd, free=unread_sections(paretohqd))
+    RunFolder(changed(paretohqd, "compare", methods=["paretohqd", "ric"]), free=unread_sections(paretohqd))
+    RunFolder(changed(paretohqd, "morlhf", steps=3), free=unread_sections(paretohqd))  # ParetoHqD reads no morlhf
     with pytest.raises(ConfigError, match=r"differs in: select.k"):
-        RunFolder(cfg.model_copy(update={"select": cfg.select.model_copy(update={"k": 7})}))
+        RunFolder(changed(paretohqd, "select", k=7), free=unread_sections(paretohqd))
+    morlhf = Config(runs_dir=str(tmp_path), name="m", method="morlhf")
+    RunFolder(morlhf, free=unread_sections(morlhf))
+    RunFolder(changed(morlhf, "ric", online_rounds=2), free=unread_sections(morlhf))
+    with pytest.raises(ConfigError, match=r"differs in: morlhf.steps"):
+        RunFolder(changed(morlhf, "morlhf", steps=3), free=unread_sections(morlhf))

@@ -24,7 +24,7 @@ from paretohqd.config import Config, ConfigError
 from paretohqd.methods import morlhf, paretohqd, ric, soups
 from paretohqd.runfolder import FinalModel
 
-__all__ = ["METHODS", "FinalModel", "Method", "configure", "several_processes"]
+__all__ = ["METHODS", "FinalModel", "Method", "configure", "several_processes", "unread_sections"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class Method:
     """The module with train, final_models, describe and work."""
     implies: dict[str, Any] = field(default_factory=dict)
     """Settings the name means, as dotted key -> value; a config that sets a key otherwise is refused."""
+    reads: tuple[str, ...] = ()
+    """The baselines' config sections (those some method reads: ric, soups, morlhf, ...) this one reads;
+    the others do not bind its run folder (`unread_sections`)."""
 
 
 METHODS: dict[str, Method] = {
@@ -40,9 +43,11 @@ METHODS: dict[str, Method] = {
     "stage1-only": Method(paretohqd, {"stage2.enabled": False}),
     "scalarised": Method(paretohqd, {"select.method": "scalarised"}),
     "full-data": Method(paretohqd, {"select.method": "random"}),
-    "ric": Method(ric),
-    "rewarded-soups": Method(soups, {"train.lora": True}),  # soups mix LoRA adapters
-    "morlhf": Method(morlhf, {"train.lora": True}),
+    "full-data-epochs": Method(paretohqd, {"select.method": "random", "select.random_budget": "epochs"}),
+    "ric": Method(ric, reads=("ric",)),
+    "rewarded-soups": Method(soups, {"train.lora": True}, reads=("soups", "morlhf")),  # soups mix LoRA adapters
+    "morlhf": Method(morlhf, {"train.lora": True}, reads=("morlhf",)),
+    "morlhf-gdpo": Method(morlhf, {"train.lora": True, "morlhf.aggregation": "normalize_then_sum"}, reads=("morlhf",)),
 }
 
 
@@ -72,6 +77,17 @@ def configure(cfg: Config, method: str | None = None) -> Config:
                               f"{getattr(node, name)!r}; drop that key or choose another method")
         sections[section] = node.model_copy(update={name: value})
     return cfg.model_copy(update={"method": method, **sections})
+
+
+def unread_sections(cfg: Config) -> tuple[str, ...]:
+    """The baselines' sections `cfg.method` does not read: changing them leaves its run folder valid.
+
+    Examples:
+        >>> unread_sections(Config(method="ric"))
+        ('morlhf', 'soups')
+    """
+    read = {s for m in METHODS.values() for s in m.reads}
+    return tuple(sorted(read - set(METHODS[cfg.method].reads)))
 
 
 def several_processes(cfg: Config) -> bool:

@@ -1,5 +1,12 @@
 """MORLHF: online RL on the scalarised reward w . r, one LoRA model per preference.
 
+As RiC's MORLHF (`ppo/morlhf.py`, whose `base_model_name` is "the path to the sft model; need to
+merge if using lora"), RL starts from an SFT model (`morlhf.init: sft`): one LoRA fine-tuned on
+the training data's chosen answers (`data.pairs`), trained once per run, merged into the base for
+RL so that the KL term holds the policy to the SFT model, not to the base. Each preference's RL
+adapter is then summed with the SFT adapter exactly (`policy.load.write_weighted_adapters`, rank
+r_sft + r_rl), so its folder is a plain adapter on the base like every other method's.
+
 The paper's MORLHF runs PPO on w . r; we use TRL's GRPOTrainer (no value model, so it fits small
 machines): for each prompt `morlhf.num_generations` completions are sampled from the current
 policy, every run reward model scores them, and the advantage is w . r normalised within the
@@ -23,10 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from paretohqd.config import Config
+from paretohqd.config import Config, ConfigError
+from paretohqd.data.pairs import label_pairs
 from paretohqd.io import atomic_dir, read_table, write_json
 from paretohqd.pareto.preferences import preferences_from_config
+from paretohqd.policy.load import write_weighted_adapters
 from paretohqd.policy.prompts import HH_STOP, cut_at_stop, hh_text, resolve_format
+from paretohqd.policy.sft import finetune_rows
+from paretohqd.progress import console
 from paretohqd.rewards.score import stats_path
 from paretohqd.runfolder import FinalModel, RunFolder, pref_name
 
@@ -64,8 +75,36 @@ def reward_funcs(r: RunFolder, weights: np.ndarray) -> tuple[list, list[float]]:
     return funcs, used
 
 
-def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *, seed: int) -> dict:
-    """GRPO with LoRA on w . r; saves the adapter and `train.json` to `out` (atomically)."""
+def sft_start(r: RunFolder, tokenizer) -> Path | None:
+    """The SFT model RL starts from (`morlhf/sft`, trained here once per run), or None for `init: base`.
+
+    Raises:
+        ConfigError: `init: sft` but the data sources have no (chosen, rejected) pairs to learn from.
+    """
+    cfg = r.cfg
+    if cfg.morlhf.init == "base":
+        return None
+    out = r.path("morlhf", "sft")
+
+    def fit() -> None:
+        data = read_table(r.train_data).set_index("id")
+        pairs = label_pairs(cfg.data, set(data.index))
+        if pairs.empty:
+            raise ConfigError("morlhf.init: sft fine-tunes on the chosen answers of (chosen, rejected) pairs, and "
+                              "data.sources has none (HH or `format: pairs` sources have them); set morlhf.init: base")
+        steps = cfg.morlhf.sft_steps or cfg.train.steps
+        chosen = pairs.sample(n=min(len(pairs), steps * cfg.train.batch_size), random_state=cfg.seed)["chosen_id"]
+        console.print(f"  MORLHF's SFT start: {len(chosen):,} chosen answers of {len(pairs):,} pairs, {steps} steps")
+        finetune_rows(cfg, tokenizer, data.loc[chosen], out, steps=steps, seed=cfg.seed, **r.log_to("morlhf/sft"))
+
+    r.step("morlhf/sft on chosen answers", out / "train.json", fit, every_process=True)
+    return out
+
+
+def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *, seed: int,
+                     init: Path | None = None) -> dict:
+    """GRPO with LoRA on w . r, from the base or (`init`) the SFT adapter merged into it; saves the
+    adapter (the SFT and RL adapters summed, with `init`) and `train.json` to `out` (atomically)."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -92,34 +131,47 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
         report_to=cfg.train.report_to, run_name=f"{r.root.name}/{tag}",
         max_steps=m.steps, per_device_train_batch_size=m.batch_size,
         num_generations=m.num_generations, max_completion_length=m.max_completion_length or cfg.generate.max_new_tokens,
-        learning_rate=m.lr, beta=m.beta, reward_weights=used, temperature=cfg.generate.temperature or 1.0,
+        learning_rate=m.lr, beta=m.beta, reward_weights=used, multi_objective_aggregation=m.aggregation, temperature=cfg.generate.temperature or 1.0,
         top_p=cfg.generate.top_p, warmup_steps=min(cfg.train.warmup_steps, m.steps - 1), seed=seed,
         bf16=mixed_precision(cfg.train) == "bf16", use_cpu=not torch.cuda.is_available(),
         activation_checkpointing=False,  # small models fit without it (GRPOConfig turns it on)
         logging_steps=1, save_strategy="no", disable_tqdm=True,
     )
     model = load_policy(cfg.policy.model, dtype=cfg.policy.dtype, trust_remote_code=cfg.policy.trust_remote_code)
+    if init is not None:  # RL's starting point and KL reference: the SFT model, merged
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(init)).merge_and_unload()
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data,
                           processing_class=tokenizer, peft_config=lora_config(cfg.train))
     t0 = time.perf_counter()
     trainer.train()
     logs = [h for h in trainer.state.log_history if "reward" in h]
     stats = {"steps": m.steps, "weights": [float(w) for w in weights], "prompts": n, "seconds": time.perf_counter() - t0,
+             "init": str(init) if init is not None else "base", "aggregation": m.aggregation,
              "reward_first": logs[0]["reward"] if logs else None, "reward_last": logs[-1]["reward"] if logs else None,
              "kl_last": logs[-1].get("kl") if logs else None}
     if not tracking:
         shutil.rmtree(args.output_dir, ignore_errors=True)
-    with atomic_dir(out) as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
-        write_json(stats, tmp / "train.json")
+    if init is None:
+        with atomic_dir(out) as tmp:
+            trainer.model.save_pretrained(tmp, safe_serialization=True)
+            write_json(stats, tmp / "train.json")
+        return stats
+    rl = out.with_name(f".{out.name}.rl")  # the RL delta alone, on the SFT model
+    trainer.model.save_pretrained(rl, safe_serialization=True)
+    write_weighted_adapters(cfg.policy, [init, rl], [[1.0, 1.0]], [out], meta={"train": stats})
+    write_json(stats, out / "train.json")  # the done-marker, last
+    shutil.rmtree(rl, ignore_errors=True)
     return stats
 
 
 def train(r: RunFolder, tokenizer) -> None:
+    init = sft_start(r, tokenizer)
     for i, w in enumerate(preferences(r.cfg)):
         out = r.path("morlhf", pref_name(i))
         r.step(f"morlhf/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json",
-               lambda w=w, out=out, i=i: train_preference(r, tokenizer, w, out, seed=r.cfg.seed + i))
+               lambda w=w, out=out, i=i: train_preference(r, tokenizer, w, out, seed=r.cfg.seed + i, init=init))
 
 
 def final_models(r: RunFolder) -> list[FinalModel]:
@@ -129,16 +181,23 @@ def final_models(r: RunFolder) -> list[FinalModel]:
 
 def rl_text(cfg: Config) -> str:
     m = cfg.morlhf
-    return f"GRPO, {m.steps} steps x {m.batch_size} completions, beta {m.beta}"
+    start = f"from SFT ({m.sft_steps or cfg.train.steps} steps)" if m.init == "sft" else "from the base"
+    return f"GRPO {start}, {m.steps} steps x {m.batch_size} completions, beta {m.beta}, {m.aggregation}"
 
 
 def describe(cfg: Config) -> str:
     return f"MORLHF ({rl_text(cfg)}, on w.r for {len(preferences(cfg))} preferences)"
 
 
+def sft_samples(cfg: Config) -> int:
+    """Samples x steps of the SFT start (0 for `init: base`)."""
+    return (cfg.morlhf.sft_steps or cfg.train.steps) * cfg.train.batch_size if cfg.morlhf.init == "sft" else 0
+
+
 def work(cfg: Config) -> dict[str, float]:
     n = len(preferences(cfg))
-    return {"grpo_completions": n * cfg.morlhf.steps * cfg.morlhf.batch_size, "models": n}
+    return {"grpo_completions": n * cfg.morlhf.steps * cfg.morlhf.batch_size, "train_samples": sft_samples(cfg),
+            "models": n}
 
 
 def several_processes(cfg: Config) -> bool:

@@ -44,13 +44,30 @@ def representatives(preferences: np.ndarray) -> list[int]:
     return list(dict.fromkeys(picks))
 
 
+def budget(cfg: Config, steps: int, k: int, n: int) -> tuple[int, int]:
+    """(samples drawn per preference, optimizer steps) of a stage that ParetoHqD runs for `steps`
+    steps on `k` samples, with `n` samples to choose from. Only `select.method: random` with
+    `select.random_budget: epochs` differs: all n samples, for the epochs ParetoHqD gives its k.
+
+    Examples:
+        >>> budget(Config(), 200, 100, 10_000)  # ParetoHqD: k samples, `steps` steps
+        (1600, 200)
+        >>> budget(Config(select={"method": "random", "random_budget": "epochs"}), 200, 100, 10_000)
+        (10000, 20000)
+    """
+    b = cfg.train.batch_size
+    if cfg.select.method == "random" and cfg.select.random_budget == "epochs":
+        return n, -(-steps * b * n // (k * b))  # steps * b / k epochs over n samples, rounded up
+    return steps * b, steps
+
+
 def train(r: RunFolder, tokenizer) -> None:
     """Selection, stage 1 and, unless it is off, stage 2."""
     cfg = r.cfg
+    random_n, steps = budget(cfg, cfg.train.steps, cfg.select.k, len(read_table(r.scores)))
     r.step("select", r.path("stage1", "selection.parquet"),
-           lambda: write_selection(cfg, r.scores, r.path("stage1"), k=cfg.select.k,
-                                   random_n=cfg.train.steps * cfg.train.batch_size))
-    _train_stage(r, tokenizer, "stage1", r.scores, cfg.train.steps)
+           lambda: write_selection(cfg, r.scores, r.path("stage1"), k=cfg.select.k, random_n=random_n))
+    _train_stage(r, tokenizer, "stage1", r.scores, steps)
     if cfg.stage2.enabled:
         _stage2(r, tokenizer)
 
@@ -81,10 +98,10 @@ def _stage2(r: RunFolder, tokenizer) -> None:
         write_scores(cfg, df, scores)
 
     r.step("stage2/score", scores, score_pool)
+    random_n, steps = budget(cfg, cfg.stage2.steps, k2, len(read_table(scores)))
     r.step("stage2/select", r.path("stage2", "selection.parquet"),
-           lambda: write_selection(cfg, scores, r.path("stage2"), k=k2,
-                                   random_n=cfg.stage2.steps * cfg.train.batch_size))
-    _train_stage(r, tokenizer, "stage2", scores, cfg.stage2.steps, init_stage="stage1")
+           lambda: write_selection(cfg, scores, r.path("stage2"), k=k2, random_n=random_n))
+    _train_stage(r, tokenizer, "stage2", scores, steps, init_stage="stage1")
 
 
 def _generate_pool(cfg: Config, tokenizer, prompts: pd.DataFrame, adapter, index: int, out: Path) -> None:
@@ -130,15 +147,20 @@ def describe(cfg: Config) -> str:
     return f"ParetoHqD ({cfg.select.method} selection, {stages}, k={cfg.select.k})"
 
 
-def work(cfg: Config) -> dict[str, float]:
+def work(cfg: Config, n_samples: int | None = None) -> dict[str, float]:
     """Samples x steps trained (stage 1 separately, since `compare` can share it), tokens generated
-    (stage 2, counted at max_new_tokens) and the number of models evaluated."""
+    (stage 2, counted at max_new_tokens) and the number of models evaluated. `n_samples`, the scored
+    training set's size, matters only to `select.random_budget: epochs` (NaN counts without it)."""
     prefs = preferences_from_config(cfg.select.preferences, len(cfg.rewards.models))  # (P, M)
-    stage1 = len(prefs) * cfg.train.steps * cfg.train.batch_size
+    b = cfg.train.batch_size
+    stage1 = len(prefs) * b * budget(cfg, cfg.train.steps, cfg.select.k, n_samples or 0)[1]
+    if n_samples is None and cfg.select.method == "random" and cfg.select.random_budget == "epochs":
+        stage1 = float("nan")
     stage2 = generated = 0
     if cfg.stage2.enabled:
         answers = cfg.stage2.prompts * (len(representatives(prefs)) if cfg.stage2.prompts_per == "model" else 1)
         generated = answers * cfg.generate.max_new_tokens
-        stage2 = len(prefs) * cfg.stage2.steps * cfg.train.batch_size
+        # the pool: every representative's answers (at most; empty answers and duplicates drop out)
+        stage2 = len(prefs) * b * budget(cfg, cfg.stage2.steps, cfg.stage2.k or max(cfg.select.k // 2, 1), answers)[1]
     return {"train_samples": stage1 + stage2, "stage1_samples": stage1, "generated_tokens": generated,
             "models": len(prefs)}

@@ -20,13 +20,24 @@ We follow the authors' code (github.com/YangRui2015/RiC, `ric/utils.py`):
   (RiC's evaluation script); `linear`: w_i of the way. Values are rounded to one decimal, as RiC.
   The one model answers every preference, each with its own tag.
 
-RiC's later online stages (generate with the model, keep the top-quantile answers, retrain) are
-not implemented: this is RiC's offline stage, the part its paper reports as most of the gain.
+- **Online rounds** (`ric.online_rounds`, following RiC's `main.py`, `generation.py` and
+  `utils.py`): the current model answers `online_prompts` training prompts drawn with replacement,
+  each asked for random desired rewards (RiC's `sample_goals`: one objective uniform in [lo, hi],
+  every other at hi); the answers are scored by the run's reward models and z-normalised with the
+  offline statistics; an answer is kept if any objective is at or above the `online_quantile`
+  quantile of the answers (RiC's `select_data_with_quantile`), and `online_origin` offline samples
+  passing the same filter on the offline data join them; the model trains on them, tagged with the
+  rewards they *obtained*, for `online_steps` steps at `online_lr`, from the previous round's adapter.
+  Differences: RiC draws the goals' range from N(0, 1) quantiles (about +-4.3), we from the training
+  z-scores' range that the offline model saw (`lo`, `hi` of rewards.json); RiC's online learning rate
+  is constant, ours keeps finetune's warmup and schedule; answers that come back empty are dropped
+  (RiC drops "bad" ones by its own cleaning rules).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +45,13 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from paretohqd.config import Config
-from paretohqd.io import read_table, write_json
+from paretohqd.data.prepare import sample_id
+from paretohqd.io import read_table, write_json, write_parquet
 from paretohqd.pareto.preferences import preferences_from_config
+from paretohqd.policy.generate import answer
+from paretohqd.policy.prompts import with_tag
 from paretohqd.policy.sft import finetune_rows
+from paretohqd.rewards.score import write_scores
 from paretohqd.progress import console
 from paretohqd.runfolder import FinalModel, RunFolder, pref_name
 
@@ -106,9 +121,92 @@ def steps(cfg: Config) -> int:
 
 
 def train(r: RunFolder, tokenizer) -> None:
-    """Fine-tune RiC's one model on reward-tagged samples; save `ric/rewards.json` beside it."""
+    """Fine-tune RiC's one model on reward-tagged samples (`ric/rewards.json` beside it), then run
+    the online rounds, each from the model before it."""
     out = r.path("ric", "model")
     r.step("ric/train", out / "train.json", lambda: _finetune(r, tokenizer, out), every_process=True)
+    for t in range(1, r.cfg.ric.online_rounds + 1):
+        _online_round(r, tokenizer, t, previous=model_dir(r, t - 1))
+
+
+def model_dir(r: RunFolder, round_: int | None = None) -> Path:
+    """The model after online round `round_` (0: the offline model; None: the last round's)."""
+    round_ = r.cfg.ric.online_rounds if round_ is None else round_
+    return r.path("ric", "model") if round_ == 0 else r.path("ric", f"online-{round_}", "model")
+
+
+def sample_goals(n: int, lo: ArrayLike, hi: ArrayLike, rng: np.random.Generator) -> np.ndarray:
+    """RiC's `sample_goals`: (n, M) desired rewards, each row uniform in [lo, hi], then every
+    objective but the row's lowest set to hi (ask for the best on all but one), rounded to one decimal.
+
+    Examples:
+        >>> g = sample_goals(1000, [-2.0, -3.0], [2.0, 3.0], np.random.default_rng(0))
+        >>> bool(((g == [2.0, 3.0]).sum(axis=1) >= 1).all()), bool((g >= [-2.0, -3.0]).all())
+        (True, True)
+    """
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)  # (M,) each
+    goals = rng.uniform(lo, hi, size=(n, len(lo)))  # (n, M)
+    keep = goals.argmin(axis=1)
+    out = np.broadcast_to(hi, goals.shape).copy()
+    out[np.arange(n), keep] = goals[np.arange(n), keep]
+    return np.round(out, 1) + 0.0
+
+
+def top_quantile(z: np.ndarray, q: float) -> np.ndarray:
+    """(N,) mask of the rows with any objective at or above its `q` quantile over the rows
+    (RiC's `select_data_with_quantile`), for z of shape (N, M).
+
+    Examples:
+        >>> top_quantile(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]), 0.7).tolist()
+        [False, True, True, False]
+    """
+    return (z >= np.quantile(z, q, axis=0)).any(axis=1)
+
+
+def _online_round(r: RunFolder, tokenizer, t: int, previous: Path) -> None:
+    cfg, names, o = r.cfg, r.objectives, r.cfg.ric
+    folder = r.path("ric", f"online-{t}")
+    generated, scored, out = folder / "generated.parquet", folder / "scores.parquet", model_dir(r, t)
+
+    def ask() -> None:
+        stats = json.loads(r.path("ric", "rewards.json").read_text())
+        rng = np.random.default_rng([cfg.seed, t])
+        prompts = read_table(r.train_data).drop_duplicates("prompt").reset_index(drop=True)
+        rows = prompts.iloc[rng.integers(0, len(prompts), o.online_prompts)].reset_index(drop=True)
+        goals = sample_goals(len(rows), stats["lo"], stats["hi"], rng)  # (n, M)
+        tagged = [with_tag(list(m), reward_tag(names, g)) for m, g in zip(rows["messages"], goals)]
+        sampling = cfg.model_copy(update={"generate": cfg.generate.model_copy(update={"temperature": o.online_temperature})})
+        saved = folder / ".generated.batches"
+        responses = answer(sampling, tokenizer, tagged, previous, seed=cfg.seed + 1000 * t,
+                           label=f"RiC online round {t}", saved=saved)
+        df = rows[["prompt", "messages"]].assign(response=responses, source=f"ric:online-{t}")
+        df = df[df["response"].str.len() > 0]
+        df.insert(0, "id", [sample_id(p, a) for p, a in zip(df["prompt"], df["response"])])
+        write_parquet(df.drop_duplicates("id"), generated)
+        shutil.rmtree(saved, ignore_errors=True)
+
+    r.step(f"ric/online-{t}/generate", generated, ask)
+    r.step(f"ric/online-{t}/score", scored, lambda: write_scores(cfg, read_table(generated), scored))
+
+    def fit() -> None:
+        stats = json.loads(r.path("ric", "rewards.json").read_text())
+        mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
+        new = read_table(scored)
+        new_z = (new[names].to_numpy(dtype=np.float64) - mean) / std  # (n, M)
+        offline = read_table(r.scores)
+        off_z = (offline[names].to_numpy(dtype=np.float64) - mean) / std  # (N, M)
+        keep = np.flatnonzero(top_quantile(off_z, o.online_quantile))
+        keep = np.random.default_rng([cfg.seed, t, 1]).permutation(keep)[:o.online_origin]
+        mask = top_quantile(new_z, o.online_quantile)
+        rows = pd.concat([offline.iloc[keep], new[mask]], ignore_index=True)
+        z = np.concatenate([off_z[keep], new_z[mask]])
+        console.print(f"  RiC online round {t}: {int(mask.sum()):,} of {len(new):,} answers kept "
+                      f"(quantile {o.online_quantile}) + {len(keep):,} offline samples")
+        online = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": o.online_lr})})
+        finetune_rows(online, tokenizer, rows, out, steps=o.online_steps, seed=cfg.seed + t, init_adapter=previous,
+                      tags=[reward_tag(names, zi) for zi in z], **r.log_to(str(out.relative_to(r.root))))
+
+    r.step(f"ric/online-{t}/train", out / "train.json", fit, every_process=True)
 
 
 def _finetune(r: RunFolder, tokenizer, out: Path) -> None:
@@ -130,7 +228,7 @@ def _finetune(r: RunFolder, tokenizer, out: Path) -> None:
 
 def final_models(r: RunFolder) -> list[FinalModel]:
     """The one model once per preference, each with its desired-reward tag."""
-    model = r.path("ric", "model")
+    model = model_dir(r)
     return [FinalModel(pref_name(i), w, model, model / "train.json", preference_tag(r, w))
             for i, w in enumerate(r.preferences)]
 
@@ -146,9 +244,14 @@ def preference_tag(r: RunFolder, weights: ArrayLike) -> str | None:
 
 
 def describe(cfg: Config) -> str:
-    return f"RiC (one model, rewards in the prompt, {cfg.ric.mapping} mapping, {steps(cfg)} steps)"
+    o = cfg.ric
+    online = (f" + {o.online_rounds} online round(s) of {o.online_prompts:,} answers and {o.online_steps} steps"
+              if o.online_rounds else "")
+    return f"RiC (one model, rewards in the prompt, {o.mapping} mapping, {steps(cfg)} steps{online})"
 
 
 def work(cfg: Config) -> dict[str, float]:
     n_prefs = len(preferences_from_config(cfg.select.preferences, len(cfg.rewards.models)))
-    return {"train_samples": steps(cfg) * cfg.train.batch_size, "models": n_prefs}
+    o = cfg.ric
+    return {"train_samples": (steps(cfg) + o.online_rounds * o.online_steps) * cfg.train.batch_size,
+            "generated_tokens": o.online_rounds * o.online_prompts * cfg.generate.max_new_tokens, "models": n_prefs}

@@ -6,12 +6,11 @@ top `select.k` training samples for `train.steps` steps (the cheap offline varia
 RL on that objective's reward alone with the `morlhf` settings (the paper's RL variant).
 
 Every objective's model is a LoRA adapter on the same base W, so theta_i = W + dW_i with
-dW_i = s B_i A_i, and the soup is W + sum_i w_i dW_i. We build exactly that with PEFT's
-`add_weighted_adapter(..., combination_type="cat")`: it stacks the w_i s A_i and the B_i into one
-adapter of rank sum r_i whose product is sum_i w_i s B_i A_i. The `linear` combination would
-average A and B separately, giving (sum w_i B_i)(sum w_i A_i): cross terms B_i A_j that no
-objective's model contains, so not an interpolation of the models (PEFT's docs call it "a very
-rough approximation").
+dW_i = s B_i A_i, and the soup is W + sum_i w_i dW_i, built exactly by
+`policy.load.write_weighted_adapters` (PEFT's `cat` combination; its `linear` one would add cross
+terms B_i A_j that no objective's model contains, so not an interpolation of the models). With
+`morlhf.init: sft` each objective's RL model starts from the shared SFT model, so dW_i holds the
+SFT delta too, and since sum_i w_i = 1 the soup keeps it whole.
 """
 
 from __future__ import annotations
@@ -22,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from paretohqd.config import Config
-from paretohqd.io import atomic_dir, read_table, write_json, write_parquet
+from paretohqd.io import read_table, write_parquet
 from paretohqd.methods import morlhf
 from paretohqd.pareto.preferences import preferences_from_config
+from paretohqd.policy.load import write_weighted_adapters
 from paretohqd.policy.sft import finetune_rows
 from paretohqd.runfolder import FinalModel, RunFolder, pref_name
 
@@ -57,23 +57,7 @@ def merge(policy, adapters: list[Path], preferences: np.ndarray, outs: list[Path
         preferences: (P, M) weights.
         outs: P folders to write, each a plain PEFT adapter folder plus `merge.json`.
     """
-    from peft import PeftModel
-
-    from paretohqd.policy.load import load_policy
-
-    base = load_policy(policy.model, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code)
-    names = [f"objective-{i:02d}" for i in range(len(adapters))]
-    model = PeftModel.from_pretrained(base, str(adapters[0]), adapter_name=names[0])
-    for name, folder in zip(names[1:], adapters[1:]):
-        model.load_adapter(str(folder), adapter_name=name)
-    for w, out in zip(preferences, outs):
-        # named "default", PEFT saves the mix at the folder's top level (other names go to a subfolder)
-        model.add_weighted_adapter(names, [float(x) for x in w], "default", combination_type="cat")
-        with atomic_dir(out) as tmp:
-            model.save_pretrained(tmp, selected_adapters=["default"], safe_serialization=True)
-            write_json({"weights": w.tolist(), "adapters": [str(a) for a in adapters], "combination": "cat"},
-                       tmp / "merge.json")
-        model.delete_adapter("default")
+    write_weighted_adapters(policy, adapters, preferences.tolist(), outs)
 
 
 def train(r: RunFolder, tokenizer) -> None:
@@ -83,6 +67,7 @@ def train(r: RunFolder, tokenizer) -> None:
     r.step("soups/select", selection,
            lambda: write_parquet(select_top(read_table(r.scores), r.objectives, cfg.select.k), selection))
     eye = np.eye(len(r.objectives))
+    init = morlhf.sft_start(r, tokenizer) if cfg.soups.train == "grpo" else None
     for i, name in enumerate(r.objectives):
         out = objective_dir(r, i)
         if cfg.soups.train == "sft":
@@ -94,7 +79,7 @@ def train(r: RunFolder, tokenizer) -> None:
                               **r.log_to(f"soups/objective-{i:02d}"))
         else:
             def fit(i=i, out=out) -> None:
-                morlhf.train_preference(r, tokenizer, eye[i], out, seed=cfg.seed + i)
+                morlhf.train_preference(r, tokenizer, eye[i], out, seed=cfg.seed + i, init=init)
         r.step(f"soups/objective-{i:02d} {name}", out / "train.json", fit, every_process=cfg.soups.train == "sft")
     outs = [r.path("soups", pref_name(i)) for i in range(len(r.preferences))]
     r.step("soups/merge", outs[-1] / "merge.json",
@@ -116,7 +101,8 @@ def work(cfg: Config) -> dict[str, float]:
     n_prefs = len(preferences_from_config(cfg.select.preferences, m))
     if cfg.soups.train == "sft":
         return {"train_samples": m * cfg.train.steps * cfg.train.batch_size, "models": n_prefs}
-    return {"grpo_completions": m * cfg.morlhf.steps * cfg.morlhf.batch_size, "models": n_prefs}
+    return {"grpo_completions": m * cfg.morlhf.steps * cfg.morlhf.batch_size, "train_samples": morlhf.sft_samples(cfg),
+            "models": n_prefs}
 
 
 def several_processes(cfg: Config) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from paretohqd.config import cache_dir
-from paretohqd.io import InputError, atomic_dir, unreadable
+from paretohqd.io import InputError, atomic_dir, unreadable, write_json
 from paretohqd.lock import hold
 from paretohqd.progress import console
 
@@ -127,3 +127,37 @@ def load_policy(name: str, *, dtype: str = "float32", trust_remote_code: bool = 
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     return _from_cache(name, lambda src: AutoModelForCausalLM.from_pretrained(
         src, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **extra))
+
+
+def write_weighted_adapters(policy, adapters: list[Path], weights: list[list[float]], outs: list[Path],
+                            meta: dict | None = None) -> None:
+    """Write one adapter per row of `weights`: sum_i w_i dW_i of the LoRA `adapters`, exactly.
+
+    Every adapter is a LoRA on the same base W, dW_i = s_i B_i A_i. PEFT's
+    `add_weighted_adapter(..., combination_type="cat")` stacks the w_i s_i A_i and the B_i into one
+    adapter of rank sum r_i whose product is sum_i w_i s_i B_i A_i. (Its `linear` combination would
+    average A and B separately, giving (sum w_i B_i)(sum w_i A_i): cross terms B_i A_j that no
+    adapter contains; PEFT's docs call it "a very rough approximation".)
+
+    Args:
+        policy: the `policy` config section (the base model all adapters were trained on).
+        adapters: adapter folders.
+        weights: one list of len(adapters) weights per output.
+        outs: folders to write (atomically), each a plain PEFT adapter folder plus `merge.json`
+            (weights, adapters, combination, and `meta`).
+    """
+    from peft import PeftModel
+
+    base = load_policy(policy.model, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code)
+    names = [f"adapter-{i:02d}" for i in range(len(adapters))]
+    model = PeftModel.from_pretrained(base, str(adapters[0]), adapter_name=names[0])
+    for name, folder in zip(names[1:], adapters[1:]):
+        model.load_adapter(str(folder), adapter_name=name)
+    for w, out in zip(weights, outs):
+        # named "default", PEFT saves the mix at the folder's top level (other names go to a subfolder)
+        model.add_weighted_adapter(names, [float(x) for x in w], "default", combination_type="cat")
+        with atomic_dir(out) as tmp:
+            model.save_pretrained(tmp, selected_adapters=["default"], safe_serialization=True)
+            write_json({"weights": [float(x) for x in w], "adapters": [str(a) for a in adapters],
+                        "combination": "cat", **(meta or {})}, tmp / "merge.json")
+        model.delete_adapter("default")
