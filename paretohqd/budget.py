@@ -29,6 +29,11 @@ class CostModel:
     """Seconds per GRPO completion at 64 new tokens: sampling, both forward passes and the backward
     (measured: 31-48 s per step of 8 completions, TRL 1.16, fp32, quiet machine; runs that shared
     the cores with other training measured 245-314 s)."""
+    dpo_pair_s: float = 2.9
+    """Seconds per MODPO pair per optimizer step: the policy's forward + backward and the reference's
+    forward on both answers. Measured side by side with SFT (benchmarks/bench_modpo.py, SmolLM2-135M,
+    LoRA r16, 4 pairs a step, same HH answers): a pair costs PAIR_RATIO x an SFT sample, times
+    `sft_sample_s`."""
     run_overhead_s: float = 30.0
     """Per run: loading models, scoring with the reward heads, writing the report."""
 
@@ -37,6 +42,7 @@ H100_LLAMA2_7B = CostModel(
     sft_sample_s=0.06,
     generated_token_s=1 / 1500,
     grpo_completion_s=0.5,
+    dpo_pair_s=0.15,
     run_overhead_s=600.0,
 )
 """An *assumed*, not measured, cost model for Llama-2 7B in bf16 with LoRA on one H100-class GPU
@@ -45,6 +51,7 @@ H100_LLAMA2_7B = CostModel(
   an HH sample is ~300 tokens plus padding, so ~0.06 s per sample per step, loading amortised;
 - generation with HF `generate` at batch 64: ~1,500 new tokens/s (decoding is memory-bound, far
   below vLLM's rate);
+- MODPO: two answers per pair, each a forward + backward and a reference forward, ~2.5 SFT samples;
 - per run: loading the 7B model and scoring with two GPT-2-large reward models, ~10 minutes.
 Replace these figures with measured ones before planning a cluster budget."""
 
@@ -79,7 +86,8 @@ def estimate_seconds(cfg: Config, costs: CostModel = CostModel()) -> dict[str, f
             train -= w.get("stage1_samples", 0)  # `compare` shares paretohqd's stage-1 models
         generated = w.get("generated_tokens", 0) + w["models"] * cfg.evaluate.prompts * cfg.generate.max_new_tokens
         out[method] = (costs.run_overhead_s + train * costs.sft_sample_s + generated * costs.generated_token_s
-                       + w.get("grpo_completions", 0) * costs.grpo_completion_s * grpo_tokens / 64)
+                       + w.get("grpo_completions", 0) * costs.grpo_completion_s * grpo_tokens / 64
+                       + w.get("dpo_pairs", 0) * costs.dpo_pair_s)
     first = cfg.compare.methods[0]
     out[first] += cfg.evaluate.prompts * cfg.generate.max_new_tokens * costs.generated_token_s
     return out

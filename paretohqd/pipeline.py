@@ -208,7 +208,10 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
         check_report_to(cfg.train)
     except ConfigError as e:
         problems.append(str(e))
-    for key, value in (("select.preferences", cfg.select.preferences), ("morlhf.preferences", cfg.morlhf.preferences)):
+    for key, value in (("select.preferences", cfg.select.preferences), ("morlhf.preferences", cfg.morlhf.preferences),
+                       ("modpo.preferences", cfg.modpo.preferences)):
+        if value is None:
+            continue
         try:
             preferences_from_config(value, len(cfg.rewards.models))
         except ValueError as e:

@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from paretohqd.config import Config, ConfigError
-from paretohqd.methods import morlhf, paretohqd, ric, soups
+from paretohqd.methods import modpo, morlhf, paretohqd, ric, soups
 from paretohqd.runfolder import FinalModel
 
 __all__ = ["METHODS", "FinalModel", "Method", "configure", "several_processes"]
@@ -43,6 +43,7 @@ METHODS: dict[str, Method] = {
     "ric": Method(ric),
     "rewarded-soups": Method(soups, {"train.lora": True}),  # soups mix LoRA adapters
     "morlhf": Method(morlhf, {"train.lora": True}),
+    "modpo": Method(modpo, {"train.lora": True}),  # the reference model is the base under the disabled adapter
 }
 
 
