@@ -9,7 +9,9 @@ seconds per step are the median interval between step ends after the first step 
 preparation and the first, warm-up step left out of both). Printed: the machine, commit, date, each
 run, the medians, and last the headline ratio with its target.
 
-    python benchmarks/bench_modpo.py [--steps 6] [--pairs 4] [--repeats 3]
+    python benchmarks/bench_modpo.py [--steps 6] [--pairs 4] [--repeats 3] [--model smollm2-135m-instruct]
+
+`--model` takes any policy.model (a folder with a tiny random model checks the script end to end in seconds).
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ def _intervals(ends: list[float]) -> float:
 def ours(pairs, tok, args, work: Path) -> float:
     encoded = [(encode(tok, m, c, 640), encode(tok, m, r, 640)) for m, c, r in pairs]
     ends: list[float] = []
-    train_pairs(encoded, np.zeros(len(encoded)), work, policy=PolicyConfig(), cfg=TrainConfig(), steps=args.steps,
-                batch_size=args.pairs, lr=1e-4, beta=0.1, pair_weight=1.0, seed=0, pad_id=tok.pad_token_id,
+    train_pairs(encoded, np.zeros(len(encoded)), work, policy=PolicyConfig(model=args.model), cfg=TrainConfig(),
+                steps=args.steps, batch_size=args.pairs, lr=1e-4, beta=0.1, pair_weight=1.0, seed=0, pad_id=tok.pad_token_id,
                 on_step=lambda *_: ends.append(time.perf_counter()))
     return _intervals(ends)
 
@@ -68,7 +70,7 @@ def sft(pairs, tok, args, work: Path) -> float:
     samples = [encode(tok, m, a, 640) for m, c, r in pairs for a in (c, r)]
     ends: list[float] = []
     cfg = TrainConfig(batch_size=2 * args.pairs)
-    finetune(samples, work, policy=PolicyConfig(), cfg=cfg, steps=args.steps, seed=0, pad_id=tok.pad_token_id,
+    finetune(samples, work, policy=PolicyConfig(model=args.model), cfg=cfg, steps=args.steps, seed=0, pad_id=tok.pad_token_id,
              on_step=lambda *_: ends.append(time.perf_counter()))
     return _intervals(ends)
 
@@ -91,7 +93,7 @@ def trl(pairs, tok, args, work: Path) -> float:
     config = DPOConfig(output_dir=str(work), per_device_train_batch_size=args.pairs, max_steps=args.steps,
                        learning_rate=1e-4, beta=0.1, report_to="none", save_strategy="no", logging_steps=1,
                        disable_tqdm=True, use_cpu=not torch.cuda.is_available())  # the rest: TRL defaults
-    model = AutoModelForCausalLM.from_pretrained(resolve_policy(OFFLINE_SMOLLM2), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(resolve_policy(args.model), dtype=torch.float32)
     trainer = DPOTrainer(model=model, args=config, train_dataset=data, processing_class=tok,
                          peft_config=lora_config(TrainConfig()), callbacks=[Clock()])
     trainer.train()
@@ -112,12 +114,13 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=4, help="pairs per step")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each trainer, alternated")
     ap.add_argument("--max-tokens", type=int, default=256, help="longest prompt + answer of a pair")
+    ap.add_argument("--model", default=OFFLINE_SMOLLM2, help="the policy (policy.model)")
     args = ap.parse_args()
-    tok = load_tokenizer(OFFLINE_SMOLLM2)
+    tok = load_tokenizer(args.model)
     pairs = _pairs(tok, args.steps * args.pairs, args.max_tokens)  # every pair seen once a run
     print(f"{platform.node()} ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; commit {_commit()}; {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
-    print(f"{len(pairs)} HH pairs, {args.steps} steps x {args.pairs} pairs, LoRA r{TrainConfig().lora_r}, "
+    print(f"{args.model}: {len(pairs)} HH pairs, {args.steps} steps x {args.pairs} pairs, LoRA r{TrainConfig().lora_r}, "
           f"ours in mixed precision {mixed_precision(TrainConfig())}, {args.repeats} alternated repeats")
     times: dict[str, list[float]] = {"ours": [], "trl": [], "sft": []}
     with tempfile.TemporaryDirectory(prefix="bench-modpo-") as tmp:
@@ -130,7 +133,7 @@ def main() -> None:
           f"our SFT on the same {2 * args.pairs} answers {med['sft']:.2f}")
     print(f"a MODPO pair costs {med['ours'] / args.pairs / (med['sft'] / (2 * args.pairs)):.2f} SFT samples "
           f"(budget.CostModel.dpo_pair_s = that x sft_sample_s)")
-    print(f"MODPO step, {args.pairs} pairs, SmolLM2 LoRA: {med['trl'] / med['ours']:.2f}x TRL DPOTrainer defaults' "
+    print(f"MODPO step, {args.pairs} pairs, {Path(args.model).name} LoRA: {med['trl'] / med['ours']:.2f}x TRL DPOTrainer defaults' "
           f"speed (target >= 1.0)")
 
 

@@ -29,11 +29,12 @@ class CostModel:
     """Seconds per GRPO completion at 64 new tokens: sampling, both forward passes and the backward
     (measured: 31-48 s per step of 8 completions, TRL 1.16, fp32, quiet machine; runs that shared
     the cores with other training measured 245-314 s)."""
-    dpo_pair_s: float = 2.9
+    dpo_pair_s: float = 3.3
     """Seconds per MODPO pair per optimizer step: the policy's forward + backward and the reference's
-    forward on both answers. Measured side by side with SFT (benchmarks/bench_modpo.py, SmolLM2-135M,
-    LoRA r16, 4 pairs a step, same HH answers): a pair costs PAIR_RATIO x an SFT sample, times
-    `sft_sample_s`."""
+    forward on both answers, ~2.7 SFT samples (2 x (1 + 1/3), a forward costing a third of forward +
+    backward). `benchmarks/bench_modpo.py` measured 2.78 SFT samples a pair, our two loops side by side
+    on this CPU (2026-12-01, tiny random Llama, 2 pairs a step, a busy machine: a quick check, to
+    redo with SmolLM2 on a quiet one); 2.78 x `sft_sample_s`."""
     run_overhead_s: float = 30.0
     """Per run: loading models, scoring with the reward heads, writing the report."""
 

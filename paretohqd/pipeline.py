@@ -216,6 +216,7 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
             preferences_from_config(value, len(cfg.rewards.models))
         except ValueError as e:
             problems.append(f"{key}: {e}")
+    problems += getattr(methods.module(cfg), "check", lambda cfg: [])(cfg)  # a method's own settings (MODPO's)
     n_processes = PartialState().num_processes
     if cfg.train.batch_size % n_processes:
         problems.append(f"train.batch_size: {cfg.train.batch_size} does not split over the {n_processes} processes; "

@@ -102,6 +102,10 @@ def test_pairs_keep_training_ids_of_the_pair_objective_chosen_first(tmp_path):
     with pytest.raises(ConfigError, match="no training pair is labelled for 'helpful'"):
         modpo.build_pairs(load_config(None, [f"data.sources=[{tmp_path}]", "modpo.subsets={helpful-online: helpful}"]),
                           train)
+    assert modpo.check(cfg) == []
+    assert modpo.check(load_config(None, ["modpo.subsets={x: humor}"])) == [
+        "modpo: no objective of rewards.models (helpful, harmless) has pair labels in modpo.subsets ({'x': 'humor'}); "
+        "map a data source to one, e.g. modpo.subsets={helpful-base: helpful}"]
     with pytest.raises(ConfigError, match="modpo.objective: 'humor' is not an objective"):
         load_config(None, ["modpo.objective=humor"])
 

@@ -10,6 +10,9 @@ evaluates the models its `final_models` lists.
 - `describe(cfg) -> str`: one line naming the method and its budget, for reports;
 - `work(cfg) -> dict`: counts of work (`budget.py` turns them into an estimate of time).
 
+and may offer `check(cfg) -> list[str]`, problems with its settings that `pipeline.preflight` reports
+before anything runs, and `several_processes(cfg)`.
+
 An ablation is a method module plus the settings its name implies (`Method.implies`). Adding a
 method is one module and one entry here (and its config section, if it has settings).
 """

@@ -25,8 +25,9 @@ number per pair and preference (the reward models are frozen), so it is computed
 samples, not which was chosen, so the sources are read again (`data.sources.read_rows`: an `hh` or
 `pairs` row gives the chosen sample first, the rejected second). A pair is kept when its source
 (the HH subset, or a `pairs` file's name) is labelled for the pair objective k (`modpo.subsets`),
-both answers share a prompt, and both sample ids are in the run's `data/train.parquet` (so
-held-out prompts are never used, and the length window applies as for every method).
+both answers share a prompt, and both sample ids are in the run's scored training samples (`data/scores.parquet`,
+a subset of `data/train.parquet`: held-out prompts are never used, and the length window applies
+as for every method).
 
 **w_k = 0.** MODPO divides by w_k, and its scripts only train w_k > 0 (w in (0, 1) for BeaverTails,
 w_k = 1 for the length penalty); it has no rule for w_k = 0, where the pair labels would carry no
@@ -156,7 +157,8 @@ def build_pairs(cfg: Config, train: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         cfg: the run's config (`data.sources`, `modpo.subsets`).
-        train: the run's training samples (`data/train.parquet`, column `id`).
+        train: the run's scored training samples (`data/scores.parquet`, column `id`): held-out prompts
+            are not in it, nor samples a column objective left unscored.
 
     Returns:
         One row per pair: chosen_id, rejected_id, source, in the sources' order, without duplicates.
@@ -177,10 +179,12 @@ def build_pairs(cfg: Config, train: pd.DataFrame) -> pd.DataFrame:
             chosen, rejected = (sample_id(s.prompt, s.response) for s in samples)
             if chosen != rejected and chosen in ids and rejected in ids:
                 rows.append((chosen, rejected, samples[0].source))
-    pairs = pd.DataFrame(rows, columns=["chosen_id", "rejected_id", "source"]).drop_duplicates(["chosen_id", "rejected_id"])
+    pairs = pd.DataFrame(rows, columns=["chosen_id", "rejected_id", "source"])
+    pairs = pairs.drop_duplicates(["chosen_id", "rejected_id"])
     if pairs.empty:
-        raise ConfigError(f"modpo: no training pair is labelled for {k!r}: modpo.subsets maps {sorted(subsets) or 'no source'} "
-                          f"to it; the sources' names are the HH subsets (e.g. helpful-base) or a pairs file's name")
+        raise ConfigError(f"modpo: no training pair is labelled for {k!r}: modpo.subsets maps "
+                          f"{sorted(subsets) or 'no source'} to it; the sources' names are the HH subsets "
+                          "(e.g. helpful-base) or a pairs file's name")
     return pairs.reset_index(drop=True)
 
 
@@ -251,7 +255,8 @@ def train_pairs(
     model.train()
     for step in range(start, steps):
         denom = len(plan[step]) / acc.num_processes  # mean over the step's pairs; DDP averages over processes
-        chunks = micro_batches(plan[step][acc.process_index::acc.num_processes], lengths, max(cfg.micro_batch_tokens // 2, 1))
+        mine = plan[step][acc.process_index::acc.num_processes]
+        chunks = micro_batches(mine, lengths, max(cfg.micro_batch_tokens // 2, 1))
         step_loss, n_right = 0.0, 0
         for j, idx in enumerate(chunks):
             # chosen then rejected, in one forward pass
@@ -317,11 +322,12 @@ def train(r: RunFolder, tokenizer) -> None:
     for i, w in enumerate(preferences(r.cfg)):
         out = r.path("modpo", pref_name(i))
         r.step(f"modpo/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json",
-               lambda w=w, out=out, i=i: train_preference(r, tokenizer, w, out, seed=r.cfg.seed + i), every_process=True)
+               lambda w=w, out=out, i=i: train_preference(r, tokenizer, w, out, seed=r.cfg.seed + i),
+               every_process=True)
 
 
 def _write_pairs(r: RunFolder, path: Path) -> None:
-    pairs = build_pairs(r.cfg, read_table(r.train_data))
+    pairs = build_pairs(r.cfg, read_table(r.scores))
     counts = pairs["source"].value_counts().to_dict()
     console.print(f"  {len(pairs):,} training pairs labelled for {objective(r.cfg)!r} ({counts})")
     write_parquet(pairs, path)
@@ -347,7 +353,8 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
 
     def enc(ids: pd.Series) -> list[Encoded]:
         rows = samples.loc[ids]
-        return [encode(tokenizer, list(m), resp, cfg.train.max_length, fmt) for m, resp in zip(rows["messages"], rows["response"])]
+        return [encode(tokenizer, list(m), resp, cfg.train.max_length, fmt)
+                for m, resp in zip(rows["messages"], rows["response"])]
 
     encoded = list(zip(enc(pairs["chosen_id"]), enc(pairs["rejected_id"])))
     t0 = time.perf_counter()
@@ -364,6 +371,15 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
                         seed=seed, pad_id=tokenizer.pad_token_id, on_step=show,
                         record={"weights": weights.tolist(), "objective": objective(cfg), "pair_weight": w_k})
     return stats
+
+
+def check(cfg: Config) -> list[str]:
+    """Problems `pipeline.preflight` reports before anything runs: a pair objective to train on."""
+    try:
+        objective(cfg)
+    except ConfigError as e:
+        return [str(e)]
+    return []
 
 
 def final_models(r: RunFolder) -> list[FinalModel]:
