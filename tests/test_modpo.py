@@ -140,3 +140,24 @@ def test_tiny_run_trains_evaluates_and_reports(objectives, tmp_path, chaos_asset
     assert meta["variant"] == "modpo" and meta["description"].startswith("MODPO (DPO on helpful pairs")
     df = pd.read_parquet(root / "evaluate" / "responses.parquet")
     assert sorted(df["model"].unique()) == ["base", "pref-00", "pref-01"]
+
+
+def test_training_resumes_from_its_checkpoint(tmp_path, tiny_policy, monkeypatch):
+    """A kill after step 1's checkpoint (train.save_every 1) loses no step: the rerun starts at step 2."""
+    from paretohqd.config import PolicyConfig, TrainConfig
+
+    pairs = [(([5, 6, 7, 8], 2), ([5, 6, 9], 2)), (([10, 11, 12], 1), ([10, 13, 14, 15], 1))]
+    kw = dict(policy=PolicyConfig(model=tiny_policy), cfg=TrainConfig(save_every=1, warmup_steps=0), steps=2,
+              batch_size=2, lr=1e-2, beta=0.1, pair_weight=0.5, seed=0, pad_id=0)
+
+    def fail(*a, **k):
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(modpo, "save_model", fail)
+        with pytest.raises(RuntimeError, match="killed"):
+            modpo.train_pairs(pairs, np.array([0.3, -0.2]), tmp_path / "pref-00", **kw)
+    assert json.loads((tmp_path / "pref-00.ckpt" / "state.json").read_text())["step"] == 1
+    stats = modpo.train_pairs(pairs, np.array([0.3, -0.2]), tmp_path / "pref-00", **kw)
+    assert stats["resumed_at"] == 1 and len(stats["losses"]) == 1 and not (tmp_path / "pref-00.ckpt").exists()
+    assert (tmp_path / "pref-00" / "adapter_model.safetensors").exists()
