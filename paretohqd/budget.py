@@ -31,6 +31,12 @@ class CostModel:
     """Seconds per GRPO completion at 64 new tokens: sampling, both forward passes and the backward
     (measured: 31-48 s per step of 8 completions, TRL 1.16, fp32, quiet machine; runs that shared
     the cores with other training measured 245-314 s)."""
+    dpo_pair_s: float = 3.3
+    """Seconds per MODPO pair per optimizer step: the policy's forward + backward and the reference's
+    forward on both answers, ~2.7 SFT samples (2 x (1 + 1/3), a forward costing a third of forward +
+    backward). `benchmarks/bench_modpo.py` measured 2.78 SFT samples a pair, our two loops side by side
+    on this CPU (2026-12-01, tiny random Llama, 2 pairs a step, a busy machine: a quick check, to
+    redo with SmolLM2 on a quiet one); 2.78 x `sft_sample_s`."""
     run_overhead_s: float = 30.0
     """Per run: loading models, scoring with the reward heads, writing the report."""
 
@@ -39,6 +45,7 @@ H100_LLAMA2_7B = CostModel(
     sft_sample_s=0.06,
     generated_token_s=1 / 1500,
     grpo_completion_s=0.5,
+    dpo_pair_s=0.15,
     run_overhead_s=600.0,
 )
 """An *assumed*, not measured, cost model for Llama-2 7B in bf16 with LoRA on one H100-class GPU
@@ -47,6 +54,7 @@ H100_LLAMA2_7B = CostModel(
   an HH sample is ~300 tokens plus padding, so ~0.06 s per sample per step, loading amortised;
 - generation with HF `generate` at batch 64: ~1,500 new tokens/s (decoding is memory-bound, far
   below vLLM's rate);
+- MODPO: two answers per pair, each a forward + backward and a reference forward, ~2.5 SFT samples;
 - per run: loading the 7B model and scoring with two GPT-2-large reward models, ~10 minutes.
 Replace these figures with measured ones before planning a cluster budget."""
 
@@ -82,7 +90,8 @@ def estimate_seconds(cfg: Config, costs: CostModel = CostModel(), n_samples: int
             train -= w.get("stage1_samples", 0)  # `compare` shares paretohqd's stage-1 models
         generated = w.get("generated_tokens", 0) + w["models"] * cfg.evaluate.prompts * cfg.generate.max_new_tokens
         out[method] = (costs.run_overhead_s + train * costs.sft_sample_s + generated * costs.generated_token_s
-                       + w.get("grpo_completions", 0) * costs.grpo_completion_s * grpo_tokens / 64)
+                       + w.get("grpo_completions", 0) * costs.grpo_completion_s * grpo_tokens / 64
+                       + w.get("dpo_pairs", 0) * costs.dpo_pair_s)
     first = cfg.compare.methods[0]
     out[first] += cfg.evaluate.prompts * cfg.generate.max_new_tokens * costs.generated_token_s
     return out

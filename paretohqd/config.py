@@ -362,8 +362,34 @@ class MorlhfConfig(Section):
         return self
 
 
+class ModpoConfig(Section):
+    preferences: int | str | list[list[float]] | None = None
+    """Preferences MODPO trains, one model each: grid points per axis, a preset or explicit weight vectors;
+    default select.preferences (the same models ParetoHqD evaluates)."""
+    objective: str | None = None
+    """The objective whose pair labels the loss is fit on (MODPO's w_k); the others enter as margins from
+    their reward models. Default: the first objective of rewards.models that `subsets` finds labelled pairs for."""
+    subsets: dict[str, str] = {"harmless-base": "harmless", "helpful-base": "helpful", "helpful-online": "helpful",
+                               "helpful-rejection-sampled": "helpful"}
+    """Which objective a pair's chosen / rejected label is about, by its source: the HH subset, or a `pairs`
+    file's name (other formats carry no pair labels). A source not named here gives no pairs."""
+    steps: int | None = Field(None, ge=1)
+    """Optimizer steps per preference; default train.steps (ParetoHqD's stage-1 budget per preference)."""
+    batch_size: int | None = Field(None, ge=1)
+    """Pairs per optimizer step, summed over devices (each pair is two responses); default train.batch_size."""
+    lr: float = Field(1e-4, gt=0)
+    """Peak AdamW learning rate of the LoRA adapters (MODPO's scripts: 1e-4 with LoRA r16 / alpha 32, as ours)."""
+    beta: float = Field(0.1, gt=0)
+    """KL strength: the implicit reward is beta x log(pi / pi_ref) (MODPO's and DPO's default 0.1)."""
+    min_pair_weight: float = Field(0.1, gt=0, le=1)
+    """Floor on w_k, which MODPO's loss divides by: a preference with w_k below it trains with w_k = this
+    (and its other weights unchanged); 0.1 is the 11-point grid's smallest nonzero weight. See
+    `paretohqd.methods.modpo`."""
+
+
 class CompareConfig(Section):
-    methods: list[str] = ["paretohqd", "stage1-only", "scalarised", "full-data", "ric", "rewarded-soups", "morlhf"]
+    methods: list[str] = ["paretohqd", "stage1-only", "scalarised", "full-data", "ric", "rewarded-soups", "morlhf", "morlhf-gdpo",
+                          "modpo"]
     """Methods `paretohqd compare` runs, in order (names of `paretohqd.methods.METHODS`); the first prepares and scores the data the others share."""
 
     @field_validator("methods")
@@ -392,10 +418,11 @@ class Config(Section):
     stage2: Stage2Config = Stage2Config()
     evaluate: EvaluateConfig = EvaluateConfig()
     method: str = "paretohqd"
-    """What trains the per-preference models, a name of `paretohqd.methods.METHODS`: ParetoHqD, one of its ablations (`stage1-only`, `scalarised`, `full-data`) or a baseline (`ric`, `rewarded-soups`, `morlhf`)."""
+    """What trains the per-preference models, a name of `paretohqd.methods.METHODS`: ParetoHqD, one of its ablations (`stage1-only`, `scalarised`, `full-data`) or a baseline (`ric`, `rewarded-soups`, `morlhf`, `modpo`)."""
     ric: RicConfig = RicConfig()
     soups: SoupsConfig = SoupsConfig()
     morlhf: MorlhfConfig = MorlhfConfig()
+    modpo: ModpoConfig = ModpoConfig()
     compare: CompareConfig = CompareConfig()
 
     @field_validator("name")
@@ -405,6 +432,13 @@ class Config(Section):
         if not v.strip() or v in (".", "..") or "/" in v or "\\" in v or len(v) > 200:
             raise ValueError("must be a folder name: not empty, no / or \\, not . or .., at most 200 characters")
         return v
+
+    @model_validator(mode="after")
+    def _modpo_objective(self) -> Config:
+        if self.modpo.objective is not None and self.modpo.objective not in self.rewards.models:
+            raise ValueError(f"modpo.objective: {self.modpo.objective!r} is not an objective; choose one of "
+                             f"rewards.models ({', '.join(self.rewards.models)})")
+        return self
 
 
 class ConfigError(ValueError):

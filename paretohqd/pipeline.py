@@ -208,11 +208,15 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
         check_report_to(cfg.train)
     except ConfigError as e:
         problems.append(str(e))
-    for key, value in (("select.preferences", cfg.select.preferences), ("morlhf.preferences", cfg.morlhf.preferences)):
+    for key, value in (("select.preferences", cfg.select.preferences), ("morlhf.preferences", cfg.morlhf.preferences),
+                       ("modpo.preferences", cfg.modpo.preferences)):
+        if value is None:
+            continue
         try:
             preferences_from_config(value, len(cfg.rewards.models))
         except ValueError as e:
             problems.append(f"{key}: {e}")
+    problems += getattr(methods.module(cfg), "check", lambda cfg: [])(cfg)  # a method's own settings (MODPO's)
     n_processes = PartialState().num_processes
     if cfg.train.batch_size % n_processes:
         problems.append(f"train.batch_size: {cfg.train.batch_size} does not split over the {n_processes} processes; "

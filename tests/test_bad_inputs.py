@@ -368,7 +368,7 @@ def _recovered_cases() -> list[Case]:
         from safetensors.torch import save_file
 
         from paretohqd.io import file_digest
-        from paretohqd.policy.sft import _load_checkpoint
+        from paretohqd.policy.sft import load_checkpoint
 
         ckpt = w / "stage1" / "pref-00.ckpt"
         (ckpt / "model").mkdir(parents=True)
@@ -379,7 +379,7 @@ def _recovered_cases() -> list[Case]:
         data = bytearray((ckpt / "optimizer.pt").read_bytes())
         data[len(data) // 2] ^= 0xFF  # garbled on disk
         (ckpt / "optimizer.pt").write_bytes(bytes(data))
-        return printed(lambda: _load_checkpoint(ckpt, torch.nn.Linear(2, 2), None, None))
+        return printed(lambda: load_checkpoint(ckpt, torch.nn.Linear(2, 2), None, None))
 
     def batch(w, a):
         from paretohqd.policy.generate import _read_batch

@@ -181,8 +181,8 @@ def test_soups_mix_one_model_per_objective(compared):
     assert scores.loc[top_helpful, "helpful"].min() >= scores["helpful"].nlargest(4).min()
     soup = json.loads((root / "soups" / "pref-01" / "merge.json").read_text())
     assert soup["weights"] == [1.0, 0.0] and soup["combination"] == "cat"
-    config = json.loads((root / "soups" / "pref-01" / "adapter_config.json").read_text())
-    assert config["r"] == 2 * 16  # one block per objective
+    rank = [json.loads((f / "adapter_config.json").read_text())["r"] for f in [*objectives, root / "soups" / "pref-01"]]
+    assert rank == [32, 32, 64]  # each objective SFT + RL (16 + 16), the soup one block per objective
     assert all((o / "adapter_model.safetensors").exists() for o in objectives)
 
 

@@ -80,6 +80,21 @@ def test_paper_config_dry_run(config, tmp_path, base_policy, small_hh, test_spli
     assert held["overlap"] == 0 and held["heldout_prompts"] == 3
 
 
+def test_paper_config_modpo_dry_run(tmp_path, base_policy, small_hh, test_split):
+    """MODPO as the paper config sets it, for three objectives (margins from two reward models, w_helpful = 0
+    floored), on the raw HH format; only its budget shrunk."""
+    config = "configs/paper-hh-3obj.yaml"
+    args = _args(config, tmp_path, base_policy, small_hh, test_split,
+                 ["method=modpo", "modpo.steps=1", "modpo.batch_size=2"])
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    root = tmp_path / "runs" / load_config(config).name
+    report = json.loads((root / "report.json").read_text())
+    assert len(report["methods"][0]["models"]) == 13
+    trained = [json.loads((root / "modpo" / f"pref-{i:02d}" / "train.json").read_text()) for i in range(13)]
+    assert {t["objective"] for t in trained} == {"helpful"} and min(t["pair_weight"] for t in trained) == 0.1
+
+
 def test_chat_format_without_a_template_stops_before_anything_runs(tmp_path, base_policy, small_hh, test_split):
     args = _args("configs/paper-hh-2obj.yaml", tmp_path, base_policy, small_hh, test_split,
                  ["policy.prompt_format=chat"])

@@ -104,7 +104,7 @@ def test_training_resumes_from_its_checkpoint_or_discards_a_damaged_one(finished
         raise RuntimeError("stopped before the end")  # as a kill after the last checkpoint leaves the files
 
     with monkeypatch.context() as m:
-        m.setattr(sft, "_save_model", fail)
+        m.setattr(sft, "save_model", fail)
         with pytest.raises(RuntimeError, match="stopped before the end"):
             _rerun(sets, monkeypatch)
     ckpt = root / "stage1" / "pref-00.ckpt"

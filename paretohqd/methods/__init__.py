@@ -10,6 +10,9 @@ evaluates the models its `final_models` lists.
 - `describe(cfg) -> str`: one line naming the method and its budget, for reports;
 - `work(cfg) -> dict`: counts of work (`budget.py` turns them into an estimate of time).
 
+and may offer `check(cfg) -> list[str]`, problems with its settings that `pipeline.preflight` reports
+before anything runs, and `several_processes(cfg)`.
+
 An ablation is a method module plus the settings its name implies (`Method.implies`). Adding a
 method is one module and one entry here (and its config section, if it has settings).
 """
@@ -21,7 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from paretohqd.config import Config, ConfigError
-from paretohqd.methods import morlhf, paretohqd, ric, soups
+from paretohqd.methods import modpo, morlhf, paretohqd, ric, soups
 from paretohqd.runfolder import FinalModel
 
 __all__ = ["METHODS", "FinalModel", "Method", "configure", "several_processes", "unread_sections"]
@@ -48,6 +51,7 @@ METHODS: dict[str, Method] = {
     "rewarded-soups": Method(soups, {"train.lora": True}, reads=("soups", "morlhf")),  # soups mix LoRA adapters
     "morlhf": Method(morlhf, {"train.lora": True}, reads=("morlhf",)),
     "morlhf-gdpo": Method(morlhf, {"train.lora": True, "morlhf.aggregation": "normalize_then_sum"}, reads=("morlhf",)),
+    "modpo": Method(modpo, {"train.lora": True}, reads=("modpo",)),  # the reference: the base under the disabled adapter
 }
 
 
@@ -84,7 +88,7 @@ def unread_sections(cfg: Config) -> tuple[str, ...]:
 
     Examples:
         >>> unread_sections(Config(method="ric"))
-        ('morlhf', 'soups')
+        ('modpo', 'morlhf', 'soups')
     """
     read = {s for m in METHODS.values() for s in m.reads}
     return tuple(sorted(read - set(METHODS[cfg.method].reads)))

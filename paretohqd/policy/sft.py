@@ -171,7 +171,8 @@ def check_report_to(cfg: TrainConfig) -> None:
                           f"or set train.report_to=none")
 
 
-def _accelerator(precision: str, log_with: str | None = None, log_dir: Path | None = None) -> Accelerator:
+def make_accelerator(precision: str, log_with: str | None = None, log_dir: Path | None = None) -> Accelerator:
+    """An Accelerator with `precision`, safe to make again in the same process (SFT here, MODPO's loop)."""
     # accelerate keeps one state per process; a process may train with several precisions (tests,
     # `compare`). Alone, it starts afresh; in a launcher's group (`devices.init_processes`) the
     # process group must stay, so only the accelerator part of the state is reset.
@@ -210,7 +211,7 @@ def finetune(
     if (out / "train.json").exists():
         return json.loads((out / "train.json").read_text())
     tracking = cfg.report_to != "none" and log_dir is not None
-    acc = _accelerator(mixed_precision(cfg), cfg.report_to if tracking else None, log_dir)
+    acc = make_accelerator(mixed_precision(cfg), cfg.report_to if tracking else None, log_dir)
     if tracking:
         acc.init_trackers(log_run)
     set_seed(seed)
@@ -222,7 +223,7 @@ def finetune(
     model, opt = acc.prepare(model, opt)
 
     ckpt = out.with_name(out.name + ".ckpt")
-    start = _load_checkpoint(ckpt, acc.unwrap_model(model), opt, sched)
+    start = load_checkpoint(ckpt, acc.unwrap_model(model), opt, sched)
     if start:
         console.print(f"  resumed from the checkpoint at step {start}/{steps} ({ckpt})")
     lengths = [len(ids) for ids, _ in samples]
@@ -266,7 +267,7 @@ def finetune(
         if on_step:
             on_step(step + 1, step_loss)
         if (step + 1) % cfg.save_every == 0 and step + 1 < steps and acc.is_main_process:
-            _save_checkpoint(ckpt, acc.unwrap_model(model), opt, sched, step + 1)
+            save_checkpoint(ckpt, acc.unwrap_model(model), opt, sched, step + 1)
     seconds = time.perf_counter() - t0
     stats = {"steps": steps, "resumed_at": start, "loss_first": losses[0] if losses else None,
              "loss_last": losses[-1] if losses else None, "seconds": seconds,
@@ -274,7 +275,7 @@ def finetune(
              "mixed_precision": acc.mixed_precision, "processes": acc.num_processes,
              "losses": losses, "grad_norms": grad_norms}  # per step from resumed_at
     if acc.is_main_process:
-        _save_model(acc.unwrap_model(model), out, stats)
+        save_model(acc.unwrap_model(model), out, stats)
         shutil.rmtree(ckpt, ignore_errors=True)
     # not acc.end_training(): it also ends the process group, which the run's later steps still need
     for tracker in acc.trackers:
@@ -303,13 +304,15 @@ def finetune_rows(cfg: Config, tokenizer, rows, out: Path, *, steps: int, seed: 
                     pad_id=tokenizer.pad_token_id, init_adapter=init_adapter, on_step=show, **log)
 
 
-def _save_model(model, out: Path, stats: dict) -> None:
+def save_model(model, out: Path, stats: dict) -> None:
+    """The adapter (or the whole model) and `train.json` with `stats`, written to `out` atomically."""
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         write_json(stats, tmp / "train.json")
 
 
-def _save_checkpoint(ckpt: Path, model, opt, sched, step: int) -> None:
+def save_checkpoint(ckpt: Path, model, opt, sched, step: int) -> None:
+    """A resumable checkpoint (weights, optimizer and scheduler, with each file's checksum), atomically."""
     with atomic_dir(ckpt) as tmp:
         model.save_pretrained(tmp / "model", safe_serialization=True)
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
@@ -318,7 +321,7 @@ def _save_checkpoint(ckpt: Path, model, opt, sched, step: int) -> None:
         write_json({"step": step, "files": files}, tmp / "state.json")
 
 
-def _load_checkpoint(ckpt: Path, model, opt, sched) -> int:
+def load_checkpoint(ckpt: Path, model, opt, sched) -> int:
     """Restore a checkpoint into model, optimizer and scheduler; returns its step (0 without one).
     A checkpoint that cannot be read is deleted, with a warning: training then starts from step 0."""
     if not (ckpt / "state.json").exists():

@@ -1,0 +1,387 @@
+"""MODPO (Zhou et al., ACL Findings 2024, arXiv 2310.03708, "Beyond One-Preference-Fits-All"):
+DPO on one objective's pair labels, with the other objectives' rewards as a margin; one LoRA model
+per preference.
+
+**The loss**, as the authors' code (github.com/ZHZisZZ/modpo, `src/trainer/modpo_trainer.py`,
+`MODPOTrainer.modpo_loss` with `loss_type="sigmoid"`). For a pair (x, y_w, y_l) labelled on
+objective k, preference w, margin rewards r_{-k} of the other objectives and
+h(y) = log pi(y|x) - log pi_ref(y|x), each log-probability summed over the response tokens
+(their `get_batch_logps`, `average_log_prob=False`)::
+
+    logits = (1 / w_k) * ( beta * (h(y_w) - h(y_l)) - w_{-k} . (r_{-k}(x, y_w) - r_{-k}(x, y_l)) )
+    loss   = mean over pairs of -logsigmoid(logits)
+
+(their code writes it as chosen_rewards - rejected_rewards, each (1/w[0]) (beta h(y) - r_margin(y) @ w[1:]);
+the difference is the line above.) With w_{-k} = 0 and w_k = 1 it is DPO's sigmoid loss. The
+"reward accuracy" in `train.json` is MODPO's `accuracy`: the share of pairs with logits > 0.
+
+**Margin rewards.** MODPO's margins are reward models; ours are the run's reward models' scores of
+both responses (`data/scores.parquet`, computed once in the `score` step), each z-normalised with
+the mean and std of the scored training data (as MORLHF's rewards), so that w weighs objectives of
+equal spread, and on about the scale of a DPO implicit reward difference. The margin is a fixed
+number per pair and preference (the reward models are frozen), so it is computed before training.
+
+**Pairs** (`modpo/pairs.parquet`): `data/prepare` keeps both answers of an HH row as separate
+samples, not which was chosen, so the sources are read again (`data.sources.read_rows`: an `hh` or
+`pairs` row gives the chosen sample first, the rejected second). A pair is kept when its source
+(the HH subset, or a `pairs` file's name) is labelled for the pair objective k (`modpo.subsets`),
+both answers share a prompt, and both sample ids are in the run's scored training samples (`data/scores.parquet`,
+a subset of `data/train.parquet`: held-out prompts are never used, and the length window applies
+as for every method).
+
+**w_k = 0.** MODPO divides by w_k, and its scripts only train w_k > 0 (w in (0, 1) for BeaverTails,
+w_k = 1 for the length penalty); it has no rule for w_k = 0, where the pair labels would carry no
+weight and the loss becomes an infinitely sharp step. We floor w_k at `modpo.min_pair_weight`
+(default 0.1, the grid's smallest nonzero weight), keeping w_{-k}: the preference (0, 1) trains as
+(0.1, 1), next to its neighbour (0.1, 0.9). `train.json` records the weights used.
+
+**Reference model**: the base policy, i.e. the same model with its LoRA adapter disabled (as TRL and
+MODPO do with PEFT models). Training reuses the SFT loop's pieces (`paretohqd.policy.sft`): the
+same encoding and left-padded micro-batches under `train.micro_batch_tokens`, mixed precision,
+and checkpoints every `train.save_every` steps, so a kill loses at most that many steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from accelerate.utils import set_seed
+
+from paretohqd.config import Config, ConfigError, PolicyConfig, TrainConfig
+from paretohqd.data.pairs import label_pairs
+from paretohqd.io import read_table, write_parquet
+from paretohqd.pareto.preferences import preferences_from_config
+from paretohqd.policy.prompts import resolve_format
+from paretohqd.policy.sft import (IGNORE, build_model, collate, encode, load_checkpoint, make_accelerator,
+                                  micro_batches, mixed_precision, save_checkpoint, save_model, step_plan)
+from paretohqd.progress import console
+from paretohqd.rewards.score import stats_path
+from paretohqd.runfolder import FinalModel, RunFolder, pref_name
+
+Encoded = tuple[list[int], int]  # (token ids, number of prompt tokens), as `sft.encode` returns
+
+
+# Loss --------------------------------------------------------------------------------------------
+
+
+def modpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+               ref_rejected: torch.Tensor, margin: torch.Tensor, *, beta: float, pair_weight: float) -> torch.Tensor:
+    """MODPO's per-pair loss (see the module docstring); DPO's with `margin` 0 and `pair_weight` 1.
+
+    Args:
+        policy_chosen: (B,) summed log-probabilities of the chosen responses under the policy.
+        policy_rejected: (B,) the same for the rejected responses.
+        ref_chosen: (B,) the chosen responses under the reference model.
+        ref_rejected: (B,) the rejected responses under the reference model.
+        margin: (B,) w_{-k} . (r_{-k}(x, y_w) - r_{-k}(x, y_l)).
+        beta: KL strength.
+        pair_weight: w_k, the weight of the pair labels' objective (> 0).
+
+    Returns:
+        (B,) -logsigmoid(logits); the logits are (B,) `(beta * dh - margin) / pair_weight`.
+
+    Examples:
+        >>> t = lambda *x: torch.tensor(x)
+        >>> round(modpo_loss(t(-1.0), t(-3.0), t(-2.0), t(-2.0), t(0.0), beta=0.1, pair_weight=1.0).item(), 4)
+        0.5981
+    """
+    return -torch.nn.functional.logsigmoid(pair_logits(policy_chosen, policy_rejected, ref_chosen, ref_rejected,
+                                                       margin, beta=beta, pair_weight=pair_weight))
+
+
+def pair_logits(policy_chosen, policy_rejected, ref_chosen, ref_rejected, margin, *, beta: float,
+                pair_weight: float) -> torch.Tensor:
+    """(B,) MODPO's logits: (beta * (h(y_w) - h(y_l)) - margin) / w_k, h = log pi - log pi_ref."""
+    dh = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)  # (B,)
+    return (beta * dh - margin) / pair_weight
+
+
+def margins(z_chosen: np.ndarray, z_rejected: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """w_{-k} . (r_{-k}(y_w) - r_{-k}(y_l)) per pair: the reward difference of every objective but k.
+
+    Args:
+        z_chosen: (B, M) normalised rewards of the chosen responses.
+        z_rejected: (B, M) the same for the rejected ones.
+        weights: (M,) the preference.
+        k: the pair objective's index (its column is left out).
+
+    Examples:
+        >>> margins(np.array([[9.0, 1.0, 2.0]]), np.array([[0.0, 0.5, 3.0]]), np.array([0.2, 0.4, 0.4]), 0)
+        array([-0.2])
+    """
+    others = np.asarray(weights, dtype=np.float64).copy()
+    others[k] = 0.0  # objective k speaks through the labels, not a margin
+    return (np.asarray(z_chosen) - np.asarray(z_rejected)) @ others  # (B,)
+
+
+def pair_weight(weights: np.ndarray, k: int, floor: float) -> float:
+    """w_k, floored at `floor` (`modpo.min_pair_weight`: MODPO divides by it).
+
+    Examples:
+        >>> pair_weight(np.array([0.0, 1.0]), 0, 0.1), pair_weight(np.array([0.5, 0.5]), 0, 0.1)
+        (0.1, 0.5)
+    """
+    return max(float(weights[k]), floor)
+
+
+# Pairs -------------------------------------------------------------------------------------------
+
+
+def objective(cfg: Config) -> str:
+    """The pair objective k: `modpo.objective`, else the first objective of rewards.models that
+    `modpo.subsets` labels pairs for (an objective no subset names has no labels)."""
+    if cfg.modpo.objective is not None:
+        return cfg.modpo.objective
+    labelled = set(cfg.modpo.subsets.values())
+    for name in cfg.rewards.models:
+        if name in labelled:
+            return name
+    raise ConfigError(f"modpo: no objective of rewards.models ({', '.join(cfg.rewards.models)}) has pair labels in "
+                      f"modpo.subsets ({cfg.modpo.subsets}); map a data source to one, e.g. "
+                      "modpo.subsets={helpful-base: helpful}")
+
+
+def build_pairs(cfg: Config, train: pd.DataFrame) -> pd.DataFrame:
+    """The training pairs labelled for the pair objective (see the module docstring).
+
+    Args:
+        cfg: the run's config (`data.sources`, `modpo.subsets`).
+        train: the run's scored training samples (`data/scores.parquet`, column `id`): held-out prompts
+            are not in it, nor samples a column objective left unscored.
+
+    Returns:
+        One row per pair: chosen_id, rejected_id, source, in the sources' order, without duplicates.
+
+    Raises:
+        ConfigError: no pair is left.
+    """
+    k = objective(cfg)
+    subsets = {s for s, o in cfg.modpo.subsets.items() if o == k}
+    pairs = label_pairs(cfg.data, set(train["id"]))
+    pairs = pairs[pairs["source"].isin(subsets)].reset_index(drop=True)
+    if pairs.empty:
+        raise ConfigError(f"modpo: no training pair is labelled for {k!r}: modpo.subsets maps "
+                          f"{sorted(subsets) or 'no source'} to it; the sources' names are the HH subsets "
+                          "(e.g. helpful-base) or a pairs file's name")
+    return pairs.reset_index(drop=True)
+
+
+# Training ----------------------------------------------------------------------------------------
+
+
+def sequence_logps(model, batch: dict) -> torch.Tensor:
+    """(B,) summed log-probability of each sequence's response tokens (`sft.collate`'s labels)."""
+    keep = int(batch["keep"])
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=batch["position_ids"], logits_to_keep=keep).logits  # (B, keep, V)
+    targets = batch["labels"][:, -keep + 1:]  # (B, keep-1); every response has its EOS, so keep >= 2
+    # cross_entropy is -log p of each target (0 where ignored), without a (B, keep, V) log-softmax copy
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                                            ignore_index=IGNORE, reduction="none")  # (B * (keep-1),)
+    return -nll.view(len(targets), -1).sum(-1)
+
+
+def train_pairs(
+    pairs: list[tuple[Encoded, Encoded]],
+    margin: np.ndarray,
+    out: Path,
+    *,
+    policy: PolicyConfig,
+    cfg: TrainConfig,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    beta: float,
+    pair_weight: float,
+    seed: int,
+    pad_id: int,
+    on_step: Callable[[int, float, float], None] | None = None,
+    record: dict | None = None,
+) -> dict:
+    """Train one LoRA model with MODPO's loss on encoded (chosen, rejected) pairs and save it to `out`
+    (atomically, with `train.json`); resumes from `out/../<name>.ckpt` if a killed run left one.
+
+    Args:
+        pairs: (chosen, rejected) encodings, each `sft.encode`'s (token ids, prompt length).
+        margin: (n_pairs,) each pair's margin w_{-k} . (r_{-k}(y_w) - r_{-k}(y_l)).
+        cfg: the `train` section: LoRA, micro-batch budget, precision, warm-up, checkpoints.
+        batch_size: pairs per optimizer step, summed over devices.
+        pair_weight: w_k (> 0).
+        on_step: called with (step, loss, reward accuracy) after each step.
+        record: more entries for `train.json` (the preference, the weights used).
+    """
+    if (out / "train.json").exists():
+        return json.loads((out / "train.json").read_text())
+    acc = make_accelerator(mixed_precision(cfg))
+    set_seed(seed)
+    model = build_model(policy, cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    warmup = min(cfg.warmup_steps, steps - 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / max(warmup, 1), 1.0)
+                                              * max(0.0, (steps - s) / max(steps - warmup, 1)))
+    model, opt = acc.prepare(model, opt)
+    ckpt = out.with_name(out.name + ".ckpt")
+    start = load_checkpoint(ckpt, acc.unwrap_model(model), opt, sched)
+    if start:
+        console.print(f"  resumed from the checkpoint at step {start}/{steps} ({ckpt})")
+    # a pair costs about its longer answer's sequence twice: micro-batches hold half the token budget in pairs
+    lengths = [max(len(c[0]), len(r[0])) for c, r in pairs]
+    plan = step_plan(lengths, steps, batch_size, seed)
+    margin_t = torch.as_tensor(margin, dtype=torch.float32)  # (n_pairs,)
+    losses, accuracies, t0 = [], [], time.perf_counter()
+    model.train()
+    for step in range(start, steps):
+        denom = len(plan[step]) / acc.num_processes  # mean over the step's pairs; DDP averages over processes
+        mine = plan[step][acc.process_index::acc.num_processes]
+        chunks = micro_batches(mine, lengths, max(cfg.micro_batch_tokens // 2, 1))
+        step_loss, n_right = 0.0, 0
+        for j, idx in enumerate(chunks):
+            # chosen then rejected, in one forward pass
+            batch = collate([pairs[i][0] for i in idx] + [pairs[i][1] for i in idx], pad_id)
+            batch = {key: v.to(acc.device) if torch.is_tensor(v) else v for key, v in batch.items()}
+            # the reference is the base policy: the same weights with the adapter off, no gradients
+            base = acc.unwrap_model(model)
+            with torch.no_grad(), base.disable_adapter(), acc.autocast():
+                ref = sequence_logps(base, batch)  # (2b,)
+            with acc.no_sync(model) if j < len(chunks) - 1 else contextlib.nullcontext():
+                with acc.autocast():
+                    logps = sequence_logps(model, batch)  # (2b,)
+                    logits = pair_logits(*logps.chunk(2), *ref.chunk(2), margin_t[idx].to(acc.device),
+                                         beta=beta, pair_weight=pair_weight)  # (b,)
+                    loss = -torch.nn.functional.logsigmoid(logits).sum() / denom
+                acc.backward(loss)
+            step_loss += loss.item() / acc.num_processes
+            n_right += int((logits > 0).sum())
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        total = acc.reduce(torch.tensor([step_loss, n_right], dtype=torch.float64, device=acc.device), "sum")
+        step_loss, accuracy = total[0].item(), total[1].item() / len(plan[step])
+        if not math.isfinite(step_loss):
+            raise FloatingPointError(f"loss is {step_loss} at step {step + 1}; lower modpo.lr")
+        losses.append(step_loss)
+        accuracies.append(accuracy)
+        if on_step:
+            on_step(step + 1, step_loss, accuracy)
+        if (step + 1) % cfg.save_every == 0 and step + 1 < steps and acc.is_main_process:
+            save_checkpoint(ckpt, acc.unwrap_model(model), opt, sched, step + 1)
+    seconds = time.perf_counter() - t0
+    stats = {**(record or {}), "steps": steps, "resumed_at": start, "loss_first": losses[0] if losses else None,
+             "loss_last": losses[-1] if losses else None, "accuracy_first": accuracies[0] if accuracies else None,
+             "accuracy_last": accuracies[-1] if accuracies else None, "seconds": seconds, "pairs": len(pairs),
+             "mixed_precision": acc.mixed_precision, "processes": acc.num_processes,
+             "losses": losses, "accuracies": accuracies}  # per step from resumed_at
+    if acc.is_main_process:
+        save_model(acc.unwrap_model(model), out, stats)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    acc.wait_for_everyone()
+    return stats
+
+
+# Method ------------------------------------------------------------------------------------------
+
+
+def preferences(cfg: Config) -> np.ndarray:
+    """(P, M) preferences MODPO trains (`modpo.preferences`, default select.preferences)."""
+    chosen = cfg.modpo.preferences if cfg.modpo.preferences is not None else cfg.select.preferences
+    return preferences_from_config(chosen, len(cfg.rewards.models))
+
+
+def _budget(cfg: Config) -> tuple[int, int]:
+    """(steps, pairs per step) of each preference."""
+    return cfg.modpo.steps or cfg.train.steps, cfg.modpo.batch_size or cfg.train.batch_size
+
+
+def train(r: RunFolder, tokenizer) -> None:
+    """Build the pairs once, then train one model per preference."""
+    pairs_path = r.path("modpo", "pairs.parquet")
+    r.step("modpo/pairs", pairs_path, lambda: _write_pairs(r, pairs_path))
+    for i, w in enumerate(preferences(r.cfg)):
+        out = r.path("modpo", pref_name(i))
+        r.step(f"modpo/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json",
+               lambda w=w, out=out, i=i: train_preference(r, tokenizer, w, out, seed=r.cfg.seed + i),
+               every_process=True)
+
+
+def _write_pairs(r: RunFolder, path: Path) -> None:
+    pairs = build_pairs(r.cfg, read_table(r.scores))
+    counts = pairs["source"].value_counts().to_dict()
+    console.print(f"  {len(pairs):,} training pairs labelled for {objective(r.cfg)!r} ({counts})")
+    write_parquet(pairs, path)
+
+
+def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *, seed: int) -> dict:
+    """One preference's model: its margins from the run's scores, then `train_pairs`."""
+    cfg = r.cfg
+    k = r.objectives.index(objective(cfg))
+    steps, batch_size = _budget(cfg)
+    pairs = read_table(r.path("modpo", "pairs.parquet"))
+    # the budget reaches steps x batch pairs: draw them here (seeded) and encode only those
+    pairs = pairs.sample(n=min(len(pairs), steps * batch_size), random_state=seed).reset_index(drop=True)
+    samples = read_table(r.train_data).set_index("id")
+    scores = read_table(r.scores).set_index("id")
+    stats = json.loads(stats_path(r.scores).read_text())["stats"]
+    mean = np.array([stats[n]["mean"] for n in r.objectives])  # (M,)
+    std = np.array([stats[n]["std"] or 1.0 for n in r.objectives])  # (M,)
+    z_chosen = (scores.loc[pairs["chosen_id"], r.objectives].to_numpy(np.float64) - mean) / std  # (n, M)
+    z_rejected = (scores.loc[pairs["rejected_id"], r.objectives].to_numpy(np.float64) - mean) / std  # (n, M)
+    w_k = pair_weight(weights, k, cfg.modpo.min_pair_weight)
+    fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
+
+    def enc(ids: pd.Series) -> list[Encoded]:
+        rows = samples.loc[ids]
+        return [encode(tokenizer, list(m), resp, cfg.train.max_length, fmt)
+                for m, resp in zip(rows["messages"], rows["response"])]
+
+    encoded = list(zip(enc(pairs["chosen_id"]), enc(pairs["rejected_id"])))
+    t0 = time.perf_counter()
+
+    def show(step: int, loss: float, accuracy: float) -> None:
+        if step == 1 or step % 10 == 0 or step == steps:
+            console.print(f"  step {step}/{steps}  loss {loss:.3f}  accuracy {accuracy:.2f}  "
+                          f"{(time.perf_counter() - t0) / step:.1f} s/step")
+
+    console.print(f"  {len(pairs):,} pairs on {objective(cfg)!r}, w_k = {w_k:g}, margins from "
+                  f"{[n for j, n in enumerate(r.objectives) if j != k and weights[j] > 0]}")
+    stats = train_pairs(encoded, margins(z_chosen, z_rejected, weights, k), out, policy=cfg.policy, cfg=cfg.train,
+                        steps=steps, batch_size=batch_size, lr=cfg.modpo.lr, beta=cfg.modpo.beta, pair_weight=w_k,
+                        seed=seed, pad_id=tokenizer.pad_token_id, on_step=show,
+                        record={"weights": weights.tolist(), "objective": objective(cfg), "pair_weight": w_k})
+    return stats
+
+
+def check(cfg: Config) -> list[str]:
+    """Problems `pipeline.preflight` reports before anything runs: a pair objective to train on."""
+    try:
+        objective(cfg)
+    except ConfigError as e:
+        return [str(e)]
+    return []
+
+
+def final_models(r: RunFolder) -> list[FinalModel]:
+    return [FinalModel(pref_name(i), w, r.path("modpo", pref_name(i)), r.path("modpo", pref_name(i), "train.json"))
+            for i, w in enumerate(preferences(r.cfg))]
+
+
+def describe(cfg: Config) -> str:
+    steps, batch_size = _budget(cfg)
+    return (f"MODPO (DPO on {objective(cfg)} pairs with the other rewards as margin, beta {cfg.modpo.beta}, "
+            f"{steps} steps x {batch_size} pairs, {len(preferences(cfg))} preferences)")
+
+
+def work(cfg: Config) -> dict[str, float]:
+    steps, batch_size = _budget(cfg)
+    n = len(preferences(cfg))
+    return {"dpo_pairs": n * steps * batch_size, "models": n}
