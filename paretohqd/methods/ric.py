@@ -108,7 +108,8 @@ def steps(cfg: Config) -> int:
 def train(r: RunFolder, tokenizer) -> None:
     """Fine-tune RiC's one model on reward-tagged samples; save `ric/rewards.json` beside it."""
     out = r.path("ric", "model")
-    r.step("ric/train", out / "train.json", lambda: _finetune(r, tokenizer, out), every_process=True)
+    with r.fan_out("train"):  # one task under `executor: ray`
+        r.step("ric/train", out / "train.json", lambda: _finetune(r, tokenizer, out), every_process=True)
 
 
 def _finetune(r: RunFolder, tokenizer, out: Path) -> None:
