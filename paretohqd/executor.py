@@ -70,6 +70,28 @@ def attach(r: RunFolder) -> Iterator[None]:
             ray.shutdown()
 
 
+def executor_problems(cfg: ExecutorConfig, n_processes: int) -> list[str]:
+    """What stops `cfg` before a run starts (`pipeline.preflight`), one line each.
+
+    Examples:
+        >>> executor_problems(ExecutorConfig(kind="ray"), 2)[0].split(";")[0]
+        'executor.kind: ray runs each unit as a task of its own'
+        >>> executor_problems(ExecutorConfig(), 2)
+        []
+    """
+    if cfg.kind == "local":
+        return []
+    problems = []
+    if n_processes > 1:
+        problems.append(f"executor.kind: ray runs each unit as a task of its own; launch without torchrun / "
+                        f"accelerate launch (here {n_processes} processes), or set executor.kind=local")
+    try:
+        _import_ray()
+    except ConfigError as e:
+        problems.append(str(e))
+    return problems
+
+
 def _import_ray():
     try:
         import ray

@@ -9,7 +9,6 @@ Each step is recorded in the run folder's manifest and skipped once done (`runfo
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 from pathlib import Path
 
 from paretohqd import methods
@@ -17,7 +16,7 @@ from paretohqd.config import Config, ConfigError
 from paretohqd.data.prepare import prepare, split_heldout, split_prompts
 from paretohqd.devices import device_name, init_processes
 from paretohqd.evaluate.answer import evaluate
-from paretohqd.executor import attach
+from paretohqd.executor import attach, executor_problems
 from paretohqd.io import InputError, read_table, write_parquet, write_text
 from paretohqd.lock import hold
 from paretohqd.policy.load import has_weights, load_tokenizer, resolve_policy
@@ -227,12 +226,7 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
     if cfg.train.batch_size % n_processes:
         problems.append(f"train.batch_size: {cfg.train.batch_size} does not split over the {n_processes} processes; "
                         f"use a multiple of {n_processes}")
-    if n_processes > 1 and cfg.executor.kind == "ray":
-        problems.append(f"executor.kind: ray runs each unit as a task of its own; launch without torchrun / "
-                        f"accelerate launch (here {n_processes} processes), or set executor.kind=local")
-    if cfg.executor.kind == "ray" and importlib.util.find_spec("ray") is None:
-        problems.append("executor.kind: ray needs Ray, which is not installed here; `pip install paretohqd[ray]` "
-                        "or set executor.kind=local")
+    problems += executor_problems(cfg.executor, n_processes)
     if n_processes > 1 and not methods.several_processes(cfg):
         problems.append(f"method: {cfg.method!r} trains with GRPO, which runs on one process here; "
                         "launch it without torchrun / accelerate launch")

@@ -1,4 +1,7 @@
-"""`executor: ray` (issue 14): a tiny real run (`conftest.tiny_run_overrides`, 4 preferences) whose
+"""`executor: ray` (issue 14). Without Ray: `RunFolder.fan_out` with a stand-in runner records each
+step from its task, only its own files, and a failed task's error comes once the others are
+recorded; a step's function in a task cannot write the manifest; a node that cannot see the run
+folder stops the run with one line naming it. With Ray: a tiny real run (`conftest.tiny_run_overrides`, 4 preferences) whose
 independent units are Ray tasks on two nodes simulated on this machine (`ray.cluster_utils.Cluster`,
 1 CPU each, so that concurrent tasks must spread) ends as the same run in one process does: the
 same selections, stage-2 pools and evaluation answers, adapters equal within float noise (every
@@ -7,6 +10,7 @@ first checkpoint is retried, resumes from it, and the run ends as the uninterrup
 
 import json
 import os
+import pickle
 import signal
 import sys
 from pathlib import Path
@@ -18,10 +22,122 @@ from safetensors.torch import load_file
 
 from conftest import tiny_run_overrides
 from paretohqd import executor, pipeline
-from paretohqd.config import load_config
+from paretohqd.config import Config, ConfigError, load_config
+from paretohqd.io import InputError, write_json
+from paretohqd.runfolder import RunFolder, config_differences
 
-ray = pytest.importorskip("ray")
 OBJECT_STORE = 100 * 2**20  # bytes per node (Ray's floor is 75 MiB)
+
+
+# Without Ray -------------------------------------------------------------------------------------
+
+
+def _fake_runner(calls: list, fail: set[int] = frozenset()):
+    """Runs the jobs inline and answers as Ray tasks would (job i fails if i is in `fail`)."""
+
+    def run(kind, jobs):
+        calls.append((kind, len(jobs)))
+        out = []
+        for i, job in enumerate(jobs):
+            if i in fail:
+                out.append(InputError(f"job {i} failed"))
+                continue
+            job()
+            out.append({"wall_s": 2.0, "device": "H200", "n_devices": 0.5, "executor": "ray", "node": f"n{i}",
+                        "host": "h", "pid": 100 + i})
+        return out
+
+    return run
+
+
+def _models(r: RunFolder, ran: list) -> None:
+    """Three independent models, each writing its folder, then a pool each in one shared folder."""
+    with r.fan_out("train"):
+        for i in range(3):
+            def fit(i=i) -> None:
+                ran.append(i)
+                write_json({"w": i}, r.path("stage1", f"pref-0{i}", "adapter.json"))
+                write_json({"i": i}, r.path("stage1", f"pref-0{i}", "train.json"))
+            r.step(f"stage1/pref-0{i}", r.path("stage1", f"pref-0{i}", "train.json"), fit)
+    with r.fan_out("generate"):
+        for i in range(2):
+            r.step(f"pool {i}", r.path("stage2", f"pool-{i}.json"),
+                   lambda i=i: write_json({"i": i}, r.path("stage2", f"pool-{i}.json")))
+
+
+def test_fan_out_starts_its_steps_together_and_records_each_from_its_task(tmp_path):
+    r, calls, ran = RunFolder(Config(name="r", runs_dir=str(tmp_path))), [], []
+    r.runner = _fake_runner(calls)
+    _models(r, ran)
+    assert calls == [("train", 3), ("generate", 2)] and ran == [0, 1, 2]
+    steps = json.loads(r.path("manifest.json").read_text())["steps"]
+    assert sorted(steps["stage1/pref-01"]["outputs"]) == ["stage1/pref-01/adapter.json", "stage1/pref-01/train.json"]
+    assert list(steps["pool 1"]["outputs"]) == ["stage2/pool-1.json"]  # (its folder is shared: the marker alone)
+    e = steps["stage1/pref-02"]
+    assert (e["node"], e["pid"], e["device"], e["device_s"]) == ("n2", 102, "H200", 1.0)
+    r2 = RunFolder(r.cfg)
+    r2.runner = _fake_runner(calls)
+    _models(r2, ran)
+    assert calls[2:] == [] and ran == [0, 1, 2]  # all done: nothing started
+
+
+def test_a_failed_task_is_raised_once_the_others_are_recorded(tmp_path):
+    r, calls, ran = RunFolder(Config(name="r", runs_dir=str(tmp_path))), [], []
+    r.runner = _fake_runner(calls, fail={1})
+    with pytest.raises(InputError, match="job 1 failed"):
+        _models(r, ran)
+    assert sorted(json.loads(r.path("manifest.json").read_text())["steps"]) == ["stage1/pref-00", "stage1/pref-02"]
+    r2 = RunFolder(r.cfg)
+    r2.runner = _fake_runner(calls)
+    _models(r2, ran)
+    assert ran == [0, 2, 1]  # the rerun trains the failed model alone
+    assert len(json.loads(r.path("manifest.json").read_text())["steps"]) == 5
+
+
+def test_a_step_function_in_a_task_cannot_write_the_manifest(tmp_path):
+    r = RunFolder(Config(name="r", runs_dir=str(tmp_path)))
+    r.runner = _fake_runner([])
+    there = pickle.loads(pickle.dumps(r))  # as a task receives it with a step's closure
+    assert there.runner is None
+    with pytest.raises(RuntimeError, match="inside a task; its driver records it"):
+        there.record("select", {})
+
+
+def test_a_node_that_cannot_see_the_run_folder_stops_the_run(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    elsewhere = tmp_path / "node-disk"  # what the node sees at the run folder's path: its own disk
+
+    class Task:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def options(self, **_):
+            return self
+
+        def remote(self, path, token, node):
+            return self.fn(str(elsewhere / Path(path).name), token, node)
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"NodeID": "f00d" * 14, "NodeManagerAddress": "10.0.0.7", "Alive": True}])
+    monkeypatch.setattr(ray, "remote", Task)
+    monkeypatch.setattr(ray, "get", lambda x: x)
+    root = tmp_path / "runs" / "r"
+    with pytest.raises(InputError, match=r"executor: node 10\.0\.0\.7 \(f00df00df00d\) cannot share the run folder "
+                                         rf"{root}: it does not see {elsewhere}/\.probe-\w+; every node needs it"):
+        executor.check_shared_storage(root)
+    assert list(root.iterdir()) == []  # the probe is gone
+
+
+def test_executor_settings(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="executor.train.num_gpus: .*a fraction of one GPU or whole GPUs"):
+        load_config(None, ["executor.train.num_gpus=1.5"])
+    r = RunFolder(Config(name="r", runs_dir=str(tmp_path)))  # made locally, resumed on a cluster: the same run
+    assert config_differences(load_config(None, [f"runs_dir={tmp_path}", "name=r", "executor.kind=ray"]), r.root) == []
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    assert executor.executor_problems(load_config(None, ["executor.kind=ray"]).executor, 1) == [
+        "executor.kind: ray needs Ray, which is not installed here; `pip install paretohqd[ray]` or set executor.kind=local"]
+
+
+# With Ray: a tiny real run on two simulated nodes ------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +162,7 @@ def local_run(work, chaos_assets) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster():
+    ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
     nodes = Cluster()
