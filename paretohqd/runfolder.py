@@ -5,7 +5,8 @@ Every step writes its outputs atomically and is recorded with its wall and devic
 size and checksum of every file it wrote. A rerun skips finished steps whose files still match
 their record, and redoes (saying why) one whose files are missing or changed; a killed run resumes
 from the last finished step, and inside a step from its last checkpoint (training) or chunk
-(generation).
+(generation). Independent steps (`fan_out`) may run together elsewhere (`paretohqd.executor`):
+this process records them all the same.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import datetime as dt
 import json
 import os
 import time
-from dataclasses import dataclass
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -241,8 +242,10 @@ class RunFolder:
         self.state.wait_for_everyone()
         busy = self.n_devices if every_process else 1
         entry = manifest_entry(time.perf_counter() - t0, self.n_devices, busy)
-        if self._tasks:  # the jobs this step ran elsewhere (`run_all`): where and for how long
+        if self._tasks:  # the jobs this step ran elsewhere (`run_all`): where, for how long, on what
             entry["tasks"] = self._tasks
+            for key in ("device_s", "busy_device_s"):
+                entry[key] = round(entry[key] + sum(t["wall_s"] * t["n_devices"] for t in self._tasks), 3)
         if self.state.is_main_process:
             entry["outputs"] = self._outputs(name, before, done)
         self.record(name, entry)

@@ -81,6 +81,20 @@ def test_fan_out_starts_its_steps_together_and_records_each_from_its_task(tmp_pa
     assert calls[2:] == [] and ran == [0, 1, 2]  # all done: nothing started
 
 
+def test_a_steps_parts_run_as_tasks_are_charged_to_it(tmp_path):
+    r, calls, ran = RunFolder(Config(name="r", runs_dir=str(tmp_path))), [], []
+    r.runner = _fake_runner(calls)
+
+    def evaluate() -> None:  # as the evaluate step: each model's answers a task, the rest here
+        r.run_all("generate", [lambda i=i: ran.append(i) for i in range(2)])
+        write_json({}, r.path("evaluate", "responses.json"))
+
+    r.step("evaluate", r.path("evaluate", "responses.json"), evaluate)
+    e = json.loads(r.path("manifest.json").read_text())["steps"]["evaluate"]
+    assert ran == [0, 1] and [t["node"] for t in e["tasks"]] == ["n0", "n1"]
+    assert e["device_s"] == pytest.approx(e["wall_s"] + 2 * 2.0 * 0.5, abs=2e-3)  # its own, and the tasks' device time
+
+
 def test_a_failed_task_is_raised_once_the_others_are_recorded(tmp_path):
     r, calls, ran = RunFolder(Config(name="r", runs_dir=str(tmp_path))), [], []
     r.runner = _fake_runner(calls, fail={1})
