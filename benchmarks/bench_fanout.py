@@ -65,6 +65,9 @@ def main() -> None:
     args = ap.parse_args()
     import ray
     import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # (loading bars: only the figures below are printed)
 
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "?"
@@ -78,7 +81,7 @@ def main() -> None:
     if args.model == "smollm2":
         sets.append("policy.model=smollm2-135m-instruct")
     print(f"stage 1: 4 preferences x {args.steps} steps x batch 4, policy {args.model}")
-    console.quiet = True  # the runs' own progress lines: only the figures below are printed
+    console.file = open(os.devnull, "w")  # the runs' own progress lines: only the figures below are printed
 
     # local: the whole run (prepare, score, select, stage 1, evaluate), stage 1 timed by its manifest
     local = pipeline.run(load_config("configs/demo.yaml", sets))
