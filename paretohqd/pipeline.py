@@ -16,6 +16,7 @@ from paretohqd.config import Config, ConfigError
 from paretohqd.data.prepare import prepare, split_heldout, split_prompts
 from paretohqd.devices import device_name, init_processes
 from paretohqd.evaluate.answer import evaluate
+from paretohqd.executor import attach, executor_problems
 from paretohqd.io import InputError, read_table, write_parquet, write_text
 from paretohqd.lock import hold
 from paretohqd.policy.load import has_weights, load_tokenizer, resolve_policy
@@ -55,6 +56,12 @@ def run(cfg: Config, *, config_args: str = "--config CONFIG") -> Path:
 
 def _run(cfg: Config, tokenizer) -> Path:
     r = RunFolder(cfg, free=methods.unread_sections(cfg))
+    with attach(r):  # `executor`: the method's independent units here, or as tasks on a cluster
+        return _steps(r, tokenizer)
+
+
+def _steps(r: RunFolder, tokenizer) -> Path:
+    cfg = r.cfg
     console.print(f"run folder: {r.root}  device: {device_name()} x{r.n_devices}  seed: {cfg.seed}")
     console.print(f"objectives: {r.objectives}; {len(r.preferences)} preferences; k = {cfg.select.k}")
 
@@ -105,7 +112,8 @@ def _evaluate_run(cfg: Config, root: str | Path) -> Path:
         The path of RUN/report.json.
     """
     r = RunFolder(methods.configure(cfg), root, free=methods.unread_sections(methods.configure(cfg)))
-    return _evaluate_and_report(r, load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code))
+    with attach(r):
+        return _evaluate_and_report(r, load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code))
 
 
 def evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[dict]], source: str | Path,
@@ -144,8 +152,9 @@ def _evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[di
     r = RunFolder(methods.configure(cfg), root, free=methods.unread_sections(methods.configure(cfg)))
     method = methods.module(r.cfg)
     tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
-    evaluate(r, tokenizer, method.final_models(r), method.describe(r.cfg), prompts=conversation_prompts(conversations),
-             folder=out / "evaluate", source=str(source))
+    with attach(r):
+        evaluate(r, tokenizer, method.final_models(r), method.describe(r.cfg),
+                 prompts=conversation_prompts(conversations), folder=out / "evaluate", source=str(source))
     if not r.state.is_main_process:
         return out / "report.json"
     if (root / "manifest.json").exists():
@@ -221,6 +230,7 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
     if cfg.train.batch_size % n_processes:
         problems.append(f"train.batch_size: {cfg.train.batch_size} does not split over the {n_processes} processes; "
                         f"use a multiple of {n_processes}")
+    problems += executor_problems(cfg.executor, n_processes)
     if n_processes > 1 and not methods.several_processes(cfg):
         problems.append(f"method: {cfg.method!r} trains with GRPO, which runs on one process here; "
                         "launch it without torchrun / accelerate launch")

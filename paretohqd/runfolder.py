@@ -5,7 +5,8 @@ Every step writes its outputs atomically and is recorded with its wall and devic
 size and checksum of every file it wrote. A rerun skips finished steps whose files still match
 their record, and redoes (saying why) one whose files are missing or changed; a killed run resumes
 from the last finished step, and inside a step from its last checkpoint (training) or chunk
-(generation).
+(generation). Independent steps (`fan_out`) may run together elsewhere (`paretohqd.executor`):
+this process records them all the same.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import datetime as dt
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -56,6 +58,10 @@ class FinalModel:
     tag: str | None = None
     """Text added to the prompt (RiC's desired rewards), or None."""
 
+
+Runner = Callable[[str, list[Callable[[], object]]], list]
+"""Runs jobs of a kind (`train`, `generate`) together, elsewhere (`executor.attach`): for each job, in
+order, its task record (wall_s, device, n_devices, node, host, pid) or the exception it raised."""
 
 _FINISHED, _UNRECORDED = "finished", "unrecorded"
 # files of the run folder that no step owns: bookkeeping, and the report written after the steps
@@ -138,6 +144,16 @@ class RunFolder:
         self._check_config()
         self.manifest = read_manifest(self.root)
         self.n_devices = self.state.num_processes
+        self.runner: Runner | None = None
+        """Where `fan_out` blocks and `run_all` jobs run: None = here, inline (`executor.attach` sets it)."""
+        self._queued: list | None = None  # inside `fan_out` with a runner: the steps to start at its end
+        self._tasks: list[dict] = []  # task records of the running step's `run_all` jobs
+        self._in_task = False
+
+    def __getstate__(self) -> dict:
+        # a step's function goes to a task with its closure, this object included: there it runs
+        # inline, and may never write the manifest (its driver does, from what the task returns)
+        return {**self.__dict__, "runner": None, "_queued": None, "_tasks": [], "_in_task": True}
 
     # named paths shared by every method
     @property
@@ -213,7 +229,11 @@ class RunFolder:
         if verdict[0] is not None:
             console.print(f"[yellow]redo {name}: {verdict[0]}[/]")
         console.print(f"[bold]{name}[/]")
+        if self._queued is not None:  # started with the block's other steps when it ends (`fan_out`)
+            self._queued.append((name, done, fn))
+            return
         before = self._files() if self.state.is_main_process else {}
+        self._tasks = []
         t0 = time.perf_counter()
         if every_process or self.state.is_main_process:
             fn()
@@ -223,9 +243,72 @@ class RunFolder:
         self.state.wait_for_everyone()
         busy = self.n_devices if every_process else 1
         entry = manifest_entry(time.perf_counter() - t0, self.n_devices, busy)
+        if self._tasks:  # the jobs this step ran elsewhere (`run_all`): where, for how long, on what
+            entry["tasks"] = self._tasks
+            for key in ("device_s", "busy_device_s"):
+                entry[key] = round(entry[key] + sum(t["wall_s"] * t["n_devices"] for t in self._tasks), 3)
         if self.state.is_main_process:
             entry["outputs"] = self._outputs(name, before, done)
         self.record(name, entry)
+
+    # Independent units, run together by a runner (`executor.kind: ray`) -------------------------------
+
+    @contextmanager
+    def fan_out(self, kind: str) -> Iterator[None]:
+        """Mark the block's steps as independent of each other (one per preference or model).
+
+        Without a runner this changes nothing: each step runs when `step` is called. With one, the
+        steps not done yet are started together as tasks of `kind` (`train` or `generate`, whose
+        resources `executor.KIND` sets) when the block ends, and the block waits for all of them.
+        Each finished one is recorded here, from what its task returns (this process alone writes
+        the manifest). A failed task's error is raised once the others are recorded: a rerun redoes
+        only the failed ones.
+        """
+        if self.runner is None or self._queued is not None:  # (nested: the outer block starts them)
+            yield
+            return
+        self._queued = []
+        try:
+            yield
+            queued = self._queued
+        finally:
+            self._queued = None
+        if not queued:
+            return
+        before = self._files()
+        results = self.runner(kind, [fn for _, _, fn in queued])
+        outputs = self._fanned_outputs(before, [done for _, done, _ in queued])
+        for (name, _, _), result, mine in zip(queued, results, outputs):
+            if not isinstance(result, BaseException):
+                n = result.pop("n_devices")
+                self.record(name, {**manifest_entry(result.pop("wall_s"), n, n), **result, "outputs": mine})
+        _raise_first(results)
+
+    def run_all(self, kind: str, jobs: list[Callable[[], object]]) -> None:
+        """Run independent jobs that are parts of one step (evaluation's models): one after another
+        here, or with a runner together as tasks of `kind`, their records going into the step's
+        manifest entry (`tasks`)."""
+        if self.runner is None:
+            for job in jobs:
+                job()
+            return
+        results = self.runner(kind, jobs)
+        self._tasks += [r for r in results if not isinstance(r, BaseException)]
+        _raise_first(results)
+
+    def _fanned_outputs(self, before: dict, dones: list[Path]) -> list[dict[str, dict]]:
+        """The outputs of steps that ran together: each one's done-marker, and the files in the
+        marker's folder where no other step of the block shares it (a model's folder). A file that
+        changed elsewhere cannot be told apart: it goes to each of them (none of ours writes such)."""
+        after = self._files()
+        owned = {rel for e in self.manifest["steps"].values() for rel in e.get("outputs", {})}
+        rels = [str(d.relative_to(self.root)) for d in dones]
+        folders = [str(Path(rel).parent) for rel in rels]
+        claims = [{rel} | {f for f in after if folder != "." and folders.count(folder) == 1 and f not in owned
+                           and Path(f).is_relative_to(folder)} for rel, folder in zip(rels, folders)]
+        leftover = {rel for rel, sig in after.items() if before.get(rel) != sig} - set().union(*claims)
+        return [{rel: file_digest(self.root / rel) for rel in sorted(mine | leftover) if (self.root / rel).is_file()}
+                for mine in claims]
 
     # What a step wrote, and whether it is still there -----------------------------------------------
 
@@ -285,6 +368,8 @@ class RunFolder:
 
     def record(self, name: str, entry: dict) -> None:
         """Add (or replace) one step's record in `manifest.json` (main process only)."""
+        if self._in_task:
+            raise RuntimeError(f"step {name!r} would be recorded inside a task; its driver records it")
         if not self.state.is_main_process:
             return
         self.manifest["steps"][name] = entry
@@ -302,12 +387,19 @@ class RunFolder:
         console.print(table)
 
 
+def _raise_first(results: list) -> None:
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0]
+
+
 def config_differences(cfg: Config, root: Path, *, free: tuple[str, ...] = ()) -> list[str]:
     """The dotted keys in which `cfg` differs from the config a run folder was made with (none for a
     new folder). Keys a newer paretohqd added (absent from the old file) take their defaults: no change.
-    Keys of the `free` sections never count, nor those of `compare`: sections the run's method does
-    not read (`methods.unread_sections`: a ParetoHqD run ignores `morlhf`) and the list of runs a
-    comparison makes, so tuning one baseline or adding a method keeps every other finished run."""
+    Keys of the `free` sections never count, nor those of `compare` and `executor`: sections the run's
+    method does not read (`methods.unread_sections`: a ParetoHqD run ignores `morlhf`), the list of
+    runs a comparison makes, and where the steps run (`executor`): so tuning one baseline, adding a method or
+    resuming on a cluster keeps every other finished run."""
     path = Path(root) / "config.yaml"
     text = dump_config(cfg)
     if not path.is_file():
@@ -325,7 +417,7 @@ def config_differences(cfg: Config, root: Path, *, free: tuple[str, ...] = ()) -
         raise ConfigError(f"{path} cannot be read ({str(e).splitlines()[0][:120]}); it is the config this run was "
                           "made with: restore it, or delete it to take the config you gave") from None
     old, new = _flatten(old), _flatten(yaml.safe_load(text))
-    free = ("compare", *free)
+    free = ("compare", "executor", *free)
     return sorted(k for k in old if old[k] != new.get(k) and k.split(".")[0] not in free)
 
 

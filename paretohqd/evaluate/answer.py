@@ -18,6 +18,7 @@ scored by the run's reward models and checked for collapse. Outputs, in RUN/eval
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -236,15 +237,15 @@ def evaluate(r: RunFolder, tokenizer, finals: list[FinalModel], description: str
                 "generate": cfg.generate.model_dump(mode="json"), "protocol": protocol(r, tokenizer)},
                folder / "meta.json")
     out = folder / "responses.parquet"
-    parts = []
-    for spec in specs:
-        part = folder / "responses" / f"{spec['model']}.parquet"
+    parts = [folder / "responses" / f"{spec['model']}.parquet" for spec in specs]
+    todo = []
+    for spec, part in zip(specs, parts):
         if _readable(part):
             console.print(f"[dim]skip {spec['model']} (answered)[/]")
         else:
-            _answer_model(r, tokenizer, prompts, spec, part)
-        parts.append(read_table(part))
-    df = pd.concat(parts, ignore_index=True)
+            todo.append(functools.partial(_answer_model, r, tokenizer, prompts, spec, part))
+    r.run_all("generate", todo)  # the models answer independently (one task each under `executor: ray`)
+    df = pd.concat([read_table(part) for part in parts], ignore_index=True)
     df["collapse"] = collapse_reasons(df["response"])
     df.insert(0, "id", [sample_id(p, r) for p, r in zip(df["prompt"], df["response"])])
     write_scores(cfg, df, out)

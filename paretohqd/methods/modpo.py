@@ -307,11 +307,12 @@ def train(r: RunFolder, tokenizer) -> None:
     """Build the pairs once, then train one model per preference."""
     pairs_path = r.path("modpo", "pairs.parquet")
     r.step("modpo/pairs", pairs_path, lambda: _write_pairs(r, pairs_path))
-    for i, w in enumerate(preferences(r.cfg)):
-        out = r.path("modpo", pref_name(i))
-        r.step(f"modpo/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json",
-               lambda w=w, out=out, i=i: train_preference(r, tokenizer, w, out, seed=r.cfg.seed + i),
-               every_process=True)
+    with r.fan_out("train"):  # the preferences are independent (one task each under `executor: ray`)
+        for i, w in enumerate(preferences(r.cfg)):
+            out = r.path("modpo", pref_name(i))
+            r.step(f"modpo/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json",
+                   lambda w=w, out=out, i=i: train_preference(r, tokenizer, w, out, seed=r.cfg.seed + i),
+                   every_process=True)
 
 
 def _write_pairs(r: RunFolder, path: Path) -> None:

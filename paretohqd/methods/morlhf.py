@@ -167,11 +167,12 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
 
 
 def train(r: RunFolder, tokenizer) -> None:
-    init = sft_start(r, tokenizer)
-    for i, w in enumerate(preferences(r.cfg)):
-        out = r.path("morlhf", pref_name(i))
-        r.step(f"morlhf/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json",
-               lambda w=w, out=out, i=i: train_preference(r, tokenizer, w, out, seed=r.cfg.seed + i, init=init))
+    init = sft_start(r, tokenizer)  # before the preferences: every one starts from it
+    with r.fan_out("train"):  # the preferences are independent (one task each under `executor: ray`)
+        for i, w in enumerate(preferences(r.cfg)):
+            out = r.path("morlhf", pref_name(i))
+            r.step(f"morlhf/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json",
+                   lambda w=w, out=out, i=i: train_preference(r, tokenizer, w, out, seed=r.cfg.seed + i, init=init))
 
 
 def final_models(r: RunFolder) -> list[FinalModel]:

@@ -83,13 +83,14 @@ def _stage2(r: RunFolder, tokenizer) -> None:
     prompts = prompts.sample(n=n, random_state=cfg.seed).reset_index(drop=True)
     reps = representatives(r.preferences)
     pools = []
-    for j, i in enumerate(reps):
-        # each representative answers every sampled prompt, or its own slice of them
-        mine = prompts if cfg.stage2.prompts_per == "model" else prompts.iloc[j::len(reps)]
-        pool = r.path("stage2", f"generated-{pref_name(i)}.parquet")
-        pools.append(pool)
-        r.step(f"stage2/generate {pref_name(i)}", pool,
-               lambda i=i, pool=pool, mine=mine: _generate_pool(cfg, tokenizer, mine, r.path("stage1", pref_name(i)), i, pool))
+    with r.fan_out("generate"):  # the representatives answer independently (one task each under `executor: ray`)
+        for j, i in enumerate(reps):
+            # each representative answers every sampled prompt, or its own slice of them
+            mine = prompts if cfg.stage2.prompts_per == "model" else prompts.iloc[j::len(reps)]
+            pool = r.path("stage2", f"generated-{pref_name(i)}.parquet")
+            pools.append(pool)
+            r.step(f"stage2/generate {pref_name(i)}", pool,
+                   lambda i=i, pool=pool, mine=mine: _generate_pool(cfg, tokenizer, mine, r.path("stage1", pref_name(i)), i, pool))
 
     scores = r.path("stage2", "scores.parquet")
 
@@ -119,18 +120,19 @@ def _generate_pool(cfg: Config, tokenizer, prompts: pd.DataFrame, adapter, index
 
 def _train_stage(r: RunFolder, tokenizer, stage: str, scores_path, steps: int, init_stage: str | None = None) -> None:
     """One model per preference on its selection; stage 2 continues from the stage-1 adapters."""
-    for i, w in enumerate(r.preferences):
-        out = r.path(stage, pref_name(i))
-        init = r.path(init_stage, pref_name(i)) if init_stage else None
+    with r.fan_out("train"):  # the models are independent (one task each under `executor: ray`)
+        for i, w in enumerate(r.preferences):
+            out = r.path(stage, pref_name(i))
+            init = r.path(init_stage, pref_name(i)) if init_stage else None
 
-        def fit(i=i, out=out, init=init) -> None:
-            scores = read_table(scores_path).set_index("id")
-            selection = read_table(r.path(stage, "selection.parquet"))
-            rows = scores.loc[selection.loc[selection["preference_index"] == i, "id"]]
-            finetune_rows(r.cfg, tokenizer, rows, out, steps=steps, seed=r.cfg.seed + i, init_adapter=init,
-                          **r.log_to(f"{stage}/{pref_name(i)}"))
+            def fit(i=i, out=out, init=init) -> None:
+                scores = read_table(scores_path).set_index("id")
+                selection = read_table(r.path(stage, "selection.parquet"))
+                rows = scores.loc[selection.loc[selection["preference_index"] == i, "id"]]
+                finetune_rows(r.cfg, tokenizer, rows, out, steps=steps, seed=r.cfg.seed + i, init_adapter=init,
+                              **r.log_to(f"{stage}/{pref_name(i)}"))
 
-        r.step(f"{stage}/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json", fit, every_process=True)
+            r.step(f"{stage}/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json", fit, every_process=True)
 
 
 def final_models(r: RunFolder) -> list[FinalModel]:

@@ -124,7 +124,8 @@ def train(r: RunFolder, tokenizer) -> None:
     """Fine-tune RiC's one model on reward-tagged samples (`ric/rewards.json` beside it), then run
     the online rounds, each from the model before it."""
     out = r.path("ric", "model")
-    r.step("ric/train", out / "train.json", lambda: _finetune(r, tokenizer, out), every_process=True)
+    with r.fan_out("train"):  # one task under `executor: ray`
+        r.step("ric/train", out / "train.json", lambda: _finetune(r, tokenizer, out), every_process=True)
     for t in range(1, r.cfg.ric.online_rounds + 1):
         _online_round(r, tokenizer, t, previous=model_dir(r, t - 1))
 
@@ -185,7 +186,8 @@ def _online_round(r: RunFolder, tokenizer, t: int, previous: Path) -> None:
         write_parquet(df.drop_duplicates("id"), generated)
         shutil.rmtree(saved, ignore_errors=True)
 
-    r.step(f"ric/online-{t}/generate", generated, ask)
+    with r.fan_out("generate"):
+        r.step(f"ric/online-{t}/generate", generated, ask)
     r.step(f"ric/online-{t}/score", scored, lambda: write_scores(cfg, read_table(generated), scored))
 
     def fit() -> None:
@@ -206,7 +208,8 @@ def _online_round(r: RunFolder, tokenizer, t: int, previous: Path) -> None:
         finetune_rows(online, tokenizer, rows, out, steps=o.online_steps, seed=cfg.seed + t, init_adapter=previous,
                       tags=[reward_tag(names, zi) for zi in z], **r.log_to(str(out.relative_to(r.root))))
 
-    r.step(f"ric/online-{t}/train", out / "train.json", fit, every_process=True)
+    with r.fan_out("train"):
+        r.step(f"ric/online-{t}/train", out / "train.json", fit, every_process=True)
 
 
 def _finetune(r: RunFolder, tokenizer, out: Path) -> None:

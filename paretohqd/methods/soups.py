@@ -68,19 +68,20 @@ def train(r: RunFolder, tokenizer) -> None:
            lambda: write_parquet(select_top(read_table(r.scores), r.objectives, cfg.select.k), selection))
     eye = np.eye(len(r.objectives))
     init = morlhf.sft_start(r, tokenizer) if cfg.soups.train == "grpo" else None
-    for i, name in enumerate(r.objectives):
-        out = objective_dir(r, i)
-        if cfg.soups.train == "sft":
-            def fit(i=i, out=out) -> None:
-                scores = read_table(r.scores).set_index("id")
-                chosen = read_table(selection)
-                rows = scores.loc[chosen.loc[chosen["preference_index"] == i, "id"]]
-                finetune_rows(cfg, tokenizer, rows, out, steps=cfg.train.steps, seed=cfg.seed + i,
-                              **r.log_to(f"soups/objective-{i:02d}"))
-        else:
-            def fit(i=i, out=out) -> None:
-                morlhf.train_preference(r, tokenizer, eye[i], out, seed=cfg.seed + i, init=init)
-        r.step(f"soups/objective-{i:02d} {name}", out / "train.json", fit, every_process=cfg.soups.train == "sft")
+    with r.fan_out("train"):  # the objectives' models are independent (one task each under `executor: ray`)
+        for i, name in enumerate(r.objectives):
+            out = objective_dir(r, i)
+            if cfg.soups.train == "sft":
+                def fit(i=i, out=out) -> None:
+                    scores = read_table(r.scores).set_index("id")
+                    chosen = read_table(selection)
+                    rows = scores.loc[chosen.loc[chosen["preference_index"] == i, "id"]]
+                    finetune_rows(cfg, tokenizer, rows, out, steps=cfg.train.steps, seed=cfg.seed + i,
+                                  **r.log_to(f"soups/objective-{i:02d}"))
+            else:
+                def fit(i=i, out=out) -> None:
+                    morlhf.train_preference(r, tokenizer, eye[i], out, seed=cfg.seed + i, init=init)
+            r.step(f"soups/objective-{i:02d} {name}", out / "train.json", fit, every_process=cfg.soups.train == "sft")
     outs = [r.path("soups", pref_name(i)) for i in range(len(r.preferences))]
     r.step("soups/merge", outs[-1] / "merge.json",
            lambda: merge(cfg.policy, [objective_dir(r, i) for i in range(len(r.objectives))], r.preferences, outs))
