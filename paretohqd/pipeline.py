@@ -21,6 +21,7 @@ from paretohqd.io import InputError, read_table, write_parquet, write_text
 from paretohqd.lock import hold
 from paretohqd.policy.load import has_weights, load_tokenizer, resolve_policy
 from paretohqd.policy.sft import check_report_to
+from paretohqd.policy.vllm import check_backend
 from paretohqd.progress import console
 from paretohqd.report import write_report
 from paretohqd.rewards import OFFLINE, head_marker
@@ -217,6 +218,7 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
         check_report_to(cfg.train)
     except ConfigError as e:
         problems.append(str(e))
+    problems += check_backend(cfg.generate, lora=cfg.train.lora)  # vllm missing: refused now, not after stage 1
     for key, value in (("select.preferences", cfg.select.preferences), ("morlhf.preferences", cfg.morlhf.preferences),
                        ("modpo.preferences", cfg.modpo.preferences)):
         if value is None:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from paretohqd.config import Config, GenerateConfig, PolicyConfig
+from paretohqd.config import Config, ConfigError, GenerateConfig, PolicyConfig
 from paretohqd.devices import native_bf16
 from paretohqd.io import InputError, read_table, write_parquet
 from paretohqd.policy.load import load_policy
@@ -214,10 +214,16 @@ def batch_seed(seed: int, index: int) -> int:
     return int(state[0] >> np.uint64(1))  # below 2**63, which every torch generator takes
 
 
-def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: str | Path | None, *, seed: int,
+Adapter = str | Path | list[tuple[Path, float]] | None
+"""A model to answer with: an adapter (or fully fine-tuned) folder, a mix of them as (folder, lambda)
+pairs (`load_mixed`), or None for the base policy."""
+
+
+def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: Adapter, *, seed: int,
            label: str, saved: Path | None = None) -> list[str]:
-    """Load the run's policy with `adapter` (None: the base model), answer every conversation with the
-    run's generation settings, print the speed; returns the answers in input order.
+    """Load the run's policy with `adapter` (None: the base model; a list: a mix), answer every
+    conversation with the run's generation settings (generate.backend), print the speed; returns
+    the answers in input order.
 
     With `saved` (a folder), each batch's answers are written there as soon as the batch is done,
     and a later call (after a kill) answers only the batches not saved yet: a kill loses one batch,
@@ -240,9 +246,12 @@ def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: str
             texts = _read_batch(path, keys) if path is not None else None
             if texts is None:
                 if model is None:  # loaded only if some batch is left to answer
-                    model = load_for_generation(cfg.policy, adapter, lora=cfg.train.lora, dtype=cfg.generate.dtype)
-                texts, stats = generate(model, tokenizer, batch, cfg.generate, seed=batch_seed(seed, b), fmt=fmt,
-                                        progress=False)
+                    model = _answerer(cfg, adapter)
+                if cfg.generate.backend == "vllm":
+                    texts, stats = generate_vllm(cfg, tokenizer, batch, model, seed=batch_seed(seed, b), fmt=fmt)
+                else:
+                    texts, stats = generate(model, tokenizer, batch, cfg.generate, seed=batch_seed(seed, b), fmt=fmt,
+                                            progress=False)
                 n_new, seconds = n_new + stats["new_tokens"], seconds + stats["seconds"]
                 if path is not None:
                     write_parquet(pd.DataFrame({"key": keys, "response": texts}), path)
@@ -254,6 +263,49 @@ def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: str
     again = f"; {reused} batch(es) saved before a stop reused" if reused else ""
     console.print(f"  {label}: {n_new:,} tokens at {n_new / seconds if seconds else 0:.1f} tokens/s{again}")
     return out
+
+
+def _answerer(cfg: Config, adapter: Adapter):
+    """What answers for `adapter`: the loaded model (backend hf), or the adapter folder to request
+    from vLLM, a mix written as one adapter first (None: the base model)."""
+    parts = adapter if isinstance(adapter, list) else None
+    if cfg.generate.backend == "vllm":
+        from paretohqd.policy import vllm
+
+        problems = vllm.check_backend(cfg.generate, lora=cfg.train.lora)
+        if problems:
+            raise ConfigError(problems[0])
+        return vllm.mixed_adapter(cfg.policy, parts) if parts and len(parts) > 1 else \
+            Path(parts[0][0]) if parts else adapter
+    if parts is not None:
+        return load_mixed(cfg.policy, parts, lora=cfg.train.lora, dtype=cfg.generate.dtype)
+    return load_for_generation(cfg.policy, adapter, lora=cfg.train.lora, dtype=cfg.generate.dtype)
+
+
+def generate_vllm(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: Path | None, *, seed: int,
+                  fmt: str = "chat") -> tuple[list[str], dict]:
+    """`generate` on vLLM (`policy/vllm.py`): one sampled response per conversation, in input order,
+    from the base policy with `adapter` (a LoRA folder, or None). Request i samples with its own
+    seed, `batch_seed(seed, i)`, so a request's answer does not depend on the others.
+
+    Returns the responses and stats (seconds, new tokens per second).
+    """
+    from paretohqd.policy.vllm import engine, sampling_kwargs
+
+    t0 = time.perf_counter()
+    llm = engine(cfg.policy, cfg.generate, adapter)
+    stops = stop_strings(fmt, cfg.generate.stop)
+    # as `generate`: the tokenizer's EOS ends an answer too (vLLM adds the model's own)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    # tokenized here, as `generate` does: the same prompt tokens on both backends
+    prompts = [tokenizer(prompt_text(tokenizer, c, fmt), add_special_tokens=fmt == "hh")["input_ids"]
+               for c in conversations]
+    params = [sampling_kwargs(cfg.generate, seed=batch_seed(seed, i), stops=stops, eos=eos)
+              for i in range(len(prompts))]
+    new = llm.generate(prompts, adapter, params)
+    out = [cut_at_stop(text, stops) for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    n_new, seconds = sum(len(ids) for ids in new), time.perf_counter() - t0
+    return out, {"seconds": seconds, "new_tokens": n_new, "tokens_per_s": n_new / seconds if seconds else 0.0}
 
 
 def _settings(cfg: Config, adapter, fmt: str) -> str:

@@ -1,0 +1,166 @@
+"""The generation engines: the `hf` path (LoRA merged into the weights, prompts batched by length)
+answers greedily exactly as the unmerged PEFT model answering each prompt alone; answers come back
+in input order; a resumed generation equals an uninterrupted one; `backend: vllm` refuses in one
+line where it cannot run, and (GPU only) answers as the `hf` path does."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from paretohqd.config import Config, ConfigError, GenerateConfig, PolicyConfig, TrainConfig
+from paretohqd.policy import generate as gen
+from paretohqd.policy.generate import answer, generate, load_for_generation
+from paretohqd.policy.prompts import prompt_text
+
+WORDS = "the a llama river stone of to why how many green under".split()
+# mixed lengths, so the length-sorted batches differ from the input order's
+CONVERSATIONS = [[{"role": "user", "content": " ".join(WORDS[(i * 5 + j) % len(WORDS)] for j in range(n))}]
+                 for i, n in enumerate([3, 17, 1, 9, 25, 6, 12])]
+
+
+def _adapter(policy: str, folder: Path, *, seed: int, std: float = 0.5) -> Path:
+    """A LoRA adapter on every linear layer with random nonzero B (so merging it changes answers)."""
+    from peft import LoraConfig, get_peft_model
+
+    from paretohqd.policy.load import load_policy
+
+    torch.manual_seed(seed)
+    model = get_peft_model(load_policy(policy), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                           task_type="CAUSAL_LM"))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=std)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_policy, tmp_path_factory) -> Path:
+    return _adapter(tiny_policy, tmp_path_factory.mktemp("adapter"), seed=1)
+
+
+def _one_by_one(model, tok, conversations, max_new_tokens: int) -> list[str]:
+    """The plain reference: `model.generate` greedily on each prompt alone (no padding, no merge)."""
+    out = []
+    with torch.inference_mode():
+        for c in conversations:
+            enc = tok(prompt_text(tok, c, "chat"), return_tensors="pt", add_special_tokens=False)
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=[tok.eos_token_id])[0, enc["input_ids"].shape[1]:]  # (new,)
+            out.append(tok.decode(ids, skip_special_tokens=True).strip())  # as `cut_at_stop` leaves it
+    return out
+
+
+def test_greedy_fast_path_answers_as_the_unmerged_adapter_alone(tiny_policy, adapter, smol_tokenizer):
+    from peft import PeftModel
+
+    from paretohqd.policy.load import load_policy
+
+    cfg = GenerateConfig(temperature=0, max_new_tokens=12, batch_size=3)
+    fast = load_for_generation(PolicyConfig(model=tiny_policy), adapter)
+    assert not any("lora" in n for n, _ in fast.named_parameters())  # merged: no LoRA matmul per token
+    answers, stats = generate(fast, smol_tokenizer, CONVERSATIONS, cfg, seed=0, progress=False)
+    peft = PeftModel.from_pretrained(load_policy(tiny_policy), str(adapter)).eval()
+    assert answers == _one_by_one(peft, smol_tokenizer, CONVERSATIONS, 12)
+    # the adapter matters: the base model answers otherwise
+    assert answers != _one_by_one(load_policy(tiny_policy).eval(), smol_tokenizer, CONVERSATIONS, 12)
+    assert stats["new_tokens"] > 0
+
+
+def test_answers_come_back_in_input_order(tiny_policy, adapter, smol_tokenizer):
+    model = load_for_generation(PolicyConfig(model=tiny_policy), adapter)
+    cfg = GenerateConfig(temperature=0, max_new_tokens=6, batch_size=2)
+    answers, _ = generate(model, smol_tokenizer, CONVERSATIONS, cfg, seed=0, progress=False)
+    order = [4, 0, 6, 2, 5, 1, 3]
+    again, _ = generate(model, smol_tokenizer, [CONVERSATIONS[i] for i in order], cfg, seed=0, progress=False)
+    assert again == [answers[i] for i in order]
+    assert gen.length_order(CONVERSATIONS) == [4, 1, 6, 3, 5, 0, 2]  # batched longest first
+
+
+def _cfg(policy: str, **generate_kw) -> Config:
+    return Config(policy=PolicyConfig(model=policy),
+                  generate=GenerateConfig(**{"max_new_tokens": 8, "batch_size": 2, "temperature": 1.0, **generate_kw}))
+
+
+def test_resumed_sampled_answers_equal_uninterrupted_ones(tiny_policy, adapter, smol_tokenizer, tmp_path, monkeypatch):
+    cfg = _cfg(tiny_policy)
+    whole = answer(cfg, smol_tokenizer, CONVERSATIONS, adapter, seed=7, label="whole")
+    real, calls = gen.generate, []
+
+    def killed_after_two(*a, **kw):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(gen, "generate", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        answer(cfg, smol_tokenizer, CONVERSATIONS, adapter, seed=7, label="killed", saved=tmp_path / "b")
+    assert len(list((tmp_path / "b").glob("batch-*.parquet"))) == 2
+    monkeypatch.setattr(gen, "generate", real)
+    assert answer(cfg, smol_tokenizer, CONVERSATIONS, adapter, seed=7, label="resumed", saved=tmp_path / "b") == whole
+    assert len(set(whole)) > 1  # sampled, not one answer repeated
+
+
+def test_a_mix_of_one_model_is_that_model(tiny_policy, adapter, smol_tokenizer):
+    cfg = _cfg(tiny_policy)
+    assert answer(cfg, smol_tokenizer, CONVERSATIONS[:3], [(adapter, 1.0)], seed=3, label="mix") == \
+        answer(cfg, smol_tokenizer, CONVERSATIONS[:3], adapter, seed=3, label="one")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None and torch.cuda.is_available(),
+                    reason="vLLM can run here")
+def test_vllm_backend_refuses_in_one_line_where_it_cannot_run(tiny_policy, adapter, smol_tokenizer):
+    cfg = _cfg(tiny_policy, backend="vllm")
+    why = "vllm is not installed" if importlib.util.find_spec("vllm") is None else "needs a CUDA GPU"
+    with pytest.raises(ConfigError, match=f"^generate.backend: vllm.*{why}.*set generate.backend: hf$"):
+        answer(cfg, smol_tokenizer, CONVERSATIONS, adapter, seed=0, label="vllm")
+    full = cfg.model_copy(update={"train": TrainConfig(lora=False)})
+    with pytest.raises(ConfigError, match="^generate.backend: vllm serves the trained models as LoRA adapters, "
+                                          "but train.lora is false; set generate.backend: hf$"):
+        answer(full, smol_tokenizer, CONVERSATIONS, adapter, seed=0, label="vllm")
+
+
+# GPU: vLLM ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vllm_policy(tmp_path_factory, smol_tokenizer) -> str:
+    """A random 2-layer Llama with a head size vLLM's kernels take (64)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         tie_word_embeddings=True, pad_token_id=smol_tokenizer.pad_token_id,
+                         eos_token_id=smol_tokenizer.eos_token_id, bos_token_id=smol_tokenizer.bos_token_id)
+    folder = tmp_path_factory.mktemp("vllm-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_vllm_greedy_answers_match_the_hf_path_for_a_model_and_a_mix(vllm_policy, smol_tokenizer, tmp_path):
+    pytest.importorskip("vllm")
+    a = _adapter(vllm_policy, tmp_path / "a", seed=1, std=0.05)
+    b = _adapter(vllm_policy, tmp_path / "b", seed=2, std=0.05)
+    for model in (a, [(a, 0.3), (b, 0.7)]):
+        hf, vllm = (answer(_cfg(vllm_policy, temperature=0, dtype="float32", backend=backend), smol_tokenizer,
+                           CONVERSATIONS, model, seed=0, label=backend) for backend in ("hf", "vllm"))
+        # greedy on different kernels: an exact tie can break either way, so most, not all
+        assert sum(x == y for x, y in zip(hf, vllm)) >= len(hf) - 1, (hf, vllm)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_vllm_sampled_answers_are_seeded_per_request(vllm_policy, smol_tokenizer, tmp_path):
+    pytest.importorskip("vllm")
+    a = _adapter(vllm_policy, tmp_path / "a", seed=1, std=0.05)
+    cfg = _cfg(vllm_policy, backend="vllm", dtype="float32")
+    whole = answer(cfg, smol_tokenizer, CONVERSATIONS, a, seed=5, label="whole")
+    assert answer(cfg, smol_tokenizer, CONVERSATIONS, a, seed=5, label="again") == whole
+    assert answer(cfg, smol_tokenizer, CONVERSATIONS, a, seed=6, label="other") != whole
