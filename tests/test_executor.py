@@ -240,7 +240,7 @@ def _kill_after_first_checkpoint(marker: str):
     def install() -> None:
         from paretohqd.policy import sft
 
-        save = sft._save_checkpoint
+        save = sft.save_checkpoint
 
         def save_then_die(*args, **kwargs) -> None:
             save(*args, **kwargs)
@@ -252,7 +252,7 @@ def _kill_after_first_checkpoint(marker: str):
             os.close(fd)
             os.kill(os.getpid(), signal.SIGKILL)
 
-        sft._save_checkpoint = save_then_die
+        sft.save_checkpoint = save_then_die
 
     return install
 
