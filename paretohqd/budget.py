@@ -34,9 +34,9 @@ class CostModel:
     dpo_pair_s: float = 3.3
     """Seconds per MODPO pair per optimizer step: the policy's forward + backward and the reference's
     forward on both answers, ~2.7 SFT samples (2 x (1 + 1/3), a forward costing a third of forward +
-    backward). `benchmarks/bench_modpo.py` measured 2.78 SFT samples a pair, our two loops side by side
-    on this CPU (2026-12-01, tiny random Llama, 2 pairs a step, a busy machine: a quick check, to
-    redo with SmolLM2 on a quiet one); 2.78 x `sft_sample_s`."""
+    backward). `benchmarks/bench_modpo.py` measured 2.78 SFT samples a pair on a tiny random Llama
+    (busy machine) and 3.19 with SmolLM2, 4 pairs a step, quiet (2026-12-01, 2-core Xeon without
+    AMX); 2.78 x `sft_sample_s` is kept, the compare-cpu estimate of 2026-12-01 being made with it."""
     run_overhead_s: float = 30.0
     """Per run: loading models, scoring with the reward heads, writing the report."""
 
