@@ -18,8 +18,7 @@ from pathlib import Path
 
 from paretohqd.config import ConfigError, GenerateConfig, PolicyConfig, cache_dir
 from paretohqd.devices import native_bf16
-from paretohqd.io import atomic_dir
-from paretohqd.policy.load import resolve_policy
+from paretohqd.policy.load import resolve_policy, write_weighted_adapters
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The values vLLM's max_lora_rank accepts (vllm.config.lora.MaxLoRARanks)."""
@@ -96,19 +95,7 @@ def mixed_adapter(policy: PolicyConfig, parts: list[tuple[Path, float]]) -> Path
     dest = cache_dir() / "mixed-adapters" / hashlib.sha256(key.encode()).hexdigest()[:20]
     if (dest / "adapter_config.json").exists():
         return dest
-    from peft import PeftModel
-
-    from paretohqd.policy.load import load_policy
-
-    base = load_policy(policy.model, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code)
-    names = [f"part-{i}" for i in range(len(parts))]
-    model = PeftModel.from_pretrained(base, str(parts[0][0]), adapter_name=names[0])
-    for name, (folder, _) in zip(names[1:], parts[1:]):
-        model.load_adapter(str(folder), adapter_name=name)
-    # named "default", PEFT saves the mix at the folder's top level
-    model.add_weighted_adapter(names, [float(lam) for _, lam in parts], "default", combination_type="cat")
-    with atomic_dir(dest) as tmp:
-        model.save_pretrained(tmp, selected_adapters=["default"], safe_serialization=True)
+    write_weighted_adapters(policy, [Path(f) for f, _ in parts], [[float(lam) for _, lam in parts]], [dest])
     return dest
 
 
