@@ -1,5 +1,7 @@
-"""The generation engines: the `hf` path (LoRA merged into the weights, prompts batched by length)
-answers greedily exactly as the unmerged PEFT model answering each prompt alone; answers come back
+"""The generation engines: the `hf` path (LoRA merged into the weights, prompts batched by length,
+our decoding loop) answers greedily exactly as the unmerged PEFT model answering each prompt alone,
+rows that end leave the batch without changing the others, rows of one batch may use different
+adapters; answers come back
 in input order; a resumed generation equals an uninterrupted one; `backend: vllm` refuses in one
 line where it cannot run, and (GPU only) answers as the `hf` path does."""
 
@@ -77,6 +79,50 @@ def test_answers_come_back_in_input_order(tiny_policy, adapter, smol_tokenizer):
     again, _ = generate(model, smol_tokenizer, [CONVERSATIONS[i] for i in order], cfg, seed=0, progress=False)
     assert again == [answers[i] for i in order]
     assert gen.length_order(CONVERSATIONS) == [4, 1, 6, 3, 5, 0, 2]  # batched longest first
+
+
+def _tokens(tok, conversations) -> list[list[int]]:
+    return [tok(prompt_text(tok, c, "chat"), add_special_tokens=False)["input_ids"] for c in conversations]
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["one-by-one (CPU)", "padded (GPU)"])
+def test_rows_that_end_leave_the_batch_and_the_others_answer_as_alone(tiny_policy, adapter, smol_tokenizer, padded):
+    from paretohqd.policy.decode import decode
+
+    tok, model = smol_tokenizer, load_for_generation(PolicyConfig(model=tiny_policy), adapter)
+    prompts = _tokens(tok, CONVERSATIONS)
+
+    def alone(p: list[int], eos: list[int]) -> list[int]:
+        with torch.inference_mode():
+            return model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                  max_new_tokens=12, do_sample=False, eos_token_id=eos,
+                                  pad_token_id=tok.pad_token_id)[0, len(p):].tolist()
+
+    free = [alone(p, [tok.eos_token_id]) for p in prompts]
+    # an end token some rows meet early and others never: rows leave the batch at different steps
+    end = next(t for row in free for t in row[1:4] if any(t not in other for other in free))
+    with torch.inference_mode():
+        got = decode(model, prompts, GenerateConfig(temperature=0, max_new_tokens=12), eos={end, tok.eos_token_id},
+                     pad=tok.pad_token_id, padded=padded)
+    assert got == [alone(p, [end, tok.eos_token_id]) for p in prompts]
+    assert min(map(len, got)) < 12 == max(map(len, got))
+
+
+def test_rows_with_different_adapters_answer_as_each_adapter_merged(tiny_policy, adapter, smol_tokenizer, tmp_path):
+    from paretohqd.policy.generate import load_adapters
+
+    policy, cfg = PolicyConfig(model=tiny_policy), GenerateConfig(temperature=0, max_new_tokens=8, batch_size=4)
+    other = _adapter(tiny_policy, tmp_path / "other", seed=2)
+    both = load_adapters(policy, {"a": adapter, "b": other})
+    names = ["a", "b", "__base__", "b", "a", "__base__", "b"]
+    got, _ = generate(both, smol_tokenizer, CONVERSATIONS, cfg, seed=0, progress=False, adapters=names)
+    for name, folder in (("a", adapter), ("b", other), ("__base__", None)):
+        rows = [c for c, n in zip(CONVERSATIONS, names) if n == name]
+        alone, _ = generate(load_for_generation(policy, folder), smol_tokenizer, rows, cfg, seed=0, progress=False)
+        assert [g for g, n in zip(got, names) if n == name] == alone
+    # one adapter for every row (its shared prompt prefix encoded once, with that adapter)
+    assert generate(both, smol_tokenizer, CONVERSATIONS, cfg, seed=0, progress=False, adapters=["b"] * 7)[0] == \
+        generate(load_for_generation(policy, other), smol_tokenizer, CONVERSATIONS, cfg, seed=0, progress=False)[0]
 
 
 def _cfg(policy: str, **generate_kw) -> Config:

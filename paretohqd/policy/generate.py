@@ -1,5 +1,6 @@
-"""Batched sampling from a policy (base or with adapters), left-padded, with a progress bar; and
-`answer`, a run's generation, saved batch by batch so that a killed run resumes after the last one."""
+"""Batched sampling from a policy (base or with adapters) with our decoding loop (`decode.py`), with a
+progress bar; and `answer`, a run's generation, saved batch by batch so that a killed run resumes
+after the last one."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from paretohqd.config import Config, ConfigError, GenerateConfig, PolicyConfig
 from paretohqd.devices import native_bf16
 from paretohqd.io import InputError, read_table, write_parquet
+from paretohqd.policy.decode import decode
 from paretohqd.policy.load import load_policy
 from paretohqd.policy.prompts import cut_at_stop, prompt_text, resolve_format, stop_strings
 from paretohqd.progress import console, progress_bar
@@ -136,57 +138,36 @@ def generate(
 
     Returns the responses and stats (seconds, new tokens per second).
     """
-    pad_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # responses start at one column
     order = length_order(conversations)
     out: list[str] = [""] * len(conversations)
     n_new, t0 = 0, time.perf_counter()
-    sampling = dict(do_sample=True, top_p=cfg.top_p, top_k=cfg.top_k, temperature=cfg.temperature) \
-        if cfg.temperature > 0 else dict(do_sample=False)
     stops = stop_strings(fmt, cfg.stop)
-    if stops:
-        sampling.update(stop_strings=stops, tokenizer=tokenizer)
     # the tokenizer's EOS is what training taught the model to end with; keep the model's own too
     eos = model.generation_config.eos_token_id
-    eos = [*(eos if isinstance(eos, list) else [eos] if eos is not None else []), tokenizer.eos_token_id]
-    try:
-        with progress_bar(unit="prompts", enabled=progress) as bar, torch.inference_mode():
-            task = bar.add_task(label, total=len(order))
-            for start in range(0, len(order), cfg.batch_size):
-                idx = order[start:start + cfg.batch_size]
-                torch.manual_seed(batch_seed(seed, start // cfg.batch_size))  # each batch its own stream
-                texts = [prompt_text(tokenizer, conversations[i], fmt) for i in idx]
-                # a chat template writes its own special tokens; raw HH text gets the tokenizer's (BOS)
-                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=fmt == "hh").to(model.device)
-                extra = {"streamer": _Steps(idx, on_tokens)} if on_tokens is not None else {}
-                if adapters is not None:
-                    extra["adapter_names"] = [adapters[i] for i in idx]  # PEFT: one adapter per row
-                ids = model.generate(**enc, max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=list(dict.fromkeys(eos)), **sampling, **extra)[:, enc["input_ids"].shape[1]:]  # (B, new)
-                n_new += int((ids != tokenizer.pad_token_id).sum())
-                for i, row in zip(idx, tokenizer.batch_decode(ids, skip_special_tokens=True)):
-                    out[i] = cut_at_stop(row, stops)
-                bar.advance(task, len(idx))
-    finally:
-        tokenizer.padding_side = pad_side
+    eos = {*(eos if isinstance(eos, list) else [eos] if eos is not None else []), tokenizer.eos_token_id}
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def met_stop(ids: list[int]) -> bool:
+        text = tokenizer.decode(ids[-64:], skip_special_tokens=True)  # a stop string is a few tokens long
+        return any(s in text for s in stops)
+
+    with progress_bar(unit="prompts", enabled=progress) as bar, torch.inference_mode():
+        task = bar.add_task(label, total=len(order))
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            torch.manual_seed(batch_seed(seed, start // cfg.batch_size))  # each batch its own stream
+            # a chat template writes its own special tokens; raw HH text gets the tokenizer's (BOS)
+            prompts = [tokenizer(prompt_text(tokenizer, conversations[i], fmt), add_special_tokens=fmt == "hh")["input_ids"]
+                       for i in idx]
+            new = decode(model, prompts, cfg, eos=eos, pad=pad, ended=met_stop if stops else None,
+                         on_tokens=(lambda tokens, idx=idx: on_tokens(idx, tokens)) if on_tokens is not None else None,
+                         adapters=[adapters[i] for i in idx] if adapters is not None else None)
+            n_new += sum(t != pad for row in new for t in row)
+            for i, row in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
+                out[i] = cut_at_stop(row, stops)
+            bar.advance(task, len(idx))
     seconds = time.perf_counter() - t0
     return out, {"seconds": seconds, "new_tokens": n_new, "tokens_per_s": n_new / seconds if seconds else 0.0}
-
-
-class _Steps:
-    """A transformers streamer (`put` / `end`) that hands each step's new tokens to `on_tokens`;
-    the first `put` is the prompt, which it skips."""
-
-    def __init__(self, idx: list[int], on_tokens: Callable[[list[int], list[int]], None]):
-        self.idx, self.on_tokens, self.prompt_seen = idx, on_tokens, False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        self.on_tokens(self.idx, value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        pass
 
 
 def length_order(conversations: list[list[dict]]) -> list[int]:
