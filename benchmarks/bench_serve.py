@@ -22,6 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+import chaos  # (this folder: the tiny Llama)
+
 TARGET = 3.0
 """Concurrent over sequential tokens/s this benchmark asks for."""
 
@@ -33,8 +35,6 @@ PROMPTS = ["What is a llama?", "How do I bake bread?", "Tell me a joke.", "Name 
 
 def tiny_run(folder: Path) -> Path:
     """A finished 2-objective run with 4 random LoRA preference models on a random 2-layer Llama."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from paretohqd.config import Config, PolicyConfig, dump_config
     from paretohqd.io import write_json
     from paretohqd.pareto.preferences import simplex_grid
@@ -42,14 +42,7 @@ def tiny_run(folder: Path) -> Path:
     from paretohqd.policy.sft import build_model
 
     tok = load_tokenizer(OFFLINE_SMOLLM2)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                         bos_token_id=tok.bos_token_id)
-    policy = folder / "tiny-llama"
-    LlamaForCausalLM(config).save_pretrained(policy)
-    tok.save_pretrained(policy)
+    policy = chaos.tiny_llama(folder / "tiny-llama", tok)
     root = folder / "bench"
     models = {}
     for name in ("helpful", "harmless"):  # stand-ins: nothing here scores

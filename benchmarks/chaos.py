@@ -49,6 +49,22 @@ START = "(start)"
 """The kill target before the first step: imports, the checks, the steps skipped as done."""
 
 
+def tiny_llama(folder: Path, tok, *, hidden: int = 32, heads: int = 4) -> Path:
+    """A randomly initialised 2-layer Llama (seed 0) with `tok` (SmolLM2's), saved in `folder`: the
+    policy of the tests and the chaos and serve benchmarks. vLLM's kernels need hidden/heads = 64."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                         num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=1024,
+                         tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                         bos_token_id=tok.bos_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def assets(folder: Path) -> dict[str, str]:
     """The tiny policy, two tiny reward models and 40 HH rows per subset, made once in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -56,20 +72,14 @@ def assets(folder: Path) -> dict[str, str]:
     if done.exists():
         return json.loads(done.read_text())
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from paretohqd.config import SHARED_DIR
     from paretohqd.policy.load import OFFLINE_SMOLLM2, load_tokenizer
     from paretohqd.rewards.minilm import encoder_path
 
     tok = load_tokenizer(OFFLINE_SMOLLM2)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                         bos_token_id=tok.bos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder / "policy")
-    tok.save_pretrained(folder / "policy")
+    tiny_llama(folder / "policy", tok)
     rm_tok = AutoTokenizer.from_pretrained(encoder_path())
     for seed, objective in enumerate(("helpful", "harmless")):
         torch.manual_seed(seed)

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 
 from paretohqd.config import Config
 from paretohqd.methods import configure, module
-from paretohqd.methods import paretohqd as paretohqd_method
 from paretohqd.methods.paretohqd import representatives
-from paretohqd.methods.paretohqd import work as paretohqd_work
 from paretohqd.pareto.preferences import preferences_from_config
 
 
@@ -84,7 +82,7 @@ def estimate_seconds(cfg: Config, costs: CostModel = CostModel(), n_samples: int
     grpo_tokens = cfg.morlhf.max_completion_length or cfg.generate.max_new_tokens
     for i, method in enumerate(cfg.compare.methods):
         sub = configure(cfg, method)
-        w = paretohqd_work(sub, n_samples) if module(sub) is paretohqd_method else module(sub).work(sub)
+        w = module(sub).work(sub, n_samples)
         train = w.get("train_samples", 0)
         if method == "stage1-only" and "paretohqd" in cfg.compare.methods[:i]:
             train -= w.get("stage1_samples", 0)  # `compare` shares paretohqd's stage-1 models

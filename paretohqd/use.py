@@ -25,6 +25,7 @@ from paretohqd.config import Config, ConfigError, load_config
 from paretohqd.io import InputError, atomic_dir, read_table, write_json, write_text
 from paretohqd.methods import ric
 from paretohqd.pareto.preferences import simplex_grid
+from paretohqd.policy.vllm import lora_rank, max_lora_rank
 from paretohqd.runfolder import FinalModel, RunFolder
 
 TOL = 1e-9
@@ -457,26 +458,6 @@ def generate_table(run: str | Path, weights, prompts: list[str], conversations: 
 
 # Export ------------------------------------------------------------------------------------------
 
-VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-"""The values vLLM's --max-lora-rank accepts (vllm.config.lora.MaxLoRARanks)."""
-
-
-def lora_rank(folder: Path) -> int:
-    """The largest LoRA rank in an adapter folder (r, or its per-module rank_pattern)."""
-    conf = json.loads((folder / "adapter_config.json").read_text())
-    return max([int(conf["r"]), *[int(v) for v in (conf.get("rank_pattern") or {}).values()]])
-
-
-def vllm_rank(rank: int) -> int:
-    """The smallest --max-lora-rank vLLM accepts that holds `rank`.
-
-    Examples:
-        >>> vllm_rank(16), vllm_rank(24), vllm_rank(48)
-        (16, 32, 64)
-    """
-    return next((v for v in VLLM_RANKS if v >= rank), rank)
-
-
 def _evaluation(r: RunFolder) -> dict[str, dict]:
     """Each model's evaluation in RUN/report.json (model name -> its row), and `_method` -> the
     method's entry; empty when the run has no report."""
@@ -628,7 +609,7 @@ def _write_serving(cfg: Config, base: str, names: list[str], tmp: Path, out: Pat
         modules = " \\\n    ".join(f'{n}="$HERE/{n}"' for n in names)
         body = [f"# each request picks a preference by its model name ({', '.join(names)}); "
                 f"the largest adapter rank is {rank}",
-                f"vllm serve {base} --enable-lora --max-lora-rank {vllm_rank(rank)} \\\n"
+                f"vllm serve {base} --enable-lora --max-lora-rank {max_lora_rank(rank)} \\\n"
                 f"  --lora-modules \\\n    {modules} \"$@\""]
     else:  # whole fine-tuned models: one server each
         write_json([], tmp / "lora-modules.json")

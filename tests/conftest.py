@@ -34,18 +34,7 @@ def smol_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_policy(tmp_path_factory, smol_tokenizer) -> str:
     """A randomly initialised 2-layer Llama with the real SmolLM2 tokenizer, saved as a folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, pad_token_id=smol_tokenizer.pad_token_id,
-                         eos_token_id=smol_tokenizer.eos_token_id, bos_token_id=smol_tokenizer.bos_token_id)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
-    return str(folder)
+    return str(benchmarks_module("chaos").tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smol_tokenizer))
 
 
 @pytest.fixture(scope="session")
@@ -127,12 +116,18 @@ def minilm_rewards_dir(tmp_path_factory):
 def chaos_assets(tmp_path_factory, hh_dir) -> dict[str, str]:
     """What `benchmarks/chaos.py` runs on: a random 2-layer Llama (SmolLM2's tokenizer), two random
     1-layer BERT reward models (real Hugging Face scoring, in no time) and 40 HH rows per subset."""
+    return benchmarks_module("chaos").assets(tmp_path_factory.mktemp("chaos-assets"))
+
+
+def benchmarks_module(name: str):
+    """A module of benchmarks/ (the chaos harness builds the tests' tiny models and runs too)."""
+    import importlib
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import chaos
-
-    return chaos.assets(tmp_path_factory.mktemp("chaos-assets"))
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
 
 
 def tiny_run_overrides(assets: dict[str, str], runs: Path, rewards: Path, name: str) -> list[str]:

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import benchmarks_module
+
 from paretohqd.config import Config, ConfigError, GenerateConfig, PolicyConfig, TrainConfig
 from paretohqd.policy import generate as gen
 from paretohqd.policy.generate import answer, generate, load_for_generation
@@ -175,17 +177,7 @@ def test_vllm_backend_refuses_in_one_line_where_it_cannot_run(tiny_policy, adapt
 @pytest.fixture(scope="module")
 def vllm_policy(tmp_path_factory, smol_tokenizer) -> str:
     """A random 2-layer Llama with a head size vLLM's kernels take (64)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, pad_token_id=smol_tokenizer.pad_token_id,
-                         eos_token_id=smol_tokenizer.eos_token_id, bos_token_id=smol_tokenizer.bos_token_id)
-    folder = tmp_path_factory.mktemp("vllm-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
-    return str(folder)
+    return str(benchmarks_module("chaos").tiny_llama(tmp_path_factory.mktemp("vllm-llama"), smol_tokenizer, hidden=256))
 
 
 @pytest.mark.gpu

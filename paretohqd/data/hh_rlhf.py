@@ -8,13 +8,12 @@ messages (so any chat template applies).
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from paretohqd.data.rows import file_rows
 from paretohqd.io import InputError
 
 ASSISTANT = "\n\nAssistant:"
@@ -121,25 +120,9 @@ def _parse_row(row: object, source: str, where: str) -> Pair:
 
 def read_file(path: Path) -> Iterator[Pair]:
     """Pairs from one `.jsonl` / `.jsonl.gz` file, errors naming the line and field."""
-    opener = gzip.open if path.suffix == ".gz" else open
     source = _source_name(path)
-    n = 0
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-                n += 1
-                yield _parse_row(row, source, where)
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read: {e}") from None
-    if n == 0:
-        raise InputError(f"{path}: empty file (no JSON rows)")
+    for where, row in file_rows(path):
+        yield _parse_row(row, source, where)
 
 
 def _files(source: str) -> list[Path]:

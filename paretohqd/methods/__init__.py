@@ -8,7 +8,8 @@ evaluates the models its `final_models` lists.
 - `train(r, tokenizer)`: every training step, each recorded in the run folder's manifest;
 - `final_models(r) -> list[FinalModel]`: the models to evaluate, one per preference;
 - `describe(cfg) -> str`: one line naming the method and its budget, for reports;
-- `work(cfg) -> dict`: counts of work (`budget.py` turns them into an estimate of time).
+- `work(cfg, n_samples=None) -> dict`: counts of work (`budget.py` turns them into an estimate of
+  time); `n_samples`, the scored training set's size once known, for methods whose work grows with it.
 
 and may offer `check(cfg) -> list[str]`, problems with its settings that `pipeline.preflight` reports
 before anything runs, and `several_processes(cfg)`.

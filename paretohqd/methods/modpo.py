@@ -382,7 +382,7 @@ def describe(cfg: Config) -> str:
             f"{steps} steps x {batch_size} pairs, {len(preferences(cfg))} preferences)")
 
 
-def work(cfg: Config) -> dict[str, float]:
+def work(cfg: Config, n_samples: int | None = None) -> dict[str, float]:
     steps, batch_size = _budget(cfg)
     n = len(preferences(cfg))
     return {"dpo_pairs": n * steps * batch_size, "models": n}

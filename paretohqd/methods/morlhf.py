@@ -195,7 +195,7 @@ def sft_samples(cfg: Config) -> int:
     return (cfg.morlhf.sft_steps or cfg.train.steps) * cfg.train.batch_size if cfg.morlhf.init == "sft" else 0
 
 
-def work(cfg: Config) -> dict[str, float]:
+def work(cfg: Config, n_samples: int | None = None) -> dict[str, float]:
     n = len(preferences(cfg))
     return {"grpo_completions": n * cfg.morlhf.steps * cfg.morlhf.batch_size, "train_samples": sft_samples(cfg),
             "models": n}

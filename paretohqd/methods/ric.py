@@ -253,7 +253,7 @@ def describe(cfg: Config) -> str:
     return f"RiC (one model, rewards in the prompt, {o.mapping} mapping, {steps(cfg)} steps{online})"
 
 
-def work(cfg: Config) -> dict[str, float]:
+def work(cfg: Config, n_samples: int | None = None) -> dict[str, float]:
     n_prefs = len(preferences_from_config(cfg.select.preferences, len(cfg.rewards.models)))
     o = cfg.ric
     return {"train_samples": (steps(cfg) + o.online_rounds * o.online_steps) * cfg.train.batch_size,

@@ -97,7 +97,7 @@ def describe(cfg: Config) -> str:
     return f"Rewarded Soups (one LoRA per objective: {per}; deltas mixed by w)"
 
 
-def work(cfg: Config) -> dict[str, float]:
+def work(cfg: Config, n_samples: int | None = None) -> dict[str, float]:
     m = len(cfg.rewards.models)
     n_prefs = len(preferences_from_config(cfg.select.preferences, m))
     if cfg.soups.train == "sft":
