@@ -213,8 +213,9 @@ def plan(times: dict[str, float], kills: int, seed: int, per_sequence: int) -> l
     return [sorted(s, key=lambda m: (targets.index(m[0]), m[1])) for s in sequences]
 
 
-def differences(ref: Path, run: Path) -> list[str]:
-    """Where a finished run differs from the uninterrupted one (empty: none)."""
+def differences(ref: Path, run: Path, *, atol: float = 1e-7) -> list[str]:
+    """Where a finished run differs from the uninterrupted one (empty: none): its tables, its
+    adapters (allclose, rtol 1e-5 and `atol`) and its report's figures."""
     import pandas as pd
     import torch
     from safetensors.torch import load_file
@@ -229,7 +230,7 @@ def differences(ref: Path, run: Path) -> list[str]:
             out.append(rel)
     for path in sorted(ref.glob("stage*/pref-*/adapter_model.safetensors")):
         wa, wb = load_file(path), load_file(run / path.relative_to(ref))
-        if wa.keys() != wb.keys() or not all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-7) for k in wa):
+        if wa.keys() != wb.keys() or not all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=atol) for k in wa):
             out.append(str(path.relative_to(ref)))
     ra, rb = (json.loads((r / "report.json").read_text()) for r in (ref, run))
     for ma, mb in zip(ra["methods"], rb["methods"]):
