@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 from paretohqd.config import SHARED_DIR, GenerateConfig, PolicyConfig, TrainConfig
-from paretohqd.data.hh_rlhf import read_pairs, to_messages
+from paretohqd.data.hh_rlhf import read_pairs
+from paretohqd.data.transcript import to_messages
 from paretohqd.devices import native_bf16
 from paretohqd.policy.generate import generate, load_for_generation
 from paretohqd.policy.load import OFFLINE_SMOLLM2, load_policy, load_tokenizer

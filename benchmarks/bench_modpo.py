@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from paretohqd.config import SHARED_DIR, PolicyConfig, TrainConfig
-from paretohqd.data.hh_rlhf import read_pairs, to_messages
+from paretohqd.data.hh_rlhf import read_pairs
+from paretohqd.data.transcript import to_messages
 from paretohqd.methods.modpo import train_pairs
 from paretohqd.policy.load import OFFLINE_SMOLLM2, load_tokenizer, resolve_policy
 from paretohqd.policy.sft import encode, finetune, mixed_precision

@@ -24,8 +24,9 @@ import pandas as pd
 import torch
 
 from paretohqd.config import DataConfig, RewardsConfig
-from paretohqd.data.hh_rlhf import last_turn, read_pairs
+from paretohqd.data.hh_rlhf import read_pairs
 from paretohqd.data.prepare import sample_id
+from paretohqd.data.transcript import last_turn
 from paretohqd.rewards.hf import HFRewardModel
 from paretohqd.rewards.minilm import Encoder, HeadRewardModel, RewardHead, encoder_path, feature_dim
 from paretohqd.rewards.score import score_frame

@@ -205,7 +205,7 @@ class GenerateConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights dtype while sampling: `auto` = bfloat16 where the device runs it natively, else policy.dtype."""
     backend: Literal["hf", "vllm"] = "hf"
-    """`hf`: transformers' generate on the policy with the adapter merged in (CPU or GPU); `vllm`: vLLM's
+    """`hf`: our decoding loop (`policy/decode.py`) on the policy with the adapter merged in (CPU or GPU); `vllm`: vLLM's
     offline engine on the base policy, each model a LoRA request (a mix of models merged into one
     adapter first); needs a CUDA GPU and `pip install 'paretohqd[vllm]'`, and train.lora: true."""
     vllm_gpu_memory: float = Field(0.5, gt=0, le=0.95)

@@ -203,8 +203,9 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
     from accelerate import PartialState
     from huggingface_hub.utils import logging as hf_logging
 
-    from paretohqd.data.hh_rlhf import HUB_ID, to_messages
+    from paretohqd.data.hh_rlhf import HUB_ID
     from paretohqd.data.sources import as_source, first_sample, on_hub
+    from paretohqd.data.transcript import to_messages
     from paretohqd.pareto.preferences import preferences_from_config
     from paretohqd.policy.prompts import resolve_format
     from paretohqd.policy.sft import encode

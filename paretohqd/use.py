@@ -363,7 +363,7 @@ def prompt_messages(text: str) -> list[dict]:
         >>> prompt_messages("\\n\\nHuman: Hi\\n\\nAssistant: Hello!\\n\\nHuman: A joke?\\n\\nAssistant:")
         [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello!'}, {'role': 'user', 'content': 'A joke?'}]
     """
-    from paretohqd.data.hh_rlhf import to_messages
+    from paretohqd.data.transcript import to_messages
 
     if "Human:" not in text:
         return [{"role": "user", "content": text.strip()}]

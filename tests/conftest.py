@@ -40,7 +40,8 @@ def tiny_policy(tmp_path_factory, smol_tokenizer) -> str:
 @pytest.fixture(scope="session")
 def hh_samples(hh_dir):
     """40 real HH samples (prompt messages, response), short ones so tests stay fast."""
-    from paretohqd.data.hh_rlhf import read_pairs, to_messages
+    from paretohqd.data.hh_rlhf import read_pairs
+    from paretohqd.data.transcript import to_messages
 
     out = []
     for pair in read_pairs([str(hh_dir / "helpful-base.jsonl.gz")]):

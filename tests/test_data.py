@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from paretohqd.cli import app
 from paretohqd.config import DataConfig
-from paretohqd.data.hh_rlhf import read_pairs, split_transcript, to_messages
+from paretohqd.data.hh_rlhf import read_pairs
 from paretohqd.data.prepare import prepare, sample_id
+from paretohqd.data.transcript import split_transcript, to_messages
 from paretohqd.io import InputError
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from paretohqd.config import RewardsConfig
-from paretohqd.data.hh_rlhf import last_turn
+from paretohqd.data.transcript import last_turn
 from paretohqd.rewards.minilm import (
     HeadRewardModel, RewardHead, bt_loss, feature_dim, features, load_head_model, save_head,
 )

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from paretohqd.config import ConfigError, load_config
-from paretohqd.data.hh_rlhf import last_turn, read_pairs
+from paretohqd.data.hh_rlhf import read_pairs
+from paretohqd.data.transcript import last_turn
 from paretohqd.io import InputError
 from paretohqd.rewards.labels import (_pairs, group_split, missing_scorers, numeric_label, scorer_dir,
                                       train_label_scorer)

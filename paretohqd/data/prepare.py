@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from paretohqd.config import ConfigError, DataConfig
-from paretohqd.data.hh_rlhf import to_messages
 from paretohqd.data.sources import read_rows
+from paretohqd.data.transcript import to_messages
 from paretohqd.io import write_parquet
 
 COLUMNS = ["id", "prompt", "messages", "response", "source"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from paretohqd.data.transcript import to_messages
 from paretohqd.io import InputError
 
 TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json", ".csv")
@@ -261,8 +262,6 @@ def prompt_of(row: dict, where: str, *, prompt_key: str = "prompt", messages_key
         InputError: neither field, empty text, or messages that are not [{role, content}, ...]
             ending with a user turn.
     """
-    from paretohqd.data.hh_rlhf import to_messages
-
     hint = f" (name the file's column with columns: {{{prompt_key}: COLUMN}} or {{{messages_key}: COLUMN}})"
     if not missing(row.get(messages_key)) and not isinstance(row.get(prompt_key), str):
         messages = _messages(row[messages_key], where, messages_key)

@@ -73,7 +73,7 @@ def lora_rank(folder: Path) -> int:
 
 def sampling_kwargs(cfg: GenerateConfig, *, seed: int, stops: list[str], eos: list[int]) -> dict:
     """`vllm.SamplingParams` arguments for one request, from the run's generation settings: as
-    transformers' generate in `generate.py` (greedy at temperature 0, top_k 0 = off, stops cut).
+    the `hf` backend's decoding loop (greedy at temperature 0, top_k 0 = off, stops cut).
 
     Examples:
         >>> kw = sampling_kwargs(GenerateConfig(max_new_tokens=8), seed=3, stops=["END"], eos=[2])

@@ -6,7 +6,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from paretohqd.data.hh_rlhf import last_turn
+from paretohqd.data.transcript import last_turn
 from paretohqd.progress import console as default_console
 
 

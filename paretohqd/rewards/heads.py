@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from paretohqd.config import DataConfig, RewardsConfig
-from paretohqd.data.hh_rlhf import last_turn
+from paretohqd.data.transcript import last_turn
 from paretohqd.io import InputError, write_json
 from paretohqd.lock import hold
 from paretohqd.progress import console

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from paretohqd.data.hh_rlhf import ASSISTANT
+from paretohqd.data.transcript import ASSISTANT
 
 if TYPE_CHECKING:
     from paretohqd.config import RewardsConfig

@@ -31,9 +31,9 @@ import pandas as pd
 import torch
 
 from paretohqd.config import ConfigError, DataConfig, RewardsConfig
-from paretohqd.data.hh_rlhf import last_turn
 from paretohqd.data.prepare import label_frame, prompt_id, sample_id
 from paretohqd.data.sources import describe, read_rows
+from paretohqd.data.transcript import last_turn
 from paretohqd.io import InputError
 from paretohqd.rewards.heads import split, train_bt
 from paretohqd.rewards.minilm import ENCODER, Encoder, RewardHead, features, load_head_model, save_head

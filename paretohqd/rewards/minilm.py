@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from paretohqd.data.hh_rlhf import last_turn
+from paretohqd.data.transcript import last_turn
 
 if TYPE_CHECKING:
     from paretohqd.config import RewardsConfig
