@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from transformers.cache_utils import DynamicCache
 
 from paretohqd.config import ConfigError, GenerateConfig
