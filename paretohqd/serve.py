@@ -347,7 +347,7 @@ def create_app(run: str | Path, *, api_key: str | None = None, cache_size: int =
     from transformers import AutoConfig
 
     from paretohqd.policy.load import load_tokenizer, resolve_policy
-    from paretohqd.policy.prompts import prompt_text, with_tag
+    from paretohqd.policy.prompts import prompt_ids, with_tag
 
     models = Models(run, cache_size=cache_size, dtype=dtype)
     cfg = models.cfg
@@ -420,8 +420,7 @@ def create_app(run: str | Path, *, api_key: str | None = None, cache_size: int =
             conversation = with_tag(conversation, tag)
         gen = cfg.generate
         max_tokens = body.max_completion_tokens or body.max_tokens or gen.max_new_tokens
-        text = prompt_text(tokenizer, conversation, app.state.batcher.fmt)
-        prompt_tokens = len(tokenizer(text, add_special_tokens=app.state.batcher.fmt == "hh")["input_ids"])
+        prompt_tokens = len(prompt_ids(tokenizer, conversation, app.state.batcher.fmt))
         if prompt_tokens + max_tokens > context:
             raise APIError(400, f"This model's maximum context length is {context} tokens; the prompt has "
                            f"{prompt_tokens} tokens and max_tokens asks for {max_tokens}, so the prompt may have "

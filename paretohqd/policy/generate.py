@@ -19,7 +19,7 @@ from paretohqd.devices import native_bf16
 from paretohqd.io import InputError, read_table, write_parquet
 from paretohqd.policy.decode import decode
 from paretohqd.policy.load import load_policy
-from paretohqd.policy.prompts import cut_at_stop, prompt_text, resolve_format, stop_strings
+from paretohqd.policy.prompts import cut_at_stop, prompt_ids, resolve_format, stop_strings
 from paretohqd.progress import console, progress_bar
 
 
@@ -145,7 +145,7 @@ def generate(
     # the tokenizer's EOS is what training taught the model to end with; keep the model's own too
     eos = model.generation_config.eos_token_id
     eos = {*(eos if isinstance(eos, list) else [eos] if eos is not None else []), tokenizer.eos_token_id}
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id  # (load_tokenizer sets one)
 
     def met_stop(ids: list[int]) -> bool:
         text = tokenizer.decode(ids[-64:], skip_special_tokens=True)  # a stop string is a few tokens long
@@ -156,9 +156,7 @@ def generate(
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             torch.manual_seed(batch_seed(seed, start // cfg.batch_size))  # each batch its own stream
-            # a chat template writes its own special tokens; raw HH text gets the tokenizer's (BOS)
-            prompts = [tokenizer(prompt_text(tokenizer, conversations[i], fmt), add_special_tokens=fmt == "hh")["input_ids"]
-                       for i in idx]
+            prompts = [prompt_ids(tokenizer, conversations[i], fmt) for i in idx]
             new = decode(model, prompts, cfg, eos=eos, pad=pad, ended=met_stop if stops else None,
                          on_tokens=(lambda tokens, idx=idx: on_tokens(idx, tokens)) if on_tokens is not None else None,
                          adapters=[adapters[i] for i in idx] if adapters is not None else None)
@@ -279,8 +277,7 @@ def generate_vllm(cfg: Config, tokenizer, conversations: list[list[dict]], adapt
     # as `generate`: the tokenizer's EOS ends an answer too (vLLM adds the model's own)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     # tokenized here, as `generate` does: the same prompt tokens on both backends
-    prompts = [tokenizer(prompt_text(tokenizer, c, fmt), add_special_tokens=fmt == "hh")["input_ids"]
-               for c in conversations]
+    prompts = [prompt_ids(tokenizer, c, fmt) for c in conversations]
     params = [sampling_kwargs(cfg.generate, seed=batch_seed(seed, i), stops=stops, eos=eos)
               for i in range(len(prompts))]
     new = llm.generate(prompts, adapter, params)

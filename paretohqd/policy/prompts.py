@@ -63,6 +63,12 @@ def prompt_text(tokenizer, messages: list[dict], fmt: str) -> str:
     return hh_text(messages)
 
 
+def prompt_ids(tokenizer, messages: list[dict], fmt: str) -> list[int]:
+    """`prompt_text`'s token ids: a chat template writes its own special tokens; raw HH text gets
+    the tokenizer's (BOS)."""
+    return tokenizer(prompt_text(tokenizer, messages, fmt), add_special_tokens=fmt == "hh")["input_ids"]
+
+
 def stop_strings(fmt: str, extra: list[str] = ()) -> list[str]:
     """Strings that end an answer: the configured ones, and the next user turn in the HH format."""
     return list(dict.fromkeys([*extra, *([HH_STOP] if fmt == "hh" else [])]))
