@@ -25,6 +25,10 @@ def main() -> int:
     ap.add_argument("b", type=Path)
     ap.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance on adapter weights")
     args = ap.parse_args()
+    for root in (args.a, args.b):
+        if not (root / "report.json").is_file():
+            print(f"{root}: not a finished run folder (no report.json); give two folders that `paretohqd run` finished")
+            return 2
     differ = chaos.differences(args.a, args.b, atol=args.atol)
     for what in differ:
         print(f"differs: {what}")
