@@ -60,6 +60,9 @@ def native_bf16(device: str) -> bool:
     where bf16 is emulated: on a 2-core Xeon with AVX-512 but neither AVX512-BF16 nor AMX, sampling
     SmolLM2-135M in bf16 ran 9x slower than in fp32 (benchmarks/bench_bf16.py). So the CPU's
     own flags decide, as torch reports them.
+
+    `PARETOHQD_NATIVE_BF16=1` (or `0`) overrides the CPU's answer: to run on a CPU without native
+    bf16 exactly what `auto` does on one with it (the tests do), or to keep float32 on one with it.
     """
     import torch
 
@@ -67,7 +70,17 @@ def native_bf16(device: str) -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device != "cpu":
         return False
+    forced = os.environ.get("PARETOHQD_NATIVE_BF16", "")
+    if forced in ("0", "1"):
+        return forced == "1"
     flags = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if all(f is None for f in flags):  # an older torch without them: oneDNN's check, as before
         return torch.ops.mkldnn._is_mkldnn_bf16_supported()
     return any(f() for f in flags if f is not None)
+
+
+if __name__ == "__main__":  # `python -m paretohqd.devices`: what `auto` precision picks here (.ci/run prints it)
+    cpu, name = native_bf16("cpu"), device_name()
+    print(f"CPU runs bf16 natively: {'yes' if cpu else 'no'} (PARETOHQD_NATIVE_BF16="
+          f"{os.environ.get('PARETOHQD_NATIVE_BF16', 'unset')}); auto precision on {name}: "
+          f"{'bfloat16' if native_bf16('cpu' if name == 'cpu' else 'cuda') else 'float32'}")

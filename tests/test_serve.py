@@ -92,9 +92,12 @@ def test_stream_sends_the_answer_in_pieces_then_done(served):
     assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
     assert json.loads(lines[0][6:])["object"] == "chat.completion.chunk"
 
-    # a stop string (here: a piece of the answer) ends it; the stream holds back what may be one
-    stop = whole[len(whole) // 2:len(whole) // 2 + 3]
-    cut = whole[:whole.find(stop)].strip()
+    # a stop string (here: a piece of the answer) ends it; the stream holds back what may be one.
+    # Stops match the raw text (leading white space included), so the stop holds none and first
+    # occurs where it is taken: a stop met at the raw answer's start would leave nothing to check.
+    at = next(i for i in range(len(whole) // 2, len(whole) - 2)
+              if not any(c.isspace() for c in whole[i:i + 3]) and whole.find(whole[i:i + 3]) == i)
+    stop, cut = whole[at:at + 3], whole[:at].strip()
     assert len(stop) == 3 and cut and chat(client, PROMPTS[1], stop=stop).choices[0].message.content == cut
     streamed = chat(client, PROMPTS[1], stop=[stop], stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == cut
