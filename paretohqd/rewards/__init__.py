@@ -7,7 +7,9 @@ Three kinds, named the same way in every config (`rewards.models`):
 - the offline heads `paretohqd reward train` writes (`minilm-helpful`, ...): a small head on frozen
   all-MiniLM-L6-v2 embeddings;
 - `column:LABEL`, a column objective: the data's label is its score for selection, and a head
-  trained on that label (`paretohqd.rewards.labels`) scores generated answers.
+  trained on that label (`paretohqd.rewards.labels`) scores generated answers;
+- `rule:...`, a rule objective computed from the text (`paretohqd.rewards.rules`): a built-in
+  (`rule:length_words`, `rule:vader`, ...) or a user function `rule:path/to/file.py:function`.
 """
 
 from __future__ import annotations
@@ -26,16 +28,22 @@ __all__ = ["OFFLINE", "PRESETS", "Format", "Preset", "RewardModel", "available",
            "load_reward_models", "locate", "resolve_dtype", "state_fingerprint"]
 
 
-def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None = None) -> RewardModel:
-    """One reward model by name (see the module docstring).
+def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None = None,
+                      key: str | None = None) -> RewardModel:
+    """One reward model by name (see the module docstring); `key` (`rewards.models.OBJECTIVE`)
+    names it in a rule's errors.
 
     Raises:
-        ConfigError: unknown name, missing folder, or an offline head not trained yet; the message
-            lists what is available.
+        ConfigError: unknown name, missing folder, an offline head not trained yet, or a rule that
+            cannot be loaded; the message lists what is available.
     """
     from paretohqd.rewards.hf import HFRewardModel
 
     kind, source = locate(name, cfg)
+    if kind == "rule":
+        from paretohqd.rewards.rules import RuleRewardModel
+
+        return RuleRewardModel(name, key)
     if kind == "column":
         raise ConfigError(f"{name!r} is a column objective: its scorer is found by objective and data "
                           "(load_reward_models(cfg, data=...))")
@@ -55,12 +63,19 @@ def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None =
 
 
 def locate(name: str, cfg: RewardsConfig) -> tuple[str, str | None]:
-    """Where reward model `name` comes from, without loading it: ("hub", id), ("folder", path),
-    ("offline", None) for a MiniLM head (trained on first use) or ("column", LABEL).
+    """Where reward model `name` comes from, without loading its weights: ("hub", id), ("folder", path),
+    ("offline", None) for a MiniLM head (trained on first use), ("column", LABEL) or ("rule", None)
+    (its function is loaded here, to check it exists).
 
     Raises:
-        ConfigError: a name that is none of these, or a folder without config.json.
+        ConfigError: a name that is none of these, a folder without config.json, or a rule that
+            cannot be loaded.
     """
+    if name.startswith("rule:"):
+        from paretohqd.rewards.rules import load_rule
+
+        load_rule(name)
+        return "rule", None
     if name.startswith("column:"):
         if not name[len("column:"):].strip():
             raise ConfigError(f"{name!r}: name the label column after column:, e.g. column:helpfulness")
@@ -112,5 +127,5 @@ def load_reward_models(cfg: RewardsConfig, *, data: DataConfig | None = None,
                 raise ValueError(f"objective {obj!r} is a column objective: pass data= to find its scorer")
             out[obj] = load_scorer(cfg, data, obj, encoders=encoders)
         else:
-            out[obj] = load_reward_model(name, cfg, _encoders=encoders)
+            out[obj] = load_reward_model(name, cfg, _encoders=encoders, key=f"rewards.models.{obj}")
     return out
