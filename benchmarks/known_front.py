@@ -19,8 +19,9 @@ evaluation answers, in the same data box.
 The hole and calibration here are private to this script; `paretohqd.pareto` is getting its own
 indicators (`largest_hole`, `calibration`) and this script should move to them once merged.
 
-    python benchmarks/known_front.py runs/known-front-paretohqd/data/scores.parquet \
-        --objectives length,diversity --preferences 11 --k 100 --plot known-front.png
+    python benchmarks/known_front.py runs/kf-paretohqd/data/scores.parquet --config configs/known-front.yaml \
+        --compare runs/kf-compare --plot known-front.png
+    python benchmarks/known_front.py SCORES --objectives length,diversity --preferences 11 --k 100
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from paretohqd.config import SelectConfig
+from paretohqd.config import SelectConfig, load_config
 from paretohqd.io import read_table
 from paretohqd.pareto.hull import hull_inside_share
 from paretohqd.pareto.layers import nondominated_layers, pool_layers
@@ -63,7 +64,8 @@ def calibration(means: np.ndarray, prefs: np.ndarray) -> float:
     return float(np.degrees(np.arccos(cos)).mean())
 
 
-def selections(scores: pd.DataFrame, objectives: list[str], *, preferences: int, k: int, seed: int):
+def selections(scores: pd.DataFrame, objectives: list[str], *, preferences: int | list[list[float]], k: int,
+               seed: int):
     """(prefs (P, M), lo (M,), hi (M,), pool mask (N,), {name: chosen rows (P, k)}): rays and
     scalarised as `paretohqd select --layers auto` takes them, random as k draws from that pool."""
     out, info = {}, {}
@@ -72,7 +74,7 @@ def selections(scores: pd.DataFrame, objectives: list[str], *, preferences: int,
         cfg = SelectConfig(preferences=preferences, k=k, layers="auto", method=method)
         sel, info = select_table(scores, objectives, cfg)
         out[name] = row[sel["id"]].to_numpy().reshape(info["n_preferences"], -1)  # (P, k)
-    cfg = SelectConfig()
+    cfg = SelectConfig(k=k)  # the pool the selections above drew from (layers auto, 10 k points)
     pool = pool_layers(scores[objectives].to_numpy(np.float64), layers="auto", min_size=cfg.min_pool) >= 0  # (N,)
     prefs = preferences_from_config(preferences, len(objectives))  # (P, M), the order select_table used
     rng = np.random.default_rng(seed)
@@ -133,20 +135,27 @@ def compare_rows(folder: Path, objectives: list[str], lo: np.ndarray, hi: np.nda
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("scores", type=Path, help="scored table (id and one column per objective)")
-    ap.add_argument("--objectives", required=True, help="objective columns, comma-separated")
-    ap.add_argument("--preferences", type=int, default=11, help="grid points per axis")
-    ap.add_argument("--k", type=int, default=100, help="samples per preference")
+    ap.add_argument("--config", type=Path, help="take objectives (rewards.models), preferences and k from this config")
+    ap.add_argument("--objectives", help="objective columns, comma-separated")
+    ap.add_argument("--preferences", type=int, help="grid points per axis (default: the config's, else 11)")
+    ap.add_argument("--k", type=int, help="samples per preference (default: the config's, else 100)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random selection")
     ap.add_argument("--compare", type=Path, help="a finished compare folder (runs_dir/NAME-compare)")
     ap.add_argument("--plot", type=Path, help="PNG of what each selection takes")
     args = ap.parse_args()
-    objectives = [o.strip() for o in args.objectives.split(",")]
+    cfg = load_config(args.config) if args.config else None
+    if args.objectives is None and cfg is None:
+        print("give --objectives a,b or --config CONFIG")
+        return 2
+    objectives = [o.strip() for o in args.objectives.split(",")] if args.objectives else list(cfg.rewards.models)
+    preferences = args.preferences or (cfg.select.preferences if cfg else 11)
+    k = args.k or (cfg.select.k if cfg else 100)
     scores = read_table(args.scores)
     missing = [o for o in objectives if o not in scores.columns]
     if missing:
         print(f"{args.scores}: no column(s) {missing}; columns are {list(scores.columns)}")
         return 2
-    prefs, lo, hi, pool, chosen = selections(scores, objectives, preferences=args.preferences, k=args.k, seed=args.seed)
+    prefs, lo, hi, pool, chosen = selections(scores, objectives, preferences=preferences, k=k, seed=args.seed)
     points = scores[objectives].to_numpy(np.float64)  # (N, M)
     z = (points - lo) / np.where(hi > lo, hi - lo, 1.0)  # (N, M) the data box
     front = nondominated_layers(points) == 0  # (N,)
