@@ -41,6 +41,12 @@ def test_vader_signs_and_range():
     assert s[0] > 0.5 and s[1] < -0.5 and np.all(np.abs(s) <= 1)
 
 
+def test_vader_missing_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vaderSentiment.vaderSentiment", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=r"rule:vader needs the vaderSentiment package .*: pip install vaderSentiment"):
+        locate("rule:vader", RewardsConfig())
+
+
 def _write(path, body):
     path.write_text(body)
     # a rewrite within the same second must still be read again (the source text is the key, not mtime)

@@ -1,6 +1,6 @@
 """Reward models, one per objective: a name, a fingerprint, and `score(prompts, responses)`.
 
-Three kinds, named the same way in every config (`rewards.models`):
+The kinds, named the same way in every config (`rewards.models`):
 - presets for the paper's Hugging Face reward models (`ray2333-helpful`, ...), each with its input
   format and logit index;
 - any hub id or local folder of an `AutoModelForSequenceClassification`;
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from paretohqd.config import ConfigError
 from paretohqd.rewards.base import (OFFLINE, PRESETS, Format, Preset, RewardModel, available, check_classifier,
                                     head_marker, resolve_dtype, state_fingerprint)
+from paretohqd.rewards.rules import RULE, RuleRewardModel, load_rule
 
 if TYPE_CHECKING:
     from paretohqd.config import DataConfig, RewardsConfig
@@ -41,8 +42,6 @@ def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None =
 
     kind, source = locate(name, cfg)
     if kind == "rule":
-        from paretohqd.rewards.rules import RuleRewardModel
-
         return RuleRewardModel(name, key)
     if kind == "column":
         raise ConfigError(f"{name!r} is a column objective: its scorer is found by objective and data "
@@ -71,9 +70,7 @@ def locate(name: str, cfg: RewardsConfig) -> tuple[str, str | None]:
         ConfigError: a name that is none of these, a folder without config.json, or a rule that
             cannot be loaded.
     """
-    if name.startswith("rule:"):
-        from paretohqd.rewards.rules import load_rule
-
+    if name.startswith(RULE):
         load_rule(name)
         return "rule", None
     if name.startswith("column:"):

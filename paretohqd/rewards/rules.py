@@ -134,8 +134,11 @@ def vader() -> RewardFunc:
         >>> [round(s, 4) for s in vader()(["q", "q"], ["I love it, great!", ""])]
         [0.8622, 0.0]
     """
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
+    try:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    except ImportError:
+        raise ConfigError("rule:vader needs the vaderSentiment package (its lexicon ships inside it): "
+                          "pip install vaderSentiment, or the offline extra") from None
     analyzer = SentimentIntensityAnalyzer()
 
     def score(prompts: Sequence[str], completions: Sequence[str], **_) -> list[float]:
@@ -172,10 +175,6 @@ def _positive_int(name: str, arg: str | None) -> int:
     if arg is None or not arg.isdigit() or int(arg) < 1:
         raise ConfigError(f"rule:{name} needs a whole number of words > 0, e.g. rule:{name}:60 (got {arg!r})")
     return int(arg)
-
-
-def is_rule(name: str) -> bool:
-    return name.startswith(RULE)
 
 
 def load_rule(name: str) -> tuple[RewardFunc, str]:
