@@ -75,7 +75,8 @@ def test_what_one_side_lacks_is_a_difference(tmp_path, monkeypatch):
     cases = {
         "no-adapter": ([["paretohqd", "soups"], []], [f"{adapter} only in {ref}"]),
         "no-method": ([["paretohqd"], [adapter]], [f"report.json method soups only in {ref}"]),
-        "more-methods": ([["paretohqd", "soups", "ric"], [adapter]], [f"report.json method ric only in {tmp_path / 'more-methods'}"]),
+        "more-methods": ([["paretohqd", "soups", "ric"], [adapter]],
+                         [f"report.json method ric only in {tmp_path / 'more-methods'}"]),
     }
     for name, (args, want) in cases.items():
         assert chaos.differences(ref, _finished_by_hand(tmp_path / name, *args)) == want, name

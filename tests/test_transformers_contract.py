@@ -26,7 +26,8 @@ def _params(fn) -> list[str]:
 
 
 def test_cache_takes_a_list_of_layers():
-    assert "layers" in _params(Cache.__init__), f"Cache(layers=...) is gone (Cache.__init__{inspect.signature(Cache.__init__)}){FIX}"
+    assert "layers" in _params(Cache.__init__), \
+        f"Cache(layers=...) is gone (Cache.__init__{inspect.signature(Cache.__init__)}){FIX}"
     assert callable(getattr(Cache, "batch_select_indices", None)), f"Cache.batch_select_indices is gone{FIX}"
 
 
@@ -48,7 +49,8 @@ def test_dynamic_cache_from_keys_and_values():
     except TypeError as e:
         pytest.fail(f"DynamicCache([(keys, values), ...]) is refused ({e}){FIX}")
     layer = cache.layers[0]
-    assert torch.equal(layer.keys, k) and torch.equal(layer.values, v), f"DynamicCache's layers no longer hold .keys/.values{FIX}"
+    assert torch.equal(layer.keys, k) and torch.equal(layer.values, v), \
+        f"DynamicCache's layers no longer hold .keys/.values{FIX}"
 
 
 def test_the_loops_buffer_is_the_cache_a_model_writes():
