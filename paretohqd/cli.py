@@ -239,10 +239,9 @@ def evaluate(
     if prompts is None and out is None:
         evaluate_run(cfg, run_dir)  # resumes: models already answered are skipped
         if interpolation:
+            from paretohqd.lock import hold
             from paretohqd.report.run import write_report
             from paretohqd.use import interpolation_quality
-
-            from paretohqd.lock import hold
 
             with hold(run_dir):  # its answers and the report again (with its interpolation table) are written
                 interpolation_quality(run_dir)

@@ -121,7 +121,7 @@ def hold(folder: str | Path, *, wait: bool = False, say: Callable[[str], None] |
         return
     try:
         _acquire(fd, path, folder, wait, say, shared)
-        _sign(fd, shared)
+        _sign(fd, path, shared)
         _held[key] = [fd, 1, shared]
         try:
             yield
@@ -177,14 +177,11 @@ def _acquire(fd: int, path: Path, folder: str | Path, wait: bool, say: Callable[
     fcntl.flock(fd, mode)
 
 
-def _live_reader(fd: int) -> bool:
+def _live_reader(path: Path) -> bool:
     """Whether the lock file names a reader that still runs on this machine (which other readers
     leave named: the one a writer is told of must be alive)."""
-    try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-    except (OSError, ValueError):
-        return False
-    if not isinstance(info, dict) or info.get("mode") != "read" or info.get("host") != socket.gethostname():
+    info = _signature(path)
+    if info.get("mode") != "read" or info.get("host") != socket.gethostname():
         return False
     try:
         os.kill(int(info["pid"]), 0)
@@ -195,8 +192,8 @@ def _live_reader(fd: int) -> bool:
     return True
 
 
-def _sign(fd: int, shared: bool) -> None:
-    if shared and _live_reader(fd):
+def _sign(fd: int, path: Path, shared: bool) -> None:
+    if shared and _live_reader(path):
         return
     since = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     argv = ["paretohqd" if sys.argv[0].endswith(("paretohqd", "__main__.py")) else sys.argv[0], *sys.argv[1:]]

@@ -559,11 +559,11 @@ def check_export_folder(out: str | Path, run: str | Path) -> None:
 def _copy_files(adapter: Path, folder: Path) -> None:
     """A trained model's files as they are: its folder's own files, never a link's target."""
     folder.mkdir()
-    for f in sorted(adapter.iterdir()):
-        if adapter.is_symlink() or f.is_symlink():
-            raise InputError(f"{f if f.is_symlink() else adapter}: a symbolic link in the run; export copies the "
-                             f"run's own files, never what a link points to: replace the link with what it names")
-        if f.is_file() and not f.name.startswith("."):
+    for f in [adapter, *sorted(adapter.iterdir())]:
+        if f.is_symlink():
+            raise InputError(f"{f}: a symbolic link in the run; export copies the run's own files, never what a "
+                             f"link points to: replace the link with what it names")
+        if f != adapter and f.is_file() and not f.name.startswith("."):
             shutil.copy2(f, folder / f.name, follow_symlinks=False)
 
 
