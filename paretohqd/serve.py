@@ -132,9 +132,9 @@ class Job:
 class Models:
     """A run's names and the weights behind them, and an LRU cache of loaded models."""
 
-    def __init__(self, run: str | Path, *, cache_size: int = 4, dtype: str | None = None):
+    def __init__(self, run: str | Path, *, cache_size: int = 4, dtype: str | None = None, trust_remote_code: bool = False):
         self.run, self.cache_size = Path(run), cache_size
-        self.r, self.cfg, self.finals = open_run(run)
+        self.r, self.cfg, self.finals = open_run(run, trust_remote_code=trust_remote_code)
         self.dtype = dtype or self.cfg.generate.dtype
         self.names = [m.model for m in self.finals] + [BASE]
         self._cache: OrderedDict[tuple | str, object] = OrderedDict()
@@ -338,7 +338,7 @@ class Batcher:
 
 
 def create_app(run: str | Path, *, api_key: str | None = None, cache_size: int = 4, window: float = 0.03,
-               dtype: str | None = None) -> FastAPI:
+               dtype: str | None = None, trust_remote_code: bool = False) -> FastAPI:
     """The FastAPI app serving `run` (a finished run folder).
 
     Raises:
@@ -349,7 +349,7 @@ def create_app(run: str | Path, *, api_key: str | None = None, cache_size: int =
     from paretohqd.policy.load import load_tokenizer, resolve_policy
     from paretohqd.policy.prompts import prompt_ids, with_tag
 
-    models = Models(run, cache_size=cache_size, dtype=dtype)
+    models = Models(run, cache_size=cache_size, dtype=dtype, trust_remote_code=trust_remote_code)
     cfg = models.cfg
     # the request side's tokenizer (counting prompt tokens), apart from the worker's
     tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
@@ -491,13 +491,13 @@ def create_app(run: str | Path, *, api_key: str | None = None, cache_size: int =
 
 
 def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          cache_size: int = 4, window: float = 0.03) -> None:
+          cache_size: int = 4, window: float = 0.03, trust_remote_code: bool = False) -> None:
     """Serve `run` until interrupted (uvicorn)."""
     import uvicorn
 
     from paretohqd.progress import console
 
-    app = create_app(run, api_key=api_key, cache_size=cache_size, window=window)
+    app = create_app(run, api_key=api_key, cache_size=cache_size, window=window, trust_remote_code=trust_remote_code)
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         console.print(f"[yellow]warning: serving on {host} without --api-key: anyone who reaches this port can use it[/]")
     uvicorn.run(app, host=host, port=port, log_level="info")
