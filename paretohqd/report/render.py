@@ -8,6 +8,8 @@ from rich.table import Table
 
 from paretohqd.data.transcript import last_turn
 from paretohqd.progress import console as default_console
+from paretohqd.report.evidence import (NO_EVIDENCE, change_header, change_line, change_rows, control_header,
+                                       control_rows, delta_cell)
 
 
 def box_line(report: dict) -> str:
@@ -124,11 +126,7 @@ def hv_cell(m: dict) -> str:
 
 def hv_delta_cell(m: dict) -> str:
     """Hypervolume minus the first method's, with its paired interval; "-" for the first method."""
-    d = m.get("hypervolume_vs_first")
-    if d is None:
-        return "-"
-    cell = f"{d['delta']:+.4f}"
-    return cell if d["ci95"] is None else f"{cell} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+    return delta_cell(m.get("hypervolume_vs_first"))
 
 
 def preference_rows(report: dict) -> tuple[list[str], list[list[str]]]:
@@ -232,6 +230,32 @@ def interpolation_md(report: dict) -> list[str]:
             md_table(header, rows), ""]
 
 
+def control_md(report: dict) -> list[str]:
+    """The report's controllability and change-from-base sections."""
+    box = report["normalisations"].get("fronts", {})
+    where = ("the fronts box: " + ", ".join(f"{o} [{lo:.4g}, {hi:.4g}]" for o, lo, hi in
+                                            zip(report["bounds"]["objectives"], box["lower"], box["upper"]))
+             if "lower" in box else f"the fronts box, which is flat here ({box.get('unavailable')}): not computed")
+    return ["## Controllability and distance to the best front", "",
+            f"Measured in {where} (min-max over every model's mean point in this report, base models included; "
+            "in the training data's box small-budget models all look alike). `calibration`: the mean angle between "
+            "each preference's ray (from the box's ideal point toward W = lower + w (upper - lower), ParetoHqD's "
+            "direction) and the direction from the ideal point to the model's mean; 0 = every model on its ray. "
+            "`calibration from base`: the same angle with the base model's mean as the origin (the direction of "
+            "each model's change). `order tau`: Kendall's tau-b between each objective's weight and its mean over "
+            "the preferences, averaged over objectives; 1 = more weight always bought more. `largest hole`: the "
+            "longest normalised step between neighbouring preferences' means (a stretch of front no preference "
+            "reaches). `IGD+` / `epsilon+`: average / worst normalised shortfall from the nondominated union of "
+            "every model here. Lower is better for all but tau. Intervals: the hypervolume's prompt bootstrap; "
+            f"`vs first`: paired difference to the first method; '{NO_EVIDENCE}': the interval holds 0.", "",
+            md_table(control_header(), control_rows(report)), "",
+            "## Change from the base model", "",
+            "Per objective, the mean over a method's preference models minus its base model's mean, on the same "
+            "held-out prompts (raw rewards), with a paired bootstrap interval (the same prompt draws for both): "
+            f"up / down, or '{NO_EVIDENCE}' where the interval holds 0.", "",
+            md_table(change_header(report), change_rows(report)), ""]
+
+
 def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
     """The whole markdown report."""
     names = report["bounds"]["objectives"]
@@ -262,6 +286,7 @@ def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
               "same draws for both). An interval that holds 0 is no evidence either way. Compute: every step "
               "of the run before evaluate (from manifest.json); device hours = wall hours x devices.", "",
               md_table(MAIN_HEADER, main_rows(report)), ""]
+    lines += control_md(report)
     header, rows = preference_rows(report)
     lines += ["## Per preference", "", f"Mean reward per objective ({', '.join(names)}) with its 95% "
               "bootstrap interval; on front = no other model of the method has higher means everywhere.", "",
@@ -305,3 +330,13 @@ def print_tables(report: dict, console: Console | None = None) -> None:
         for row in rows:
             table.add_row(*[row[i] for i in keep])
         console.print(table)
+    table = Table(title="controllability in the fronts box (report.md explains each column)")
+    header = control_header()
+    keep = [i for i, col in enumerate(header) if len(report["methods"]) > 1 or "vs first" not in col]  # fit a terminal
+    for i in keep:
+        table.add_column(header[i], justify="left" if i == 0 else "right", overflow="fold")
+    for row in control_rows(report):
+        table.add_row(*[row[i] for i in keep])
+    console.print(table)
+    for m in report["methods"]:  # last, so the run's closing lines say what tuning did to each objective
+        console.print(change_line(m, report["bounds"]["objectives"]))

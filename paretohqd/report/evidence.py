@@ -1,0 +1,106 @@
+"""Differences and controllability as text: an interval that holds 0 is printed as no evidence
+(`NO_EVIDENCE`), and a change from the base model as up or down."""
+
+from __future__ import annotations
+
+
+NO_EVIDENCE = "no evidence"
+"""Printed after a difference whose interval holds 0: it could be either sign."""
+
+
+def holds_zero(ci: list[float] | None) -> bool:
+    """Whether a difference's interval holds 0 (no evidence either way); False without one.
+
+    Examples:
+        >>> holds_zero([-0.1, 0.2]), holds_zero([0.0, 0.0]), holds_zero([0.1, 0.2]), holds_zero(None)
+        (True, True, False, False)
+    """
+    return ci is not None and ci[0] <= 0 <= ci[1]
+
+
+def delta_cell(d: dict | None, digits: int = 4) -> str:
+    """A difference with its paired interval, "no evidence" where that holds 0; "-" for none.
+
+    Examples:
+        >>> delta_cell({"delta": 0.5, "ci95": [-0.1, 0.9]}, 2)
+        '+0.50 [-0.10, +0.90] no evidence'
+        >>> delta_cell({"delta": -2.0, "ci95": [-3.0, -1.0]}, 1), delta_cell(None)
+        ('-2.0 [-3.0, -1.0]', '-')
+    """
+    if d is None:
+        return "-"
+    cell = f"{d['delta']:+.{digits}f}"
+    if d["ci95"] is None:
+        return cell
+    lo, hi = d["ci95"]
+    return f"{cell} [{lo:+.{digits}f}, {hi:+.{digits}f}]" + (f" {NO_EVIDENCE}" if holds_zero(d["ci95"]) else "")
+
+
+CONTROL_TITLES = {"calibration_deg": "calibration (deg)", "calibration_from_base_deg": "calibration from base (deg)",
+                  "order_tau": "order tau", "largest_hole": "largest hole", "igd_plus": "IGD+",
+                  "epsilon_additive": "epsilon+"}
+"""Column titles of the controllability table, by `report.indicators.INDICATORS` key."""
+
+
+def control_header() -> list[str]:
+    cols = ["method"]
+    for title in CONTROL_TITLES.values():
+        cols += [f"{title} [95%]", f"{title}: vs first [95%]"]
+    return cols
+
+
+def control_rows(report: dict) -> list[list[str]]:
+    """Per method: each controllability indicator [95%] and its paired difference to the first."""
+    rows = []
+    for m in report["methods"]:
+        c = m.get("control")
+        if c is None:
+            rows.append([m["method"], *["-"] * (2 * len(CONTROL_TITLES))])
+            continue
+        digits = {"calibration_deg": 1, "calibration_from_base_deg": 1}
+        cells = []
+        for key in CONTROL_TITLES:
+            v, d = c[key], digits.get(key, 3)
+            value = "-" if v["value"] is None else f"{v['value']:.{d}f}"
+            ci = "" if v["ci95"] is None or v["value"] is None else f" [{v['ci95'][0]:.{d}f}, {v['ci95'][1]:.{d}f}]"
+            cells += [value + ci, delta_cell(v["vs_first"], d)]
+        rows.append([m["method"], *cells])
+    return rows
+
+
+def change_header(report: dict) -> list[str]:
+    return ["method", *[f"{o}: change vs base [95%]" for o in report["bounds"]["objectives"]]]
+
+
+def change_rows(report: dict) -> list[list[str]]:
+    """Per method and objective: its preference models' mean minus the base model's, up / down /
+    no evidence."""
+    rows = []
+    for m in report["methods"]:
+        ch = m.get("change_vs_base")
+        rows.append([m["method"], *(["-"] * len(report["bounds"]["objectives"]) if ch is None else
+                                    [_change_cell(ch[o]) for o in report["bounds"]["objectives"]])])
+    return rows
+
+
+def _change_cell(d: dict) -> str:
+    """"up"/"down" and the change with its interval, or the change and "no evidence"."""
+    cell = delta_cell(d, 3)
+    if d["ci95"] is None or holds_zero(d["ci95"]):
+        return cell
+    return ("up " if d["delta"] > 0 else "down ") + cell
+
+
+def change_line(m: dict, names: list[str]) -> str:
+    """One line: per objective, whether the method's models went up or down against its base.
+
+    Examples:
+        >>> change_line({"method": "demo", "change_vs_base": {"a": {"delta": 0.2, "ci95": [0.1, 0.3]},
+        ...     "b": {"delta": -0.1, "ci95": [-0.3, 0.1]}}}, ["a", "b"])
+        'demo vs its base model (mean over its preference models): a up +0.200 [+0.100, +0.300]; b -0.100 [-0.300, +0.100] no evidence'
+    """
+    ch = m.get("change_vs_base")
+    if ch is None:
+        return f"{m['method']}: no base model answers on the same prompts to compare with"
+    return (f"{m['method']} vs its base model (mean over its preference models): "
+            + "; ".join(f"{o} {_change_cell(ch[o])}" for o in names))
