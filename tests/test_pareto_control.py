@@ -89,9 +89,13 @@ def test_calibration_from_the_base_model():
 
 
 def test_calibration_point_at_the_origin_has_no_angle():
+    """An achieved point at the origin, or an origin at a preference's W, gives no direction:
+    NaN for that preference, left out of the mean."""
     angles, mean = calibration([[1, 0], [0, 1]], [[10, 10], [0, 10]], **BOX)
     assert math.isnan(angles[0]) and angles[1] == pytest.approx(0.0) and mean == pytest.approx(0.0)
     assert math.isnan(calibration([[1, 0]], [[10, 10]], **BOX)[1])
+    angles, mean = calibration([[1, 0], [0.5, 0.5]], [[9, 1], [6, 6]], **BOX, origin=[5, 5])
+    assert angles[0] == pytest.approx(0.0, abs=1e-6) and math.isnan(angles[1]) and mean == pytest.approx(0.0, abs=1e-6)
 
 
 def test_calibration_matches_the_acos_oracle():
@@ -263,8 +267,6 @@ def test_bad_inputs_say_what_to_fix():
         calibration([[1, 0], [0, 1]], [[1, 1], [2, 2], [3, 3]], **BOX)
     with pytest.raises(ValueError, match="'upper' must exceed 'lower'"):
         calibration([[1, 0]], [[1, 1]], lower=[0, 0], upper=[10, 0])
-    with pytest.raises(ValueError, match="origin is the compromise point of preference"):
-        calibration([[1, 0]], [[1, 1]], **BOX, origin=[10, 0])
     with pytest.raises(ValueError, match="'origin' must be 2 finite numbers"):
         calibration([[1, 0]], [[1, 1]], **BOX, origin=[1, 2, 3])
     with pytest.raises(ValueError, match="sums to"):

@@ -59,12 +59,11 @@ def calibration(
             ParetoHqD's rays). The base model's mean gives the "change from the base" geometry.
 
     Returns:
-        angles (P,) in [0, 180], NaN where the achieved point is the origin (no direction), and
-        their mean over the finite ones (NaN if none).
+        angles (P,) in [0, 180], NaN where the achieved point or the preference's W is the origin
+        (no direction to compare), and their mean over the finite ones (NaN if none).
 
     Raises:
-        ValueError: shapes that differ, preferences off the simplex, bad bounds, or an origin at
-            a preference's compromise point (that preference has no direction).
+        ValueError: shapes that differ, preferences off the simplex, bad bounds or origin.
 
     Examples:
         Box [0, 10]^2, ideal (10, 10). w = (1, 0) points straight down from the ideal: the
@@ -84,12 +83,8 @@ def calibration(
     o = np.ones(w.shape[1]) if origin is None else (_vector(origin, "origin", w.shape[1]) - lo) / span  # (M,)
     want, got = w - o, z - o  # (P, M) each
     want_norm, got_norm = np.linalg.norm(want, axis=1), np.linalg.norm(got, axis=1)  # (P,) each
-    if (want_norm <= 0).any():
-        bad = np.flatnonzero(want_norm <= 0).tolist()
-        raise ValueError(f"origin is the compromise point of preference(s) {bad}; they have no direction "
-                         "from it: pick another origin")
     with np.errstate(invalid="ignore", divide="ignore"):
-        a = want / want_norm[:, None]  # (P, M) unit
+        a = want / want_norm[:, None]  # (P, M) unit; NaN where the origin is W itself
         b = got / got_norm[:, None]  # (P, M) unit; NaN where achieved == origin
         angles = np.degrees(2 * np.arctan2(np.linalg.norm(a - b, axis=1), np.linalg.norm(a + b, axis=1)))  # (P,)
     finite = angles[np.isfinite(angles)]

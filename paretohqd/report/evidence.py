@@ -29,11 +29,15 @@ def delta_cell(d: dict | None, digits: int = 4) -> str:
     """
     if d is None:
         return "-"
-    cell = f"{d['delta']:+.{digits}f}"
+    cell = _signed(d["delta"], digits)
     if d["ci95"] is None:
         return cell
     lo, hi = d["ci95"]
-    return f"{cell} [{lo:+.{digits}f}, {hi:+.{digits}f}]" + (f" {NO_EVIDENCE}" if holds_zero(d["ci95"]) else "")
+    return f"{cell} [{_signed(lo, digits)}, {_signed(hi, digits)}]" + (f" {NO_EVIDENCE}" if holds_zero(d["ci95"]) else "")
+
+
+def _signed(x: float, digits: int) -> str:
+    return f"{round(x, digits) + 0.0:+.{digits}f}"  # + 0.0: a round-off -1e-17 prints +0.000, not -0.000
 
 
 CONTROL_TITLES = {"calibration_deg": "calibration (deg)", "calibration_from_base_deg": "calibration from base (deg)",

@@ -42,7 +42,7 @@ def measure_control(entries: list[dict], runs: list[dict], norms: dict[str, dict
     box = norms.get("fronts", {})
     union = np.array([[r["mean"][o] for o in names] for e in entries
                       for r in e["models"] + ([e["base"]] if e["base"] is not None else [])])  # (N, M)
-    reference = union[pareto_subset(union)]  # (R, M)
+    reference = np.unique(union[pareto_subset(union)], axis=0)  # (R, M); a set: duplicates would weigh IGD+
     draws = []  # per run: prompt ids, {indicator: (B,) draws}
     for e, run in zip(entries, runs):
         prompts, values = prompt_matrix(run)  # (P, n, M)
@@ -72,15 +72,11 @@ def _statistic(weights: np.ndarray, box: dict, reference: np.ndarray,
 
     def stat(points: np.ndarray) -> dict[str, float]:
         out = {"calibration_deg": calibration(weights, points, lower=lo, upper=hi)[1],
-               "calibration_from_base_deg": float("nan"), "order_tau": order_tau(weights, points)[1],
+               "calibration_from_base_deg": float("nan") if base is None else
+               calibration(weights, points, lower=lo, upper=hi, origin=base)[1], "order_tau": order_tau(weights, points)[1],
                "largest_hole": largest_hole(weights, points, lower=lo, upper=hi)[0] if len(points) > 1 else float("nan"),
                "igd_plus": igd_plus(points, reference, lower=lo, upper=hi),
                "epsilon_additive": epsilon_additive(points, reference, lower=lo, upper=hi)}
-        if base is not None:
-            try:
-                out["calibration_from_base_deg"] = calibration(weights, points, lower=lo, upper=hi, origin=base)[1]
-            except ValueError:  # the base sits on a preference's compromise point: no direction from it
-                pass
         return out
 
     return stat
