@@ -108,3 +108,31 @@ def change_line(m: dict, names: list[str]) -> str:
         return f"{m['method']}: no base model answers on the same prompts to compare with"
     return (f"{m['method']} vs its base model (mean over its preference models): "
             + "; ".join(f"{o} {_change_cell(ch[o])}" for o in names))
+
+
+def control_tables(report: dict) -> list[dict]:
+    """The controllability and change-from-base tables with their titles and notes, as report.md
+    and report.html show them: each {title, note, header, rows}."""
+    box = report["normalisations"].get("fronts", {})
+    names = report["bounds"]["objectives"]
+    where = ("the fronts box: " + ", ".join(f"{o} [{lo:.4g}, {hi:.4g}]" for o, lo, hi in zip(names, box["lower"], box["upper"]))
+             if "lower" in box else f"the fronts box, which is flat here ({box.get('unavailable')}): not computed")
+    control = (
+        f"Measured in {where} (min-max over every model's mean point in this report, base models included; "
+        "in the training data's box small-budget models all look alike). `calibration`: the mean angle between "
+        "each preference's ray (from the box's ideal point toward W = lower + w (upper - lower), ParetoHqD's "
+        "direction) and the direction from the ideal point to the model's mean; 0 = every model on its ray. "
+        "`calibration from base`: the same angle with the base model's mean as the origin (the direction of "
+        "each model's change). `order tau`: Kendall's tau-b between each objective's weight and its mean over "
+        "the preferences, averaged over objectives; 1 = more weight always bought more. `largest hole`: the "
+        "longest normalised step between neighbouring preferences' means (a stretch of front no preference "
+        "reaches). `IGD+` / `epsilon+`: average / worst normalised shortfall from the nondominated union of "
+        "every model here. Lower is better for all but tau. Intervals: the hypervolume's prompt bootstrap; "
+        f"`vs first`: paired difference to the first method; '{NO_EVIDENCE}': the interval holds 0.")
+    change = ("Per objective, the mean over a method's preference models minus its base model's mean, on the same "
+              "held-out prompts (raw rewards), with a paired bootstrap interval (the same prompt draws for both): "
+              f"up / down, or '{NO_EVIDENCE}' where the interval holds 0.")
+    return [{"title": "Controllability and distance to the best front", "note": control,
+             "header": control_header(), "rows": control_rows(report)},
+            {"title": "Change from the base model", "note": change, "header": change_header(report),
+             "rows": change_rows(report)}]

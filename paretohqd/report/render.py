@@ -8,8 +8,7 @@ from rich.table import Table
 
 from paretohqd.data.transcript import last_turn
 from paretohqd.progress import console as default_console
-from paretohqd.report.evidence import (NO_EVIDENCE, change_header, change_line, change_rows, control_header,
-                                       control_rows, delta_cell)
+from paretohqd.report.evidence import change_line, control_header, control_rows, control_tables, delta_cell
 
 
 def box_line(report: dict) -> str:
@@ -231,29 +230,9 @@ def interpolation_md(report: dict) -> list[str]:
 
 
 def control_md(report: dict) -> list[str]:
-    """The report's controllability and change-from-base sections."""
-    box = report["normalisations"].get("fronts", {})
-    where = ("the fronts box: " + ", ".join(f"{o} [{lo:.4g}, {hi:.4g}]" for o, lo, hi in
-                                            zip(report["bounds"]["objectives"], box["lower"], box["upper"]))
-             if "lower" in box else f"the fronts box, which is flat here ({box.get('unavailable')}): not computed")
-    return ["## Controllability and distance to the best front", "",
-            f"Measured in {where} (min-max over every model's mean point in this report, base models included; "
-            "in the training data's box small-budget models all look alike). `calibration`: the mean angle between "
-            "each preference's ray (from the box's ideal point toward W = lower + w (upper - lower), ParetoHqD's "
-            "direction) and the direction from the ideal point to the model's mean; 0 = every model on its ray. "
-            "`calibration from base`: the same angle with the base model's mean as the origin (the direction of "
-            "each model's change). `order tau`: Kendall's tau-b between each objective's weight and its mean over "
-            "the preferences, averaged over objectives; 1 = more weight always bought more. `largest hole`: the "
-            "longest normalised step between neighbouring preferences' means (a stretch of front no preference "
-            "reaches). `IGD+` / `epsilon+`: average / worst normalised shortfall from the nondominated union of "
-            "every model here. Lower is better for all but tau. Intervals: the hypervolume's prompt bootstrap; "
-            f"`vs first`: paired difference to the first method; '{NO_EVIDENCE}': the interval holds 0.", "",
-            md_table(control_header(), control_rows(report)), "",
-            "## Change from the base model", "",
-            "Per objective, the mean over a method's preference models minus its base model's mean, on the same "
-            "held-out prompts (raw rewards), with a paired bootstrap interval (the same prompt draws for both): "
-            f"up / down, or '{NO_EVIDENCE}' where the interval holds 0.", "",
-            md_table(change_header(report), change_rows(report)), ""]
+    """The report's controllability and change-from-base sections (`control_tables`)."""
+    return [line for t in control_tables(report)
+            for line in (f"## {t['title']}", "", t["note"], "", md_table(t["header"], t["rows"]), "")]
 
 
 def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
