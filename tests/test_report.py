@@ -16,6 +16,7 @@ from paretohqd.compare import comparison_rows, write_comparison
 from paretohqd.config import Config
 from paretohqd.io import InputError, write_json, write_parquet
 from paretohqd.report import build_report, write_report
+from paretohqd.report.evidence import delta_cell, value_cell
 from paretohqd.report.plot import plot_fronts
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -365,6 +366,17 @@ def test_compare_carries_the_three_hypervolumes(tmp_path):
     f = rows[1]["hypervolumes"]["fronts"]
     assert f"| 1.00x | " in md and f"| 0.4375 [{f['ci95'][0]:.4f}, {f['ci95'][1]:.4f}] | 0.2165 | 0.1172 |" in md
     assert "reference point = normalised (-1, -1)" in md
+    # controllability: in compare.json, two columns of the main table, and compare.md's table with the
+    # paired differences to the first method. Fronts box [1, 3]^2; neighbours by w_1: ric's means
+    # (.25, 1), (.5, .75), (1, 0) step .3536 then sqrt(.25 + .5625) = .9014; paretohqd's .7071 twice
+    assert [r["control"] for r in rows] == [m["control"] for m in report["methods"]]
+    assert [r["change_vs_base"] for r in rows] == [m["change_vs_base"] for m in report["methods"]]
+    hole = rows[1]["control"]["largest_hole"]
+    assert hole["value"] == pytest.approx(math.sqrt(0.8125))
+    assert hole["vs_first"]["delta"] == pytest.approx(math.sqrt(0.8125) - math.sqrt(0.5))
+    assert "| sparsity (data box) | calibration, deg (fronts box) [95%] | largest hole (fronts box) [95%] |" in md
+    assert f"| {value_cell(hole, 3)} |" in md and "## Controllability and distance to the best front" in md
+    assert f"| {delta_cell(hole['vs_first'], 3)} |" in md and "## Change from the base model" in md
 
 
 def test_controllability_and_change_from_base_by_hand(tmp_path):

@@ -44,6 +44,9 @@ CONTROL_TITLES = {"calibration_deg": "calibration (deg)", "calibration_from_base
                   "order_tau": "order tau", "largest_hole": "largest hole", "igd_plus": "IGD+",
                   "epsilon_additive": "epsilon+"}
 """Column titles of the controllability table, by `report.indicators.INDICATORS` key."""
+DIGITS = {"calibration_deg": 1, "calibration_from_base_deg": 1, "order_tau": 3, "largest_hole": 3, "igd_plus": 3,
+          "epsilon_additive": 3}
+"""Decimals each indicator is printed with (degrees to a tenth; the rest are in [-1, 1] or box units)."""
 
 
 def control_header() -> list[str]:
@@ -61,15 +64,23 @@ def control_rows(report: dict) -> list[list[str]]:
         if c is None:
             rows.append([m["method"], *["-"] * (2 * len(CONTROL_TITLES))])
             continue
-        digits = {"calibration_deg": 1, "calibration_from_base_deg": 1}
-        cells = []
-        for key in CONTROL_TITLES:
-            v, d = c[key], digits.get(key, 3)
-            value = "-" if v["value"] is None else f"{v['value']:.{d}f}"
-            ci = "" if v["ci95"] is None or v["value"] is None else f" [{v['ci95'][0]:.{d}f}, {v['ci95'][1]:.{d}f}]"
-            cells += [value + ci, delta_cell(v["vs_first"], d)]
+        cells = [cell for key in CONTROL_TITLES
+                 for cell in (value_cell(c[key], DIGITS[key]), delta_cell(c[key]["vs_first"], DIGITS[key]))]
         rows.append([m["method"], *cells])
     return rows
+
+
+def value_cell(v: dict | None, digits: int) -> str:
+    """An indicator's value [95% interval]; "-" where it is undefined.
+
+    Examples:
+        >>> value_cell({"value": 12.34, "ci95": [10.0, 15.0], "vs_first": None}, 1), value_cell(None, 3)
+        ('12.3 [10.0, 15.0]', '-')
+    """
+    if v is None or v["value"] is None:
+        return "-"
+    ci = v["ci95"]
+    return f"{v['value']:.{digits}f}" + ("" if ci is None else f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]")
 
 
 def change_header(report: dict) -> list[str]:
