@@ -229,4 +229,3 @@ def _cells(r: dict) -> list[str]:
     placed = [value_cell(control.get(k), DIGITS[k]) for k in CONTROL]
     return [r["method"], r["description"], hv_cell(r), hv_delta_cell(r), f"{r['collapse_rate']:.1%}",
             f"{r['compute_device_h']:.3f}", rel, *others, *spread, *placed]
-
