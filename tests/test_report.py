@@ -437,3 +437,25 @@ def test_controllability_and_change_from_base_by_hand(tmp_path):
     assert ("b vs its base model (mean over its preference models): helpful up +0.833 [+0.833, +0.833]; "
             "harmless up +0.167 [+0.167, +0.167]") in out
     assert "c vs its base model (mean over its preference models): helpful +0.000 [+0.000, +0.000] no evidence" in out
+
+
+def test_a_real_run_reports_controllability_and_change_from_base(finished_tiny_run):
+    """The finished tiny run (real models): every indicator present, the change from the base
+    recomputed from the answers, and report.md and the printed summary saying it."""
+    root, _ = finished_tiny_run
+    report = json.loads((root / "report.json").read_text())
+    (m,) = report["methods"]
+    names = report["bounds"]["objectives"]
+    assert set(m["control"]) >= {"calibration_deg", "calibration_from_base_deg", "order_tau", "largest_hole",
+                                 "igd_plus", "epsilon_additive", "angles_deg", "largest_hole_between"}
+    assert m["control"]["box"] == "fronts" and 0 <= m["control"]["calibration_deg"]["value"] <= 180
+    assert m["control"]["igd_plus"]["value"] >= 0 and len(m["control"]["angles_deg"]) == len(m["models"])
+    df = pd.read_parquet(root / "evaluate" / "responses.parquet")
+    tuned, base = df[df["preference_index"] >= 0], df[df["preference_index"] < 0]
+    for o in names:
+        expected = tuned.groupby("model")[o].mean().mean() - base[o].mean()  # every model answers every prompt
+        assert m["change_vs_base"][o]["delta"] == pytest.approx(expected)
+        lo, hi = m["change_vs_base"][o]["ci95"]
+        assert lo <= hi
+    md = (root / "report.md").read_text()
+    assert "## Controllability and distance to the best front" in md and "## Change from the base model" in md
