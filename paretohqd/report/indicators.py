@@ -53,8 +53,8 @@ def measure_control(entries: list[dict], runs: list[dict], norms: dict[str, dict
         if "lower" not in box or any(w is None for w in weights):
             e["control"], boots = None, {}
         else:
-            base = None if e["base"] is None else [e["base"]["mean"][o] for o in names]
-            stat = _statistic(np.array(weights), box, reference, base)
+            origin = None if e["base"] is None else [e["base"]["mean"][o] for o in names]  # (M,)
+            stat = _statistic(np.array(weights), box, reference, origin)
             point = stat(np.array([[r["mean"][o] for o in names] for r in e["models"]]))  # {name: float}
             per_draw = [stat(means) for means in boot]
             boots = {k: np.array([d[k] for d in per_draw]) for k in INDICATORS}
@@ -67,17 +67,18 @@ def measure_control(entries: list[dict], runs: list[dict], norms: dict[str, dict
 
 def _statistic(weights: np.ndarray, box: dict, reference: np.ndarray,
                base: list[float] | None) -> Callable[[np.ndarray], dict[str, float]]:
-    """The indicators of one (P, M) set of mean points, in the fronts box."""
+    """The `INDICATORS` of one (P, M) set of mean points, in the fronts box; `base` (M,) is the
+    origin of `calibration_from_base_deg` (NaN without one)."""
     lo, hi = box["lower"], box["upper"]
 
     def stat(points: np.ndarray) -> dict[str, float]:
-        out = {"calibration_deg": calibration(weights, points, lower=lo, upper=hi)[1],
-               "calibration_from_base_deg": float("nan") if base is None else
-               calibration(weights, points, lower=lo, upper=hi, origin=base)[1], "order_tau": order_tau(weights, points)[1],
-               "largest_hole": largest_hole(weights, points, lower=lo, upper=hi)[0] if len(points) > 1 else float("nan"),
-               "igd_plus": igd_plus(points, reference, lower=lo, upper=hi),
-               "epsilon_additive": epsilon_additive(points, reference, lower=lo, upper=hi)}
-        return out
+        return {"calibration_deg": calibration(weights, points, lower=lo, upper=hi)[1],
+                "calibration_from_base_deg": (float("nan") if base is None
+                                              else calibration(weights, points, lower=lo, upper=hi, origin=base)[1]),
+                "order_tau": order_tau(weights, points)[1],
+                "largest_hole": largest_hole(weights, points, lower=lo, upper=hi)[0] if len(points) > 1 else float("nan"),
+                "igd_plus": igd_plus(points, reference, lower=lo, upper=hi),
+                "epsilon_additive": epsilon_additive(points, reference, lower=lo, upper=hi)}
 
     return stat
 
