@@ -31,7 +31,7 @@ from paretohqd.pareto.layers import as_points
 from paretohqd.pareto.preferences import check_preferences
 from paretohqd.pareto.rays import normalisation_box
 
-# Preferences closer than this in L1 count as the same grid point (hand-typed 1/3s).
+# L1 distances within this are equal (the round-off of grid weights such as 0.1 * 3).
 _SAME = 1e-9
 
 
