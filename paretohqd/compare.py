@@ -39,7 +39,9 @@ from paretohqd.lock import hold
 from paretohqd.progress import console as default_console
 from paretohqd.report import write_report
 from paretohqd.devices import init_processes
-from paretohqd.report.render import hv_cell, hv_column, hv_delta_cell, md_table, norm_cell, normalisation_lines
+from paretohqd.report.evidence import DIGITS, value_cell
+from paretohqd.report.render import (control_md, hv_cell, hv_column, hv_delta_cell, md_table, norm_cell,
+                                     normalisation_lines)
 from paretohqd.runfolder import RunFolder
 
 SHARED_FILES = ("data/all.parquet", "data/train.parquet", "data/heldout.parquet", "data/scores.parquet",
@@ -52,6 +54,9 @@ HEADER = ["method", "what", "hypervolume [95%]", "HV - first [95%]", "collapse r
 # after HEADER: the other normalisations' hypervolumes (headers with their reference points), spread
 OTHER_NORMALISATIONS = ("zscore", "fronts")
 SPREAD = ["spacing (data box)", "sparsity (data box)"]
+# after SPREAD: where each method's models sit along the front (compare.md's controllability table has
+# every indicator with its paired difference to the first method)
+CONTROL = {"calibration_deg": "calibration, deg (fronts box) [95%]", "largest_hole": "largest hole (fronts box) [95%]"}
 
 
 def header(report: dict) -> list[str]:
@@ -59,7 +64,7 @@ def header(report: dict) -> list[str]:
     fronts hypervolumes (their references in the headers) and the spread columns."""
     data = hv_column(report, "data") if "data" in report.get("normalisations", {}) else HEADER[2]
     others = [hv_column(report, n) for n in OTHER_NORMALISATIONS if n in report.get("normalisations", {})]
-    return HEADER[:2] + [data] + HEADER[3:] + others + SPREAD
+    return HEADER[:2] + [data] + HEADER[3:] + others + SPREAD + list(CONTROL.values())
 
 
 def method_config(cfg: Config, method: str) -> Config:
@@ -170,8 +175,8 @@ def write_comparison(cfg: Config, roots: dict[str, Path], *, console: Console | 
           "first method for those in report.md); spacing and sparsity of each front in the data box. "
           "The normalisations, each header naming its reference point in raw rewards:", "",
           *[f"- {line}" for line in normalisation_lines(report)], "",
-          md_table(cols, [_cells(r) for r in rows])]
-    write_text("\n".join(md) + "\n\nPlot: front.png; per-preference details: report.md\n", out / "compare.md")
+          md_table(cols, [_cells(r) for r in rows]), "", *control_md(report)]
+    write_text("\n".join(md) + "\nPlot: front.png; per-preference details: report.md\n", out / "compare.md")
     path = write_json({"methods": rows, "normalisations": report.get("normalisations"),
                        "report": str(out / "report.json")}, out / "compare.json")
     table = Table(title=f"methods compared ({out})")
@@ -187,7 +192,8 @@ def comparison_rows(methods: list[str], report: dict) -> list[dict]:
     """One row per method (in `methods` order, matching report["methods"]): hypervolume (data box),
     collapse rate, compute and compute relative to the `paretohqd` run (None without one), and
     `hypervolumes`: every normalisation's hypervolume, interval, difference to the first method,
-    spacing and sparsity (report["methods"][i]["hypervolumes"]; None in reports without them).
+    spacing and sparsity (report["methods"][i]["hypervolumes"]; None in reports without them),
+    `control` (controllability in the fronts box, `report.indicators`) and `change_vs_base`.
 
     Examples:
         >>> rep = {"methods": [{"method": "x-paretohqd", "description": "d", "hypervolume": 0.5,
@@ -208,7 +214,8 @@ def comparison_rows(methods: list[str], report: dict) -> list[dict]:
                      "hypervolume_vs_first": m.get("hypervolume_vs_first"), "collapse_rate": m["collapse_rate"],
                      "compute_device_h": hours, "compute_wall_h": m["compute"]["training"]["wall_h"],
                      "relative_compute": hours / ref_h if ref_h else None,
-                     "hypervolumes": m.get("hypervolumes")})
+                     "hypervolumes": m.get("hypervolumes"), "control": m.get("control"),
+                     "change_vs_base": m.get("change_vs_base")})
     return rows
 
 
@@ -218,5 +225,7 @@ def _cells(r: dict) -> list[str]:
     others = [norm_cell(hv[n]) for n in OTHER_NORMALISATIONS if n in hv]
     data = hv.get("data") or {}
     spread = ["-" if data.get(k) is None else f"{data[k]:.4f}" for k in ("spacing", "sparsity")]
+    control = r.get("control") or {}
+    placed = [value_cell(control.get(k), DIGITS[k]) for k in CONTROL]
     return [r["method"], r["description"], hv_cell(r), hv_delta_cell(r), f"{r['collapse_rate']:.1%}",
-            f"{r['compute_device_h']:.3f}", rel, *others, *spread]
+            f"{r['compute_device_h']:.3f}", rel, *others, *spread, *placed]

@@ -15,6 +15,7 @@ import pandas as pd
 
 from paretohqd.config import Config, ConfigError, SelectConfig, dump_config
 from paretohqd.io import InputError, read_table, write_json, write_parquet, write_text
+from paretohqd.pareto.control import calibration, largest_hole
 from paretohqd.pareto.layers import pool_layers
 from paretohqd.pareto.preferences import preferences_from_config, read_preferences
 from paretohqd.pareto.rays import normalisation_box, select_direction, select_scalarised
@@ -96,6 +97,7 @@ def write_selection(cfg: Config, scores_path: Path, out_dir: Path, *, k: int, ra
         console.print(f"pool: {info['pool_size']:,} of {info['n_points']:,} samples in the top "
                       f"{info['layers_used']} layer(s); {info['k_used']} selected for each of "
                       f"{info['n_preferences']} preferences")
+        console.print(control_line(info, preferences_from_config(cfg.select.preferences, len(objectives))))
     write_json(info, out_dir / "selection.json")
     write_parquet(selection, out_dir / "selection.parquet")
 
@@ -125,6 +127,7 @@ def select_file(scores_path: str | Path, objectives: list[str], cfg: Config, out
     )
     path = write_parquet(_frame(scores, prefs, layer, chosen, dist), out_dir / "selection.parquet")
     print(summary(info))
+    print(control_line(info, prefs))
     print(f"wrote {path}, {out_dir / 'selection.png'}")
     return path
 
@@ -137,6 +140,57 @@ def summary(info: dict[str, Any]) -> str:
     return (f"pool: {info['pool_size']:,} of {info['n_points']:,} points in the top {info['layers_used']} "
             f"layer(s) ({why}); selected {info['k_used']} x {info['n_preferences']} preferences by "
             f"{info['method']}{small}")
+
+
+def selection_control(prefs: np.ndarray, means: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> dict[str, Any]:
+    """How the selected sets' mean points follow the preferences, in the selection's box: the mean
+    angle to the preference rays from its ideal point (`calibration`) and the longest step between
+    neighbouring preferences' means (`largest_hole`); None where the box is flat in an objective
+    or (the hole) there is one preference.
+
+    Args:
+        prefs: (P, M) weights.
+        means: (P, M) mean scores of each preference's selected samples.
+        lower: (M,) the selection's r_min.
+        upper: (M,) its r_max.
+
+    Examples:
+        >>> c = selection_control(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 0.5], [0.5, 1.0]]),
+        ...                       np.zeros(2), np.ones(2))
+        >>> round(c["calibration_deg"], 6), round(c["largest_hole"], 4), c["largest_hole_between"]
+        (0.0, 0.7071, [0, 1])
+    """
+    out: dict[str, Any] = {"calibration_deg": None, "calibration_per_preference_deg": None, "largest_hole": None,
+                           "largest_hole_between": None}
+    if (upper <= lower).any():  # a constant objective: no box to take directions in
+        return out
+    angles, mean = calibration(prefs, means, lower=lower, upper=upper)  # (P,), float
+    out.update(calibration_deg=None if np.isnan(mean) else mean,
+               calibration_per_preference_deg=[None if np.isnan(a) else float(a) for a in angles])
+    if len(prefs) > 1:
+        hole, pair = largest_hole(prefs, means, lower=lower, upper=upper)
+        out.update(largest_hole=hole, largest_hole_between=pair.tolist())
+    return out
+
+
+def control_line(info: dict[str, Any], prefs: np.ndarray) -> str:
+    """One line on how the selected sets follow the preferences (`selection_control`'s keys in
+    `info`; `prefs` (P, M) names the hole's ends).
+
+    Examples:
+        >>> print(control_line({"calibration_deg": 3.21, "largest_hole": 0.1234, "largest_hole_between": [0, 1]},
+        ...                    np.array([[0.3, 0.7], [0.4, 0.6]])))
+        selected sets in the data box: calibration 3.2 deg (mean angle at the ideal point between each preference's ray and its set's mean); largest hole 0.123 (normalised step between the sets of w = (0.3, 0.7) and (0.4, 0.6))
+    """
+    if info["calibration_deg"] is None:
+        return "selected sets: calibration not computed (an objective is constant in the data box)"
+    hole = ""
+    if info["largest_hole"] is not None:
+        i, j = info["largest_hole_between"]
+        hole = (f"; largest hole {info['largest_hole']:.3f} (normalised step between the sets of w = "
+                f"({', '.join(f'{x:.3g}' for x in prefs[i])}) and ({', '.join(f'{x:.3g}' for x in prefs[j])}))")
+    return (f"selected sets in the data box: calibration {info['calibration_deg']:.1f} deg (mean angle at the ideal "
+            f"point between each preference's ray and its set's mean){hole}")
 
 
 def flag_updates(preferences: str | None = None, k: int | None = None, layers: str | None = None,
@@ -193,6 +247,7 @@ def _select(points, objectives, cfg: SelectConfig, lower, upper, source: str):
             )
         k, whole_pool = len(pool), True
     rows, dist = SELECTORS[cfg.method](points[pool], prefs, k=k, lower=lo, upper=hi)  # (P, k) each
+    control = selection_control(prefs, points[pool[rows]].mean(axis=1), lo, hi)  # means (P, M)
     info = {
         "method": cfg.method,
         "nadir": cfg.nadir,
@@ -208,6 +263,7 @@ def _select(points, objectives, cfg: SelectConfig, lower, upper, source: str):
         "whole_pool": whole_pool,
         "lower": lo.tolist(),
         "upper": hi.tolist(),
+        **control,
     }
     return prefs, layer, pool[rows], dist, info
 

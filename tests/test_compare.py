@@ -80,6 +80,20 @@ def test_compare_writes_one_table_and_one_plot(compared):
     assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "compare.md").read_text()
     assert all(f"| {m} |" in table for m in METHODS) and "| HV - first [95%] |" in table
+    # controllability in the fronts box with paired differences to ParetoHqD, and the change from the
+    # base; MORLHF trains one preference here: no neighbours, no hole, no order
+    assert "## Controllability and distance to the best front" in table and "## Change from the base model" in table
+    # (a tiny random policy may give every model of a method one mean at the fronts box's ideal point:
+    # no direction there, calibration undefined, None)
+    first = rows[0]["control"]["calibration_deg"]["value"]
+    for r in rows:
+        assert r["control"]["box"] == "fronts" and set(r["change_vs_base"]) == {"helpful", "harmless"}
+        value = r["control"]["calibration_deg"]["value"]
+        assert value is None or 0 <= value <= 180
+        if r is not rows[0] and None not in (value, first):
+            assert r["control"]["calibration_deg"]["vs_first"]["vs"] == f"{NAME}-paretohqd"
+    assert all(by[m]["control"]["largest_hole"]["value"] is None for m in METHODS if m.startswith("morlhf"))
+    assert by["paretohqd"]["control"]["largest_hole"]["value"] is not None
     # every run is measured in the first run's box
     first = json.loads((compared / f"{NAME}-paretohqd" / "evaluate" / "bounds.json").read_text())
     assert report["bounds"]["lower"] == first["lower"] and report["bounds"]["upper"] == first["upper"]

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paretohqd.evaluate.front import (bootstrap_hypervolume, bootstrap_mean, front_metrics, front_spread, fronts_box,
-                                      percentile_interval, run_bounds, zscore_stats)
+from paretohqd.evaluate.front import (bootstrap_hypervolume, bootstrap_mean, bootstrap_means, front_metrics,
+                                      front_spread, fronts_box, percentile_interval, run_bounds, zscore_stats)
 
 
 def test_hypervolume_of_mean_points_2d_by_hand():
@@ -148,6 +148,20 @@ def test_bootstrap_hypervolume_pairs_draws_across_runs(monkeypatch):
     monkeypatch.setattr(front, "_CHUNK", 9 * 7)  # 7 resamples a chunk, whatever the number of models
     assert np.array_equal(bootstrap_hypervolume(a, **box)[:7], ha[:7])
     assert np.array_equal(bootstrap_hypervolume(b, **box)[:7], hb[:7])
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=st.integers(1, 4), n=st.integers(1, 12), m=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_bootstrap_means_are_the_promised_draws_for_every_model_at_once(p, n, m, seed):
+    """Resample r of model q is the mean of values[q] over the prompts of draw r, the draws of the
+    docstring; a model alone (the base model) gets the same draws as it does beside the others."""
+    values = np.random.default_rng(seed).normal(size=(p, n, m))
+    got = bootstrap_means(values, n_resamples=25, seed=seed)  # (25, p, m)
+    idx = np.random.default_rng(seed).integers(0, n, size=(25, n))
+    oracle = [[[sum(values[q, i, k] for i in draw) / n for k in range(m)] for q in range(p)] for draw in idx]
+    np.testing.assert_allclose(got, oracle, atol=1e-12)
+    np.testing.assert_allclose(bootstrap_means(values[-1:], n_resamples=25, seed=seed)[:, 0], got[:, -1], atol=1e-12)
+    assert bootstrap_means(values, n_resamples=0, seed=seed).shape == (0, p, m)
 
 
 @settings(max_examples=30, deadline=None)

@@ -3,10 +3,12 @@ the hypervolume under three normalisations with spacing/sparsity, down to compar
 
 import io
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from paretohqd.cli import app
@@ -14,6 +16,7 @@ from paretohqd.compare import comparison_rows, write_comparison
 from paretohqd.config import Config
 from paretohqd.io import InputError, write_json, write_parquet
 from paretohqd.report import build_report, write_report
+from paretohqd.report.evidence import delta_cell, value_cell
 from paretohqd.report.plot import plot_fronts
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -297,7 +300,6 @@ def test_zscore_uses_the_stored_statistics(tmp_path):
 
 
 def test_report_md_shows_every_normalisation_with_its_reference(tmp_path):
-    from rich.console import Console
 
     a = evaluated_run(tmp_path / "a", base=(1.5, 1.5))
     b = evaluated_run(tmp_path / "b", means=[[1.5, 3.0], [2.0, 2.5], [3.0, 1.0]], base=(1.5, 1.5))
@@ -364,6 +366,99 @@ def test_compare_carries_the_three_hypervolumes(tmp_path):
     f = rows[1]["hypervolumes"]["fronts"]
     assert f"| 1.00x | " in md and f"| 0.4375 [{f['ci95'][0]:.4f}, {f['ci95'][1]:.4f}] | 0.2165 | 0.1172 |" in md
     assert "reference point = normalised (-1, -1)" in md
+    # controllability: in compare.json, two columns of the main table, and compare.md's table with the
+    # paired differences to the first method. Fronts box [1, 3]^2; neighbours by w_1: ric's means
+    # (.25, 1), (.5, .75), (1, 0) step .3536 then sqrt(.25 + .5625) = .9014; paretohqd's .7071 twice
+    assert [r["control"] for r in rows] == [m["control"] for m in report["methods"]]
+    assert [r["change_vs_base"] for r in rows] == [m["change_vs_base"] for m in report["methods"]]
+    hole = rows[1]["control"]["largest_hole"]
+    assert hole["value"] == pytest.approx(math.sqrt(0.8125))
+    assert hole["vs_first"]["delta"] == pytest.approx(math.sqrt(0.8125) - math.sqrt(0.5))
+    assert "| sparsity (data box) | calibration, deg (fronts box) [95%] | largest hole (fronts box) [95%] |" in md
+    assert f"| {value_cell(hole, 3)} |" in md and "## Controllability and distance to the best front" in md
+    assert f"| {delta_cell(hole['vs_first'], 3)} |" in md and "## Change from the base model" in md
+
+
+def test_controllability_and_change_from_base_by_hand(tmp_path):
+    """Weights (1, 0), (.5, .5), (0, 1). Run a spreads evenly, (3, 1), (2, 2), (1, 3); run b leaves a
+    hole: its middle preference lands on the first one's point (3, 1). Run c is a with its base at
+    (2, 2). Fronts box: [1, 3]^2 (the points and the bases (1.5, 1.5), (2, 2)), ideal (1, 1) normalised.
+
+    calibration: a's points (1, 0), (.5, .5), (0, 1) lie on their rays, 0 deg; b's middle point (1, 0)
+    sits 45 deg off the diagonal: mean 15. From the base (.25, .25): b's middle change (.75, -.25)
+    against the direction (.25, .25) to W = (.5, .5), acos(2 / sqrt(20)) = 63.43 deg, mean 21.14.
+    tau: a 1; b's objective 1 reads 3, 3, 1 over w_1 1, .5, 0: one tie, two agreeing pairs,
+    2 / sqrt(3 * 2) = 0.8165 (objective 2 the same). Largest hole: a's steps 0.7071; b's from
+    (1, 0) to (0, 1), sqrt 2, between pref-01 and pref-02. Reference front: the 3 distinct points
+    of a; b misses (.5, .5) by .5 in one objective: IGD+ .5 / 3, epsilon+ .5.
+    Change from base: a's means average (2, 2), its base (1.5, 1.5): +0.5 each; b's (7/3, 5/3):
+    +0.833, +0.167. Rewards are mean +- 1 with the same sign for every model on a prompt, so each
+    resample moves models and base alike and the intervals shrink to the point: up. c's change is
+    0 with the interval [0, 0]: no evidence, and so are its differences to a."""
+    even, hole = [[3.0, 1.0], [2.0, 2.0], [1.0, 3.0]], [[3.0, 1.0], [3.0, 1.0], [1.0, 3.0]]
+    a = evaluated_run(tmp_path / "a", means=even, base=(1.5, 1.5))
+    b = evaluated_run(tmp_path / "b", means=hole, base=(1.5, 1.5))
+    c = evaluated_run(tmp_path / "c", means=even, base=(2.0, 2.0))
+    console = Console(width=250, record=True, file=io.StringIO())
+    path = write_report([a, b, c], console=console, html=False)
+    report = json.loads(path.read_text())
+    ca, cb, cc = (m["control"] for m in report["methods"])
+    assert ca["box"] == "fronts" and report["normalisations"]["fronts"]["lower"] == [1.0, 1.0]
+    assert ca["calibration_deg"]["value"] == pytest.approx(0.0, abs=1e-9)
+    assert cb["calibration_deg"]["value"] == pytest.approx(15.0)
+    assert cb["angles_deg"] == {"pref-00": pytest.approx(0.0, abs=1e-9), "pref-01": pytest.approx(45.0),
+                                "pref-02": pytest.approx(0.0, abs=1e-9)}
+    assert cb["calibration_from_base_deg"]["value"] == pytest.approx(math.degrees(math.acos(2 / math.sqrt(20))) / 3)
+    assert ca["order_tau"]["value"] == 1.0 and cb["order_tau"]["value"] == pytest.approx(2 / math.sqrt(6))
+    assert cb["order_tau_per_objective"] == {"helpful": pytest.approx(2 / math.sqrt(6)),
+                                             "harmless": pytest.approx(2 / math.sqrt(6))}
+    assert ca["largest_hole"]["value"] == pytest.approx(math.sqrt(0.5))
+    assert cb["largest_hole"]["value"] == pytest.approx(math.sqrt(2)) and cb["largest_hole_between"] == ["pref-01", "pref-02"]
+    assert ca["igd_plus"]["value"] == 0.0 and cb["igd_plus"]["value"] == pytest.approx(0.5 / 3)
+    assert ca["epsilon_additive"]["value"] == 0.0 and cb["epsilon_additive"]["value"] == pytest.approx(0.5)
+    d = cb["largest_hole"]["vs_first"]
+    assert d["vs"] == "a" and d["delta"] == pytest.approx(math.sqrt(2) - math.sqrt(0.5)) and d["ci95"][0] > 0
+    assert ca["calibration_deg"]["vs_first"] is None and cc["igd_plus"]["vs_first"]["ci95"] == [0.0, 0.0]
+    lo, hi = cb["calibration_deg"]["ci95"]
+    assert lo <= 15.0 <= hi
+    ch = [m["change_vs_base"] for m in report["methods"]]
+    assert ch[0] == {"helpful": {"delta": pytest.approx(0.5), "ci95": [pytest.approx(0.5), pytest.approx(0.5)]},
+                     "harmless": {"delta": pytest.approx(0.5), "ci95": [pytest.approx(0.5), pytest.approx(0.5)]}}
+    assert ch[1]["helpful"]["delta"] == pytest.approx(5 / 6) and ch[1]["harmless"]["delta"] == pytest.approx(1 / 6)
+    assert ch[2]["helpful"]["delta"] == pytest.approx(0.0, abs=1e-12)
+    md = (path.parent / "report.md").read_text()
+    assert "## Controllability and distance to the best front" in md and "Measured in the fronts box: helpful [1, 3]" in md
+    assert "| b | 15.0 [" in md and "| +15.0 [+" in md
+    assert "| a | up +0.500 [+0.500, +0.500] | up +0.500 [+0.500, +0.500] |" in md
+    assert "| c | +0.000 [+0.000, +0.000] no evidence | +0.000 [+0.000, +0.000] no evidence |" in md
+    assert "| c | 0.0 [0.0, 12.3] | +0.0 [+0.0, +0.0] no evidence | 0.0 [" in md  # its base is W of (.5, .5): left out
+    out = console.export_text()
+    assert "controllability in the fronts box" in out
+    assert ("b vs its base model (mean over its preference models): helpful up +0.833 [+0.833, +0.833]; "
+            "harmless up +0.167 [+0.167, +0.167]") in out
+    assert "c vs its base model (mean over its preference models): helpful +0.000 [+0.000, +0.000] no evidence" in out
+
+
+def test_a_real_run_reports_controllability_and_change_from_base(finished_tiny_run):
+    """The finished tiny run (real models): every indicator present, the change from the base
+    recomputed from the answers, and report.md and the printed summary saying it."""
+    root, _ = finished_tiny_run
+    report = json.loads((root / "report.json").read_text())
+    (m,) = report["methods"]
+    names = report["bounds"]["objectives"]
+    assert set(m["control"]) >= {"calibration_deg", "calibration_from_base_deg", "order_tau", "largest_hole",
+                                 "igd_plus", "epsilon_additive", "angles_deg", "largest_hole_between"}
+    assert m["control"]["box"] == "fronts" and 0 <= m["control"]["calibration_deg"]["value"] <= 180
+    assert m["control"]["igd_plus"]["value"] >= 0 and len(m["control"]["angles_deg"]) == len(m["models"])
+    df = pd.read_parquet(root / "evaluate" / "responses.parquet")
+    tuned, base = df[df["preference_index"] >= 0], df[df["preference_index"] < 0]
+    for o in names:
+        expected = tuned.groupby("model")[o].mean().mean() - base[o].mean()  # every model answers every prompt
+        assert m["change_vs_base"][o]["delta"] == pytest.approx(expected)
+        lo, hi = m["change_vs_base"][o]["ci95"]
+        assert lo <= hi
+    md = (root / "report.md").read_text()
+    assert "## Controllability and distance to the best front" in md and "## Change from the base model" in md
 
 
 def test_report_md_shows_answers_and_prompts_as_text_never_as_markup():

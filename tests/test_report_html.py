@@ -120,6 +120,16 @@ def test_html_embeds_every_model_and_its_answers(tmp_path):
     assert row[4:] == [pytest.approx(3.0), pytest.approx(3.0)]  # mean (2, 2) + 1 on odd prompts
     assert data["cloud"]["n"] == 300 and len(data["cloud"]["columns"][0]) == 300
     assert data["box"] == {"lower": [0.0, 0.0], "upper": [4.0, 4.0], "reference": [0.0, 0.0]}
+    # report.md's controllability and change tables, and the numbers behind them. The fixture's weights
+    # run against its means (w = (1, 0) gets (1, 3)): order tau -1 in both runs
+    assert [t["title"] for t in data["tables"]] == ["Controllability and distance to the best front",
+                                                    "Change from the base model"]
+    assert [r[0] for r in data["tables"][0]["rows"]] == ["a", "b"] and "no evidence" not in data["tables"][0]["rows"][0]
+    assert data["tables"][0]["rows"][0][5] == "-1.000 [-1.000, -1.000]"
+    assert data["tables"][1]["header"] == ["method", "helpful: change vs base [95%]", "harmless: change vs base [95%]"]
+    assert data["tables"][1]["rows"][0] == ["a", "up +2.000 [+2.000, +2.000]", "up +2.000 [+2.000, +2.000]"]
+    assert [m["control"]["order_tau"]["value"] for m in data["methods"]] == [-1.0, -1.0]
+    assert data["methods"][1]["change_vs_base"]["helpful"]["delta"] == pytest.approx(6.5 / 3)
     assert "<script>" not in html[html.index("report-data"):]  # the data holds no markup at all
     assert "cdn" not in html[:2000].lower() and 'src="http' not in html  # nothing fetched: works offline
 
@@ -303,6 +313,9 @@ def test_report_in_headless_chromium(tmp_path):
         img = pixels(png)
         assert img.shape[0] > 500 and img.std() > 20  # not a blank page
         assert browser.evaluate("window.paretohqd.state.model") == "pref-00"  # the first model, to start
+        tables = browser.evaluate("document.getElementById('indicators').textContent")
+        assert "Controllability and distance to the best front" in tables and "Change from the base model" in tables
+        assert browser.evaluate("document.querySelectorAll('#indicators table.indicators tbody tr').length") == 2
         # a mouse click on pref-03's point: where Plotly drew its mean in the first panel
         x, y = browser.evaluate(
             "(() => { const d = document.getElementById('panel-0'), L = d._fullLayout, box = d.getBoundingClientRect();"

@@ -1,5 +1,8 @@
 """The select stage: `select_table` on frames, and `paretohqd select` end to end on small files."""
 
+import json
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -131,6 +134,28 @@ def test_cli_end_to_end_csv(tmp_path):
     # Same call through the library gives the same rows.
     expected, _ = select_table(df, names, SelectConfig(preferences=11, k=5))
     assert sel["id"].tolist() == expected["id"].tolist()
+
+
+@pytest.mark.parametrize("method, angle, hole, ends", [
+    ("direction", 0.0, math.sqrt(0.45**2 + 0.55**2), "w = (0, 1) and (0.5, 0.5)"),
+    ("scalarised", 15.0, math.sqrt(2), "w = (0, 1) and (0.5, 0.5)")])
+def test_cli_prints_calibration_and_largest_hole(tmp_path, method, angle, hole, ends):
+    """Three nondominated points (1, 0), (0, 1), (.45, .45) in the data box [0, 1]^2, k = 1, preferences
+    (0, 1), (.5, .5), (1, 0). Rays pick (0, 1), (.45, .45), (1, 0): each on its ray, 0 deg, and steps
+    of sqrt(.45^2 + .55^2) = 0.7106 between neighbours. The weighted sum gives (.5, .5) an end point
+    ((1, 0) and (0, 1) score .5 > .45; the tie goes to the first row): 45 deg off its diagonal ray,
+    mean 15, and a hole of sqrt 2 from (0, 1) to (1, 0)."""
+    pd.DataFrame({"id": ["a", "b", "c"], "helpful": [1.0, 0.0, 0.45], "harmless": [0.0, 1.0, 0.45]}).to_csv(
+        tmp_path / "scores.csv", index=False)
+    r = invoke(tmp_path / "scores.csv", "--objectives", "helpful,harmless", "--preferences", 3, "--k", 1,
+               "--layers", 1, "--method", method, "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    assert (f"selected sets in the data box: calibration {angle:.1f} deg (mean angle at the ideal point between each "
+            f"preference's ray and its set's mean); largest hole {hole:.3f} (normalised step between the sets of "
+            f"{ends})") in r.output
+    info = json.loads((tmp_path / "o" / "selection.json").read_text())
+    assert info["calibration_deg"] == pytest.approx(angle, abs=1e-9) and info["largest_hole"] == pytest.approx(hole)
+    assert info["largest_hole_between"] == [0, 1] and len(info["calibration_per_preference_deg"]) == 3
 
 
 def test_cli_three_objectives_parquet_preferences_file_and_config(tmp_path):

@@ -88,16 +88,49 @@ def bootstrap_mean(
     return mean, lo, hi
 
 
+def bootstrap_means(values: ArrayLike, /, *, n_resamples: int, seed: int) -> np.ndarray:
+    """Every model's mean point over bootstrap resamples of the prompts.
+
+    Prompts, not single answers, are resampled, and one draw serves every model: the models
+    answered the same prompts, and a hard prompt lowers them all. The draws depend only on
+    (n, n_resamples, seed), so two calls over the same prompts in the same order (two runs, or a
+    run's preference models and its base model) get the same draws, and the difference of their
+    resampled statistics is a paired bootstrap of the difference.
+
+    Args:
+        values: (P, n, M) rewards; values[p, i] is model p's (mean) answer reward on prompt i,
+            prompts in the same order for every model.
+        n_resamples: bootstrap resamples (0 gives an empty (0, P, M) array).
+        seed: seed of the resampling.
+
+    Returns:
+        (n_resamples, P, M) mean points.
+
+    Raises:
+        ValueError: not (P, n, M) with P, n >= 1, NaN/inf values, or negative `n_resamples`.
+
+    Examples:
+        >>> means = bootstrap_means([[[1.0, 0.0], [0.0, 1.0]]], n_resamples=200, seed=0)
+        >>> means.shape, sorted(set(means[:, 0, 0].tolist()))  # each resample: 2 of the 2 prompts
+        ((200, 1, 2), [0.0, 0.5, 1.0])
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"values must have shape (models, prompts, objectives), each >= 1; got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("values holds NaN or inf; every answer needs a finite reward")
+    if n_resamples < 0:
+        raise ValueError(f"n_resamples must be >= 0, got {n_resamples}")
+    chunks = [x[:, idx].mean(axis=2).transpose(1, 0, 2) for idx in _draws(x.shape[1], n_resamples, seed)]  # (B, P, M)
+    return np.concatenate(chunks) if chunks else np.zeros((0, *x.shape[::2]))
+
+
 def bootstrap_hypervolume(
     values: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike, n_resamples: int, seed: int,
     ref: ArrayLike | None = None,
 ) -> np.ndarray:
-    """Hypervolume of the models' mean points over bootstrap resamples of the prompts.
-
-    Prompts, not single answers, are resampled, and one draw serves every model: the models
-    answered the same prompts, and a hard prompt lowers them all. The draws depend only on
-    (n, seed), so two runs over the same prompts in the same order get the same draws, and the
-    difference of their resampled hypervolumes is a paired bootstrap of the difference.
+    """Hypervolume of the models' mean points over bootstrap resamples of the prompts
+    (`bootstrap_means`, whose draws make two runs' volumes paired).
 
     Args:
         values: (P, n, M) rewards; values[p, i] is model p's (mean) answer reward on prompt i,
@@ -120,18 +153,8 @@ def bootstrap_hypervolume(
         >>> hv.shape, sorted(set(hv.round(2).tolist()))  # resampled mean (a, 1 - a): a(1 - a)
         ((200,), [0.0, 0.25])
     """
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 3 or 0 in x.shape:
-        raise ValueError(f"values must have shape (models, prompts, objectives), each >= 1; got {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError("values holds NaN or inf; every answer needs a finite reward")
-    if n_resamples < 0:
-        raise ValueError(f"n_resamples must be >= 0, got {n_resamples}")
-    out = []
-    for idx in _draws(x.shape[1], n_resamples, seed):
-        means = x[:, idx].mean(axis=2)  # (P, B, M)
-        out += [hypervolume(means[:, b], lower=lower, upper=upper, ref=ref) for b in range(len(idx))]
-    return np.array(out, dtype=np.float64)
+    means = bootstrap_means(values, n_resamples=n_resamples, seed=seed)  # (B, P, M)
+    return np.array([hypervolume(m, lower=lower, upper=upper, ref=ref) for m in means], dtype=np.float64)
 
 
 def percentile_interval(samples: ArrayLike, /, level: float = LEVEL) -> list[float] | None:

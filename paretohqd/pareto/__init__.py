@@ -1,18 +1,25 @@
-"""The objective-space core: Pareto layers, preferences, selection, front metrics.
+"""The objective-space core: Pareto layers, preferences, selection, front metrics, controllability.
 
 Pure numpy functions (arrays in, arrays out); `select.py` and `plot.py` add tables and files.
 """
 
+from paretohqd.pareto.control import calibration, largest_hole, neighbour_pairs, order_tau
 from paretohqd.pareto.layers import nondominated_layers, pareto_pool, pool_layers
-from paretohqd.pareto.metrics import hypervolume, pareto_subset, sparsity, spacing
+from paretohqd.pareto.metrics import epsilon_additive, hypervolume, igd_plus, pareto_subset, sparsity, spacing
 from paretohqd.pareto.preferences import check_preferences, preferences_from_config, simplex_grid
 from paretohqd.pareto.rays import normalise, ray_distances, select_direction, select_scalarised
 
 __all__ = [
+    "calibration",
     "check_preferences",
+    "epsilon_additive",
     "hypervolume",
+    "igd_plus",
+    "largest_hole",
+    "neighbour_pairs",
     "nondominated_layers",
     "normalise",
+    "order_tau",
     "pareto_pool",
     "pareto_subset",
     "pool_layers",

@@ -1,5 +1,6 @@
-"""Front metrics for evaluation: hypervolume in normalised space, the Pareto subset, and how evenly
-a front is spread (Schott's spacing, PGMORL's sparsity).
+"""Front metrics for evaluation: hypervolume in normalised space, the distance to a reference front
+(IGD+, additive epsilon), the Pareto subset, and how evenly a front is spread (Schott's spacing,
+PGMORL's sparsity).
 
 Convention (every objective maximised): points are min-max normalised with the given bounds,
 z = (r - lower) / (upper - lower), so `lower` maps to 0 and `upper` to 1. The reference point
@@ -58,6 +59,83 @@ def hypervolume(
     if len(z) == 0:
         return 0.0
     return float(moocore.hypervolume(z, ref=r, maximise=True))
+
+
+def igd_plus(points: ArrayLike, reference: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike) -> float:
+    """IGD+ of maximised points to a reference front, both normalised with `lower`/`upper`.
+
+    The mean over reference points r of the distance from r to the nearest point's dominated
+    region: d+(r, a) = |max(r - a, 0)| (Ishibuchi et al. 2015; `moocore.igd_plus`). 0 when the
+    points weakly dominate every reference point; lower is better. Usually the reference is the
+    nondominated union of every method's points, so each method is measured against the best
+    front any of them reached.
+
+    Args:
+        points: (N, M) points (e.g. one method's model means), every objective maximised.
+        reference: (R, M) reference front in the same raw units.
+        lower: (M,) raw values mapped to 0.
+        upper: (M,) raw values mapped to 1; each must exceed `lower`.
+
+    Returns:
+        IGD+ in normalised units.
+
+    Raises:
+        ValueError: bad points, no points or no reference, or bad bounds.
+
+    Examples:
+        Reference (0, 1), (1, 0) in the unit box; the single point (0.5, 0.5) falls short of each
+        by 0.5 in one objective: (0.5 + 0.5) / 2 = 0.5.
+
+        >>> igd_plus([[5, 5]], [[0, 10], [10, 0]], lower=[0, 0], upper=[10, 10])
+        0.5
+    """
+    z, ref = _both(points, reference, lower, upper)  # (N, M), (R, M)
+    return float(moocore.igd_plus(z, ref=ref, maximise=True))
+
+
+def epsilon_additive(points: ArrayLike, reference: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike) -> float:
+    """Additive epsilon indicator of maximised points to a reference front, both normalised.
+
+    The smallest eps such that every reference point r is weakly dominated by some point a
+    shifted by eps in every objective: max_r min_a max_k (r_k - a_k) (Zitzler et al. 2003;
+    `moocore.epsilon_additive`). 0 (or below) when the points weakly dominate the reference;
+    lower is better. It is the worst shortfall, where IGD+ is the average one.
+
+    Args:
+        points: (N, M) points, every objective maximised.
+        reference: (R, M) reference front in the same raw units.
+        lower: (M,) raw values mapped to 0.
+        upper: (M,) raw values mapped to 1; each must exceed `lower`.
+
+    Returns:
+        epsilon in normalised units.
+
+    Raises:
+        ValueError: bad points, no points or no reference, or bad bounds.
+
+    Examples:
+        The point (0.5, 0.5) must move up by 0.5 to reach (0, 1) or (1, 0); (0.4, 0.6) only 0.1.
+
+        >>> epsilon_additive([[5, 5]], [[0, 10], [10, 0], [4, 6]], lower=[0, 0], upper=[10, 10])
+        0.5
+        >>> round(epsilon_additive([[5, 5]], [[4, 6]], lower=[0, 0], upper=[10, 10]), 12)
+        0.1
+    """
+    z, ref = _both(points, reference, lower, upper)  # (N, M), (R, M)
+    return float(moocore.epsilon_additive(z, ref=ref, maximise=True))
+
+
+def _both(points, reference, lower, upper) -> tuple[np.ndarray, np.ndarray]:
+    """Points and reference as (N, M), (R, M), normalised in one checked box."""
+    pts, ref = as_points(points), as_points(reference, name="reference")  # (N, M), (R, M)
+    if len(pts) == 0 or len(ref) == 0 or pts.shape[1] != ref.shape[1]:
+        raise ValueError(f"points and reference need rows and one number of objectives; got shapes {pts.shape} "
+                         f"and {ref.shape}")
+    lo, hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)  # (M,), (M,)
+    if lo.shape == hi.shape == (pts.shape[1],) and (hi <= lo).any():
+        raise ValueError(f"'upper' must exceed 'lower' in every objective; got lower={lo.tolist()}, "
+                         f"upper={hi.tolist()}")
+    return normalise(pts, lower=lo, upper=hi), normalise(ref, lower=lo, upper=hi)
 
 
 def pareto_subset(points: ArrayLike, /) -> np.ndarray:

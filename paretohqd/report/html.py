@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from paretohqd.io import read_table, write_text
+from paretohqd.report.evidence import control_tables
 from paretohqd.pareto.plot import thin
 
 # Selected training samples whose texts are shown per preference and stage (the closest to the
@@ -81,8 +82,10 @@ def page_data(report: dict, runs: list[dict], cloud: pd.DataFrame, *, title: str
 
     Keys: `title`, `objectives`, `box` (lower, upper, reference), `cloud` (source, n, per-objective
     columns of the thinned points), `methods` (per run: its models and base from the report, its
-    prompts, answers as rows [model, prompt index, response, collapse, *rewards], and selections
-    per stage and preference: points as per-objective columns and a few texts).
+    controllability and change from the base, its prompts, answers as rows [model, prompt index,
+    response, collapse, *rewards], and selections per stage and preference: points as
+    per-objective columns and a few texts), `tables` (report.md's controllability and
+    change-from-base tables as text: title, note, header, rows).
     """
     names = report["bounds"]["objectives"]
     bounds = report["bounds"]
@@ -95,6 +98,7 @@ def page_data(report: dict, runs: list[dict], cloud: pd.DataFrame, *, title: str
         methods.append({
             "method": entry["method"], "description": entry["description"], "folder": entry["folder"],
             "hypervolume": entry["hypervolume"], "hypervolume_ci95": entry["hypervolume_ci95"],
+            "control": entry.get("control"), "change_vs_base": entry.get("change_vs_base"),
             "models": models, "base": None if entry["base"] is None else _model(entry["base"], names),
             **_answers(run["responses"], names),
             "selections": _selections(run["root"], names, decimals),
@@ -104,7 +108,7 @@ def page_data(report: dict, runs: list[dict], cloud: pd.DataFrame, *, title: str
         "box": {"lower": bounds["lower"], "upper": bounds["upper"], "reference": report["reference"]["raw"]},
         "cloud": {"source": report["bounds_from"], "n": len(points),
                   "columns": [np.round(shown[:, k], d).tolist() for k, d in enumerate(decimals)]},
-        "methods": methods,
+        "methods": methods, "tables": control_tables(report),
     })
 
 

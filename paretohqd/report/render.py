@@ -10,6 +10,7 @@ from rich.table import Table
 
 from paretohqd.data.transcript import last_turn
 from paretohqd.progress import console as default_console
+from paretohqd.report.evidence import change_line, control_header, control_rows, control_tables, delta_cell
 
 
 def box_line(report: dict) -> str:
@@ -126,11 +127,7 @@ def hv_cell(m: dict) -> str:
 
 def hv_delta_cell(m: dict) -> str:
     """Hypervolume minus the first method's, with its paired interval; "-" for the first method."""
-    d = m.get("hypervolume_vs_first")
-    if d is None:
-        return "-"
-    cell = f"{d['delta']:+.4f}"
-    return cell if d["ci95"] is None else f"{cell} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+    return delta_cell(m.get("hypervolume_vs_first"))
 
 
 def preference_rows(report: dict) -> tuple[list[str], list[list[str]]]:
@@ -254,6 +251,12 @@ def interpolation_md(report: dict) -> list[str]:
             md_table(header, rows), ""]
 
 
+def control_md(report: dict) -> list[str]:
+    """The report's controllability and change-from-base sections (`control_tables`)."""
+    return [line for t in control_tables(report)
+            for line in (f"## {t['title']}", "", t["note"], "", md_table(t["header"], t["rows"]), "")]
+
+
 def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
     """The whole markdown report."""
     names = report["bounds"]["objectives"]
@@ -284,6 +287,7 @@ def report_md(report: dict, samples: dict[str, pd.DataFrame], png: str) -> str:
               "same draws for both). An interval that holds 0 is no evidence either way. Compute: every step "
               "of the run before evaluate (from manifest.json); device hours = wall hours x devices.", "",
               md_table(MAIN_HEADER, main_rows(report)), ""]
+    lines += control_md(report)
     header, rows = preference_rows(report)
     lines += ["## Per preference", "", f"Mean reward per objective ({', '.join(names)}) with its 95% "
               "bootstrap interval; on front = no other model of the method has higher means everywhere.", "",
@@ -327,3 +331,13 @@ def print_tables(report: dict, console: Console | None = None) -> None:
         for row in rows:
             table.add_row(*[row[i] for i in keep])
         console.print(table)
+    table = Table(title="controllability in the fronts box (report.md explains each column)")
+    header = control_header()
+    keep = [i for i, col in enumerate(header) if len(report["methods"]) > 1 or "vs first" not in col]  # fit a terminal
+    for i in keep:
+        table.add_column(header[i], justify="left" if i == 0 else "right", overflow="fold")
+    for row in control_rows(report):
+        table.add_row(*[row[i] for i in keep])
+    console.print(table)
+    for m in report["methods"]:  # last, so the run's closing lines say what tuning did to each objective
+        console.print(change_line(m, report["bounds"]["objectives"]))

@@ -17,6 +17,7 @@ from rich.console import Console
 from paretohqd.io import InputError, read_table, write_json, write_text
 from paretohqd.progress import console as default_console
 from paretohqd.report.html import write_html
+from paretohqd.report.indicators import measure_control
 from paretohqd.report.plot import plot_fronts
 from paretohqd.report.render import print_tables, report_md
 from paretohqd.report.summary import load_run, summarise_runs
@@ -46,6 +47,7 @@ def build_report(roots: list[str | Path]) -> tuple[dict, list[dict]]:
                              f"{names}; runs compared in one report must share their objectives")
     bounds = first["bounds"]
     methods, norms = summarise_runs(runs)
+    measure_control(methods, runs, norms)
     report = {"bounds": bounds, "bounds_from": str(first["root"] / bounds["source"]),
               "reference": {"normalised": bounds["ref_normalised"], "raw": bounds["ref_raw"],
                             "what": "the normalised nadir: per-objective minimum of the scored training data"},
