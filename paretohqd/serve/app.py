@@ -10,9 +10,9 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from paretohqd.io import InputError
@@ -61,8 +61,7 @@ def create_app(run: str | Path, *, api_key: str | None = None, cache_size: int =
     app = FastAPI(title="paretohqd serve", lifespan=lifespan)
     app.state.models, app.state.batcher, app.state.chat = models, batcher, service
     _errors(app)
-    _guards(app, api_key)
-    app.add_middleware(BodyLimit, max_body=limits.max_body)
+    app.add_middleware(Guard, api_key=api_key, max_body=limits.max_body)
     created = int(time.time())
 
     @app.get("/v1/models")
@@ -95,32 +94,7 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException):
-        return error_response(e.status_code, str(e.detail), code=None)
-
-
-def _guards(app: FastAPI, api_key: str | None) -> None:
-    """The key (or, keyless, the Host allow-list), and the last resort for failures."""
-
-    @app.middleware("http")
-    async def key_and_last_resort(request: Request, call_next):
-        request.state.request_id = rid = f"req-{secrets.token_hex(6)}"
-        if api_key is not None:
-            given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return error_response(401, "Incorrect API key provided; send it as the header "
-                                      "'Authorization: Bearer KEY' (the key given to paretohqd serve --api-key)",
-                                      code="invalid_api_key")
-        elif not _local_host(request):
-            return error_response(421, f"Host {request.headers.get('host')!r} is not this server: a keyless server "
-                                  "answers requests to localhost, 127.0.0.1 or [::1] with its port only; use one "
-                                  "of those (or serve with --api-key)", code="invalid_host")
-        try:
-            return await call_next(request)
-        except Exception:  # noqa: BLE001 - the client gets one JSON line; the log gets the traceback
-            # answered here rather than by an exception handler, which would re-raise it to uvicorn
-            # and so close the client's keep-alive connection
-            log.exception("internal error, request %s", rid)
-            return internal_error(rid).response()
+        return error_response(e.status_code, str(e.detail), code="request_too_large" if e.status_code == 413 else None)
 
 
 def _local_host(request: Request) -> bool:
@@ -137,34 +111,70 @@ def _local_host(request: Request) -> bool:
     return name.lower() in LOOPBACK and (server is None or port == str(server[1]))
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over `max_body` bytes is refused with 413, whether it
-    announces its length or is sent in chunks, before more of it is read."""
+class Guard:
+    """ASGI middleware every request passes: it gets a request id; the API key is checked (keyless:
+    the Host header must name this machine); a body over `max_body` bytes is a 413, whether it
+    announces its length or comes in chunks, before more of it is read; and a failure is a 500
+    saying the request id, its detail in the log. Plain ASGI, not `@app.middleware`: Starlette's
+    BaseHTTPMiddleware hides a client's disconnect from the route, which must see it."""
 
-    def __init__(self, app, *, max_body: int):
-        self.app, self.max_body = app, max_body
+    def __init__(self, app, *, api_key: str | None, max_body: int):
+        self.app, self.api_key, self.max_body = app, api_key, max_body
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        scope.setdefault("state", {})["request_id"] = rid = f"req-{secrets.token_hex(6)}"
+        refused = self._refuse(Request(scope))
+        if refused is not None:
+            return await refused(scope, receive, send)
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, self._bounded(scope, receive), sending)
+        except Exception:  # noqa: BLE001 - the client gets one JSON line; the log gets the traceback
+            log.exception("internal error, request %s", rid)
+            if not started:  # answered here, not re-raised: uvicorn would close the keep-alive connection
+                await internal_error(rid).response()(scope, receive, send)
+
+    def _refuse(self, request: Request) -> JSONResponse | None:
+        if self.api_key is not None:
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+                return error_response(401, "Incorrect API key provided; send it as the header "
+                                      "'Authorization: Bearer KEY' (the key given to paretohqd serve --api-key)",
+                                      code="invalid_api_key")
+        elif not _local_host(request):
+            return error_response(421, f"Host {request.headers.get('host')!r} is not this server: a keyless server "
+                                  "answers requests to localhost, 127.0.0.1 or [::1] with its port only; use one "
+                                  "of those (or serve with --api-key)", code="invalid_host")
+        return None
+
+    def _bounded(self, scope, receive):
         declared = dict(scope["headers"]).get(b"content-length", b"")
         seen = 0
 
         async def bounded():
             nonlocal seen
             if declared.isdigit() and int(declared) > self.max_body:
-                raise StarletteHTTPException(413, self._message())
+                raise self._too_large()
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_body:
-                raise StarletteHTTPException(413, self._message())
+                raise self._too_large()
             return message
 
-        await self.app(scope, bounded, send)
+        return bounded
 
-    def _message(self) -> str:
-        return (f"the request body is larger than {self.max_body:,} bytes (paretohqd serve --max-body); "
-                "send fewer or shorter messages")
+    def _too_large(self) -> HTTPException:
+        # FastAPI passes an HTTPException raised while it reads the body on to the handlers
+        return HTTPException(413, f"the request body is larger than {self.max_body:,} bytes (paretohqd serve "
+                             "--max-body); send fewer or shorter messages")
 
 
 def check_bind(host: str, api_key: str | None) -> None:
