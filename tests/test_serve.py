@@ -200,9 +200,9 @@ def test_an_internal_failure_is_a_generic_500_with_a_request_id_its_detail_in_th
         assert "weights went missing" not in json.dumps(body)
         # a stream that has begun ends with the same kind of event
         events = list(chat(client, "hi", "pref-02", stream=True).response.iter_lines())
-    error = json.loads(next(e for e in events if '"error"' in e)[6:])["error"]
-    assert error["type"] == "server_error" and "request id req-" in error["message"]
-    assert "weights went missing" not in error["message"]
+    last = json.loads(next(e for e in events if '"error"' in e)[6:])["error"]
+    assert last["type"] == "server_error" and "request id req-" in last["message"]
+    assert "weights went missing" not in last["message"]
     monkeypatch.undo()
     assert chat(client, "hi", "pref-02").choices[0].message.content is not None  # and the server goes on
 
