@@ -213,32 +213,69 @@ def plan(times: dict[str, float], kills: int, seed: int, per_sequence: int) -> l
     return [sorted(s, key=lambda m: (targets.index(m[0]), m[1])) for s in sequences]
 
 
+TABLES = ("stage1/selection.parquet", "stage2/selection.parquet", "stage2/scores.parquet", "data/scores.parquet",
+          "evaluate/responses.parquet")
+"""The tables two runs of one config share exactly (a run without stage 2 has none of stage2/)."""
+
+
 def differences(ref: Path, run: Path, *, atol: float = 1e-7) -> list[str]:
     """Where a finished run differs from the uninterrupted one (empty: none): its tables, its
-    adapters (allclose, rtol 1e-5 and `atol`) and its report's figures."""
+    models' weights (`model_differences`) and its report's figures, method by method and model by
+    model. Whatever one side has and the other lacks is a difference."""
     import pandas as pd
-    import torch
-    from safetensors.torch import load_file
 
     out = []
-    tables = ["stage1/selection.parquet", "stage2/selection.parquet", "stage2/scores.parquet", "data/scores.parquet",
-              "evaluate/responses.parquet", *[str(p.relative_to(ref)) for p in sorted(ref.glob("stage2/generated-*"))]]
-    for rel in tables:
+    generated = {str(p.relative_to(r)) for r in (ref, run) for p in r.glob("stage2/generated-*")}
+    for rel in [*TABLES, *sorted(generated)]:
+        there = [(r / rel).exists() for r in (ref, run)]
+        if not any(there):
+            continue
+        if not all(there):
+            out.append(f"{rel} only in {ref if there[0] else run}")
+            continue
         # a stage-2 table's `model` column names the adapter by its path, which names the run folder
         a, b = (pd.read_parquet(r / rel).drop(columns="model", errors="ignore") for r in (ref, run))
         if not a.equals(b):
             out.append(rel)
-    for path in sorted(ref.glob("stage*/pref-*/adapter_model.safetensors")):
-        wa, wb = load_file(path), load_file(run / path.relative_to(ref))
-        if wa.keys() != wb.keys() or not all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=atol) for k in wa):
-            out.append(str(path.relative_to(ref)))
-    ra, rb = (json.loads((r / "report.json").read_text()) for r in (ref, run))
-    for ma, mb in zip(ra["methods"], rb["methods"]):
+    out += model_differences(ref, run, atol=atol)
+    ra, rb = ({m.get("method"): m for m in json.loads((r / "report.json").read_text())["methods"]} for r in (ref, run))
+    if not ra and not rb:
+        out.append("report.json: no method in either report")
+    for name in sorted(set(ra) | set(rb), key=str):
+        if name not in ra or name not in rb:
+            out.append(f"report.json method {name} only in {ref if name in ra else run}")
+            continue
+        ma, mb = ra[name], rb[name]
         for key in ("hypervolume", "hypervolume_ci95", "collapse_rate", "hypervolumes"):
             if ma.get(key) != mb.get(key):
-                out.append(f"report.json {key}")
-        if [m.get("mean") for m in ma["models"]] != [m.get("mean") for m in mb["models"]]:
-            out.append("report.json per-model means")
+                out.append(f"report.json {name} {key}")
+        if {m.get("model"): m.get("mean") for m in ma["models"]} != {m.get("model"): m.get("mean") for m in mb["models"]}:
+            out.append(f"report.json {name} per-model means (or models)")
+    return out
+
+
+def _weight_files(root: Path) -> set[str]:
+    """The models' weights in a run folder (LoRA adapters, or whole models), relative paths; not a
+    checkpoint's or a hidden temp folder's."""
+    rels = (p.relative_to(root) for p in root.rglob("*.safetensors"))
+    return {str(rel) for rel in rels if not any(part.startswith(".") or part.endswith(".ckpt") for part in rel.parts)}
+
+
+def model_differences(ref: Path, run: Path, *, atol: float = 1e-7) -> list[str]:
+    """The models' weights that differ (allclose, rtol 1e-5 and `atol`; the same tensors by name),
+    that one side lacks, or that neither has (a finished run has models: finding none is a failure
+    to look, not a match)."""
+    import torch
+    from safetensors.torch import load_file
+
+    a, b = _weight_files(ref), _weight_files(run)
+    if not a and not b:
+        return [f"no model weights (*.safetensors) in {ref} or {run}"]
+    out = [f"{rel} only in {ref if rel in a else run}" for rel in sorted(a ^ b)]
+    for rel in sorted(a & b):
+        wa, wb = load_file(ref / rel), load_file(run / rel)
+        if wa.keys() != wb.keys() or not all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=atol) for k in wa):
+            out.append(rel)
     return out
 
 

@@ -26,6 +26,8 @@ app.add_typer(data_app, name="data")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config; defaults apply where it is silent.")
 SetOpt = typer.Option([], "--set", help="Override a config key, e.g. --set select.k=50 (repeatable).")
+TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow a run whose config.yaml sets "
+                        "policy.trust_remote_code: true (the model's own Python code runs here); refused without it.")
 
 
 def user_errors(fn):
@@ -238,11 +240,13 @@ def evaluate(
     if prompts is None and out is None:
         evaluate_run(cfg, run_dir)  # resumes: models already answered are skipped
         if interpolation:
+            from paretohqd.lock import hold
             from paretohqd.report.run import write_report
             from paretohqd.use import interpolation_quality
 
-            interpolation_quality(run_dir)
-            write_report([run_dir], html=cfg.evaluate.html)  # the report again, now with its interpolation table
+            with hold(run_dir):  # its answers and the report again (with its interpolation table) are written
+                interpolation_quality(run_dir)
+                write_report([run_dir], html=cfg.evaluate.html)
         return
     if prompts is None or out is None:
         raise InputError("give --prompts FILE and --out DIR together (without both, the run's held-out prompts are used)")
@@ -279,6 +283,7 @@ def generate(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the answers (.parquet, .jsonl or .csv) "
                                        "instead of printing them."),
     set_: list[str] = SetOpt,
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Answer prompts with a trained run's model for any preference (the run's generation settings;
     --set generate.* changes them)."""
@@ -290,7 +295,7 @@ def generate(
     if out is not None and out.suffix.lower() not in (".parquet", ".jsonl", ".csv"):
         raise InputError(f"{out}: unknown table format; use .parquet, .jsonl or .csv")
     texts, conversations = ([prompt], [prompt_messages(prompt)]) if prompt is not None else read_prompts(prompts)
-    df = generate_table(run_dir, weights, texts, conversations, list(set_))
+    df = generate_table(run_dir, weights, texts, conversations, list(set_), trust_remote_code=trust_remote_code)
     if out is not None:
         if out.suffix.lower() == ".csv":  # a CSV cell holds text: the weights as typed
             df = df.assign(weights=[",".join(f"{x:g}" for x in w) for w in df["weights"]])
@@ -309,16 +314,18 @@ def generate(
 @user_errors
 def export(
     run_dir: Path = typer.Argument(..., help="A trained run folder, e.g. runs/demo."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (replaced whole)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write: new, empty, or an earlier export "
+                             "(replaced whole); any other folder is refused."),
     merged: bool = typer.Option(False, "--merged", help="Also write whole merged models (merged/NAME) that plain "
                                 "transformers AutoModelForCausalLM.from_pretrained loads."),
     weights: list[str] = typer.Option([], "--weights", "-w", help="Also export this preference, mixed exactly from "
                                       "the trained ones, e.g. 0.35,0.65 (repeatable)."),
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Export a trained run's models: adapters with model cards, lora-modules.json and vllm-serve.sh."""
     from paretohqd.use import export as export_run
 
-    folder = export_run(run_dir, out, merged=merged, weights=list(weights))
+    folder = export_run(run_dir, out, merged=merged, weights=list(weights), trust_remote_code=trust_remote_code)
     console.print(f"wrote {folder}: README.md, export.json, lora-modules.json, vllm-serve.sh")
 
 
@@ -341,10 +348,14 @@ def serve(
     max_body: int = typer.Option(Limits.max_body, "--max-body", min=1, help="Request body bytes (more: 413)."),
     timeout: float = typer.Option(Limits.timeout, "--timeout", min=0.001, help="Seconds from a request's arrival "
                                   "to its last token (then 504)."),
+    trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Serve a trained run's models with an OpenAI-compatible API (/v1/models, /v1/chat/completions):
     pref-XX, base, or any preference as model "w=0.3,0.7". Without --api-key it binds this machine only."""
+    from paretohqd.lock import hold
     from paretohqd.serve import serve as run_server
 
-    run_server(run_dir, host=host, port=port, api_key=api_key, cache_size=cache, window=window,
-               limits=Limits(max_queue=max_queue, max_tokens=max_tokens, max_body=max_body, timeout=timeout))
+    with hold(run_dir, shared=True):  # read-only, for the server's life: it loads adapters as requests ask
+        run_server(run_dir, host=host, port=port, api_key=api_key, cache_size=cache, window=window,
+                   trust_remote_code=trust_remote_code,
+                   limits=Limits(max_queue=max_queue, max_tokens=max_tokens, max_body=max_body, timeout=timeout))

@@ -264,7 +264,7 @@ def _default_rewards_dir() -> str:
 
 class RewardsConfig(Section):
     models: dict[str, str] = {"helpful": "minilm-helpful", "harmless": "minilm-harmless"}
-    """Objective name -> reward model: a preset (`ray2333-helpful`, `ray2333-harmless`, `humor-no-humor`), an offline head (`minilm-helpful`, `minilm-harmless`, `minilm-humor`), any hub id / local folder of a sequence classifier, or `column:NAME`: the data's label column NAME is the score for selection, and the scorer `paretohqd reward train --objective OBJECTIVE` trained on that label scores generated answers."""
+    """Objective name -> reward model: a preset (`ray2333-helpful`, `ray2333-harmless`, `humor-no-humor`), an offline head (`minilm-helpful`, `minilm-harmless`, `minilm-humor`), any hub id / local folder of a sequence classifier, `column:NAME`: the data's label column NAME is the score for selection, and the scorer `paretohqd reward train --objective OBJECTIVE` trained on that label scores generated answers; or `rule:...`, an exact score computed from the text, no training: `rule:length_words`, `rule:length_tokens` (words and punctuation marks), `rule:target_length:N` (-|words - N| / N), `rule:vader` (VADER compound sentiment), `rule:diversity` (distinct words / words), `rule:overlap` (share of the prompt's content words the answer mentions), or a function `rule:path/to/file.py:NAME` / `rule:package.module:NAME` of TRL's reward shape `f(prompts, completions, **kw) -> list[float]`."""
     dir: str = Field(default_factory=_default_rewards_dir)
     """Where `reward train` saves the offline heads; the score cache (`scores/`) and MiniLM embedding cache (`embeddings/`) live here too."""
     batch_size: int = Field(32, ge=1)

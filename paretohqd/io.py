@@ -173,10 +173,15 @@ def recover_dir(path: str | Path) -> bool:
     return True
 
 
+def interrupted_dirs(root: str | Path) -> list[Path]:
+    """The folders under `root` whose replacement (`atomic_dir`) has not finished: a writer is at it,
+    or was killed (`recover_dir` finishes it). Reads only."""
+    return [p.with_name(p.name[1:-len(".old")]) for p in Path(root).rglob(".*.old") if p.is_dir()]
+
+
 def recover_dirs(root: str | Path) -> list[Path]:
     """`recover_dir` for every folder under `root` an `atomic_dir` left set aside; returns them."""
-    found = [p.with_name(p.name[1:-len(".old")]) for p in Path(root).rglob(".*.old") if p.is_dir()]
-    return [p for p in found if recover_dir(p)]
+    return [p for p in interrupted_dirs(root) if recover_dir(p)]
 
 
 @contextmanager

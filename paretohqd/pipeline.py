@@ -125,7 +125,7 @@ def evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[dic
         BusyError: another process is writing either.
     """
     _join_processes()
-    with hold(root), hold(out):
+    with hold(root, shared=True), hold(out):  # the run is only read
         return _evaluate_prompts(cfg, root, conversations, source, out)
 
 
@@ -150,7 +150,7 @@ def _evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[di
     root, out = Path(root), Path(out)
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise InputError(f"--out {out}: inside the run folder {root}; give a folder of its own")
-    r = RunFolder(methods.configure(cfg), root, free=methods.unread_sections(methods.configure(cfg)))
+    r = RunFolder(methods.configure(cfg), root, free=methods.unread_sections(methods.configure(cfg)), read_only=True)
     method = methods.module(r.cfg)
     tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
     with attach(r):

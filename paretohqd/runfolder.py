@@ -28,7 +28,7 @@ from rich.table import Table
 
 from paretohqd.config import Config, ConfigError, dump_config
 from paretohqd.devices import device_name
-from paretohqd.io import InputError, file_digest, recover_dirs, write_json, write_text
+from paretohqd.io import InputError, file_digest, interrupted_dirs, recover_dirs, write_json, write_text
 from paretohqd.pareto.preferences import preferences_from_config
 from paretohqd.progress import console
 
@@ -123,24 +123,36 @@ class RunFolder:
     Args:
         cfg: the run's config; `cfg.runs_dir / cfg.name` is the folder unless `root` is given.
         root: an existing run folder (`paretohqd evaluate RUN`).
+        read_only: a reader's view of a finished run (`serve`, `generate`, `export`, `paretohqd.load`,
+            `evaluate --prompts`): nothing in the folder is written, moved or deleted; its steps
+            cannot run (`step`, `record`).
 
     Raises:
         ConfigError: the folder was made with another config (the keys that differ are named).
+        InputError: (read_only) a folder replacement in it is unfinished: a writer is at it, or was stopped.
     """
 
-    def __init__(self, cfg: Config, root: str | Path | None = None, *, free: tuple[str, ...] = ()):
+    def __init__(self, cfg: Config, root: str | Path | None = None, *, free: tuple[str, ...] = (),
+                 read_only: bool = False):
         self.cfg = cfg
         self.free = free  # config sections that do not bind this folder (`config_differences`)
         self.root = Path(root) if root is not None else Path(cfg.runs_dir) / cfg.name
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
         self.objectives: list[str] = list(cfg.rewards.models)
         try:
             self.preferences: np.ndarray = preferences_from_config(cfg.select.preferences, len(self.objectives))  # (P, M)
         except ValueError as e:
             raise ConfigError(f"select.preferences: {e}") from None
-        if self.state.is_main_process:
-            for folder in recover_dirs(self.root):  # a folder swap a kill cut short (`io.atomic_dir`)
-                console.print(f"[yellow]recovered {folder} (a replacement of it was interrupted)[/]")
+        if read_only:  # finishing a swap is the writer's job: a reader would race it
+            swapped = interrupted_dirs(self.root)
+            if swapped:
+                raise InputError(f"run {self.root} is being written (or was interrupted; {swapped[0]} is half "
+                                 f"replaced): run `paretohqd run {self.root / 'config.yaml'}` to finish it")
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if self.state.is_main_process:
+                for folder in recover_dirs(self.root):  # a folder swap a kill cut short (`io.atomic_dir`)
+                    console.print(f"[yellow]recovered {folder} (a replacement of it was interrupted)[/]")
         self._check_config()
         self.manifest = read_manifest(self.root)
         self.n_devices = self.state.num_processes
@@ -188,6 +200,8 @@ class RunFolder:
         if keys:
             raise ConfigError(f"{self.root} was made with another config (differs in: {', '.join(keys)}); "
                               f"resume with the same config, or start a new run with --set name=NEW")
+        if self.read_only:
+            return
         # every process checks (so all stop on a mismatch); the main one writes, the others wait for it
         state = self.state
         if state.is_main_process:
@@ -208,6 +222,7 @@ class RunFolder:
         alone runs the other steps while the rest wait, so no file is written twice. The manifest
         charges every held device either way, and records how many worked (`manifest_entry`).
         """
+        self._writable(name)
         # the main process decides and the others follow: all take the same branch, or their
         # barriers and collectives would pair up wrongly (and none may look after `done` is written)
         verdict = [self._verdict(name, done) if self.state.is_main_process else None]
@@ -368,12 +383,17 @@ class RunFolder:
 
     def record(self, name: str, entry: dict) -> None:
         """Add (or replace) one step's record in `manifest.json` (main process only)."""
+        self._writable(name)
         if self._in_task:
             raise RuntimeError(f"step {name!r} would be recorded inside a task; its driver records it")
         if not self.state.is_main_process:
             return
         self.manifest["steps"][name] = entry
         write_json(self.manifest, self.path("manifest.json"))
+
+    def _writable(self, name: str) -> None:
+        if self.read_only:
+            raise RuntimeError(f"step {name!r} would write {self.root}, opened read-only (a reader of the run)")
 
     def print_times(self) -> None:
         table = Table(title=f"where the time went ({self.root})")

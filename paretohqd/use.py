@@ -13,6 +13,8 @@ for every preference, so w only changes its prompt tag (the desired rewards).
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ import pandas as pd
 from paretohqd import methods
 from paretohqd.config import Config, ConfigError, load_config
 from paretohqd.io import InputError, atomic_dir, read_table, write_json, write_text
+from paretohqd.lock import hold
 from paretohqd.methods import ric
 from paretohqd.pareto.preferences import simplex_grid
 from paretohqd.policy.vllm import lora_rank, max_lora_rank
@@ -239,12 +242,18 @@ class Choice:
         return "ric(" + ",".join(f"{x:.6g}" for x in self.weights) + ")"
 
 
-def open_run(run: str | Path, overrides: list[str] = ()) -> tuple[RunFolder, Config, list[FinalModel]]:
-    """A finished run: its folder, its config with `overrides` (generate.* keys only) applied, and
-    the method's final models.
+def open_run(run: str | Path, overrides: list[str] = (), *,
+             trust_remote_code: bool = False) -> tuple[RunFolder, Config, list[FinalModel]]:
+    """A finished run, opened read-only (`RunFolder(read_only=True)`: nothing in it changes): its
+    folder, its config with `overrides` (generate.* keys only) applied, and the method's final models.
+
+    Args:
+        trust_remote_code: the caller's consent (`--trust-remote-code`) to the run's own
+            `policy.trust_remote_code: true`, which runs the model's Python code.
 
     Raises:
-        InputError: not a run folder, or a run not trained to the end.
+        InputError: not a run folder, a run not trained to the end, a folder replacement in it
+            unfinished, or a run that trusts remote code without the caller's consent.
         ConfigError: an override of a key other than generate.*.
     """
     root = Path(run)
@@ -255,7 +264,11 @@ def open_run(run: str | Path, overrides: list[str] = ()) -> tuple[RunFolder, Con
         raise ConfigError(f"--set {', '.join(bad)}: a trained run's settings are fixed; only generate.* keys "
                           f"(e.g. generate.max_new_tokens, generate.temperature) can change")
     cfg = methods.configure(load_config(root / "config.yaml"))
-    r = RunFolder(cfg, root)  # the run's own config, so the folder check passes
+    if cfg.policy.trust_remote_code and not trust_remote_code:
+        raise InputError(f"{root / 'config.yaml'} sets policy.trust_remote_code: true, which runs the Python code "
+                         f"that comes with {cfg.policy.model}; if you trust it, pass --trust-remote-code "
+                         f"(paretohqd.load: trust_remote_code=True)")
+    r = RunFolder(cfg, root, read_only=True)  # the run's own config, so the folder check passes
     finals = methods.module(cfg).final_models(r)
     missing = [m.model for m in finals if not m.done.exists()]
     if missing:
@@ -320,7 +333,8 @@ class Loaded:
         return responses
 
 
-def load(run: str | Path, weights, *, dtype: str | None = None, overrides: list[str] = ()) -> Loaded:
+def load(run: str | Path, weights, *, dtype: str | None = None, overrides: list[str] = (),
+         trust_remote_code: bool = False) -> Loaded:
     """The model and tokenizer of a trained run for preference `weights` (see the module docstring).
 
     Args:
@@ -329,6 +343,7 @@ def load(run: str | Path, weights, *, dtype: str | None = None, overrides: list[
             text such as "0.3,0.7").
         dtype: the weights' dtype; default the run's generate.dtype (`auto`: bfloat16 where native).
         overrides: generate.* settings, as `--set` takes them (for `Loaded.answer`).
+        trust_remote_code: allow a run whose config trusts its model's own code (`open_run`).
 
     Returns:
         A `Loaded`: `model, tokenizer = load(...)`; `.tag` is RiC's prompt tag (else None),
@@ -337,15 +352,17 @@ def load(run: str | Path, weights, *, dtype: str | None = None, overrides: list[
     Raises:
         InputError: not a finished run, or weights off the simplex / of the wrong length / outside
             the trained preferences.
+        BusyError: a writer (`paretohqd run`, `evaluate`) holds the run folder.
     """
     from paretohqd.policy.generate import load_mixed
     from paretohqd.policy.load import load_tokenizer
     from paretohqd.policy.prompts import resolve_format
 
-    r, cfg, finals = open_run(run, overrides)
-    choice = choose(r, finals, weights)
-    model = load_mixed(cfg.policy, [(m.adapter, lam) for m, lam in choice.parts], lora=cfg.train.lora,
-                       dtype=dtype or cfg.generate.dtype)
+    with hold(run, shared=True):  # read-only; no writer changes the adapters while they load
+        r, cfg, finals = open_run(run, overrides, trust_remote_code=trust_remote_code)
+        choice = choose(r, finals, weights)
+        model = load_mixed(cfg.policy, [(m.adapter, lam) for m, lam in choice.parts], lora=cfg.train.lora,
+                           dtype=dtype or cfg.generate.dtype)
     tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
     return Loaded(model, tokenizer, choice, cfg, resolve_format(tokenizer, cfg.policy.prompt_format))
 
@@ -443,13 +460,13 @@ def read_prompts(path: str | Path) -> tuple[list[str], list[list[dict]]]:
 
 
 def generate_table(run: str | Path, weights, prompts: list[str], conversations: list[list[dict]],
-                   overrides: list[str] = ()) -> pd.DataFrame:
+                   overrides: list[str] = (), *, trust_remote_code: bool = False) -> pd.DataFrame:
     """`paretohqd generate`: the run's model for `weights` answers every conversation.
 
     Returns:
         Rows prompt, response, weights (list), model (`pref-XX` or `mix(...)`).
     """
-    loaded = load(run, weights, overrides=overrides)
+    loaded = load(run, weights, overrides=overrides, trust_remote_code=trust_remote_code)
     responses = loaded.answer(conversations)
     return pd.DataFrame({"prompt": prompts, "response": responses,
                          "weights": [loaded.choice.weights.round(6).tolist()] * len(prompts),
@@ -515,23 +532,71 @@ def model_card(r: RunFolder, name: str, choice: Choice, base: str, evaluation: d
     return "\n".join(lines) + "\n"
 
 
-def export(run: str | Path, out: str | Path, *, merged: bool = False, weights: list[str] = ()) -> Path:
+EXPORT_MARKER = ".paretohqd-export.json"
+"""The file every export folder holds: `export` replaces a folder with it (an earlier export), no other."""
+
+
+def check_export_folder(out: str | Path, run: str | Path) -> None:
+    """Refuse an `--out` that `export` would destroy: it must be absent, empty or an earlier export.
+
+    Raises:
+        InputError: a file or link, a folder inside the run, or a folder holding anything else.
+    """
+    out, run = Path(out), Path(run)
+    fix = "give a new or empty folder (an earlier export is replaced whole)"
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise InputError(f"--out {out}: not a folder (a file or a link); {fix}")
+    if Path(os.path.abspath(out)).is_relative_to(os.path.abspath(run)):
+        raise InputError(f"--out {out}: inside the run folder {run}; {fix} outside it")
+    if out.is_dir() and not (out / EXPORT_MARKER).is_file():
+        entries = sorted(os.listdir(out))
+        if entries:
+            more = f" and {len(entries) - 1} more" if len(entries) > 1 else ""
+            raise InputError(f"--out {out}: holds {entries[0]!r}{more} and is no earlier export (no {EXPORT_MARKER}); "
+                             f"export would replace it whole: {fix}, or remove {out} yourself")
+
+
+def _copy_files(adapter: Path, folder: Path) -> None:
+    """A trained model's files as they are: its folder's own files, never a link's target."""
+    folder.mkdir()
+    for f in [adapter, *sorted(adapter.iterdir())]:
+        if f.is_symlink():
+            raise InputError(f"{f}: a symbolic link in the run; export copies the run's own files, never what a "
+                             f"link points to: replace the link with what it names")
+        if f != adapter and f.is_file() and not f.name.startswith("."):
+            shutil.copy2(f, folder / f.name, follow_symlinks=False)
+
+
+def export(run: str | Path, out: str | Path, *, merged: bool = False, weights: list[str] = (),
+           trust_remote_code: bool = False) -> Path:
     """`paretohqd export`: every trained preference's model, and any `weights` mixed, as folders in
     `out` with model cards, `lora-modules.json` and `vllm-serve.sh`; `merged`: also whole models
-    (merged/NAME) that plain transformers loads.
+    (merged/NAME) that plain transformers loads. The run is read only (a reader's lock); `out` must
+    be absent, empty or an earlier export (`check_export_folder`), and is replaced whole.
 
     Returns:
         The export folder.
+
+    Raises:
+        InputError: a bad `out` (nothing is written), a link in the run's model folders, or what
+            `open_run` and `parse_weights` refuse.
+        BusyError: a writer holds the run folder.
     """
+    check_export_folder(out, run)
+    with hold(run, shared=True), hold(out):
+        check_export_folder(out, run)  # again, now that no other export can be writing it
+        return _export(run, Path(out), merged, weights, trust_remote_code)
+
+
+def _export(run: str | Path, out: Path, merged: bool, weights: list[str], trust_remote_code: bool) -> Path:
     from paretohqd.policy.generate import load_mixed
     from paretohqd.policy.load import load_tokenizer, resolve_policy
 
-    r, cfg, finals = open_run(run)
+    r, cfg, finals = open_run(run, trust_remote_code=trust_remote_code)
     wanted = [parse_weights(w, r.objectives) for w in weights]  # checked before anything is written
     choices = [choose(r, finals, w) for w in wanted]
     evaluation = _evaluation(r)
     base = resolve_policy(cfg.policy.model)
-    out = Path(out)
     is_ric = methods.module(cfg) is ric
     # (folder name, choice) for each model to write: RiC's one model once, its preferences as tags
     models: list[tuple[str, Choice]] = []
@@ -547,10 +612,7 @@ def export(run: str | Path, out: str | Path, *, merged: bool = False, weights: l
         for name, choice in models:
             folder = tmp / name
             if len(choice.parts) == 1:  # a trained model: its folder's files as they are
-                folder.mkdir()
-                for f in sorted(choice.parts[0][0].adapter.iterdir()):
-                    if f.is_file() and not f.name.startswith("."):
-                        shutil.copy2(f, folder / f.name)
+                _copy_files(choice.parts[0][0].adapter, folder)
             else:
                 _write_mixed_adapter(cfg, choice, folder)
             write_text(model_card(r, name, choice, base, evaluation), folder / "README.md")
@@ -568,8 +630,9 @@ def export(run: str | Path, out: str | Path, *, merged: bool = False, weights: l
                        "folder": "ric"} for c in choices]
         write_json({"run": str(r.root), "method": cfg.method, "objectives": r.objectives, "base_model": base,
                     "prompt_format": cfg.policy.prompt_format, "models": index}, tmp / "export.json")
-        _write_serving(cfg, base, [name for name, _ in models], tmp, out)
+        _write_serving(cfg, base, [name for name, _ in models], tmp)
         write_text(_index_readme(r, models, index, is_ric), tmp / "README.md")
+        write_json({"written_by": "paretohqd export", "run": str(r.root)}, tmp / EXPORT_MARKER)
     return out
 
 
@@ -598,23 +661,26 @@ def _write_mixed_adapter(cfg: Config, choice: Choice, folder: Path) -> None:
                 "combination": "cat"}, folder / "merge.json")
 
 
-def _write_serving(cfg: Config, base: str, names: list[str], tmp: Path, out: Path) -> None:
+def _write_serving(cfg: Config, base: str, names: list[str], tmp: Path) -> None:
     """`lora-modules.json` (vLLM's JSON form of --lora-modules, paths relative to the export folder)
-    and `vllm-serve.sh` (the command, run from anywhere: paths from the script's own folder)."""
-    head = ["#!/usr/bin/env bash", f"# written by paretohqd export ({out}); vLLM was not run here",
+    and `vllm-serve.sh` (the command, run from anywhere: paths from the script's own folder, every
+    one shell-quoted)."""
+    q = shlex.quote
+    head = ["#!/usr/bin/env bash", "# written by paretohqd export; vLLM was not run here",
             "set -euo pipefail", 'HERE="$(cd "$(dirname "$0")" && pwd)"']
     if cfg.train.lora:
         rank = max(lora_rank(tmp / n) for n in names)
         write_json([{"name": n, "path": n, "base_model_name": base} for n in names], tmp / "lora-modules.json")
-        modules = " \\\n    ".join(f'{n}="$HERE/{n}"' for n in names)
+        modules = " \\\n    ".join(f'{q(n + "=")}"$HERE"/{q(n)}' for n in names)
         body = [f"# each request picks a preference by its model name ({', '.join(names)}); "
                 f"the largest adapter rank is {rank}",
-                f"vllm serve {base} --enable-lora --max-lora-rank {max_lora_rank(rank)} \\\n"
+                f"vllm serve {q(base)} --enable-lora --max-lora-rank {max_lora_rank(rank)} \\\n"
                 f"  --lora-modules \\\n    {modules} \"$@\""]
     else:  # whole fine-tuned models: one server each
         write_json([], tmp / "lora-modules.json")
         body = ["# fully fine-tuned models (train.lora false): one server per model, each on its own port"]
-        body += [f'vllm serve "$HERE/{n}" --served-model-name {n} --port {8000 + i} "$@" &' for i, n in enumerate(names)]
+        body += [f'vllm serve "$HERE"/{q(n)} --served-model-name {q(n)} --port {8000 + i} "$@" &'
+                 for i, n in enumerate(names)]
         body.append("wait")
     script = tmp / "vllm-serve.sh"
     write_text("\n".join(head + body) + "\n", script)
@@ -677,7 +743,8 @@ def interpolation_quality(run: str | Path) -> dict:
     from paretohqd.progress import console
     from paretohqd.rewards.score import write_scores
 
-    r, cfg, finals = open_run(run)
+    # `evaluate` runs the run's own config, as `paretohqd run` did (its remote code included)
+    r, cfg, finals = open_run(run, trust_remote_code=True)
     if methods.module(cfg) is ric:
         raise InputError(f"{r.root}: a RiC run trains one model for every preference; there is nothing to interpolate")
     evaluated = r.path("evaluate", "responses.parquet")

@@ -469,7 +469,9 @@ def write_doc(out: Path) -> None:
         assert code == case.code and re.search(case.expect, message), (case.what, message)
         shown = message.replace(str(folder), "WORK").replace(str(work / "assets"), "ASSETS").replace("\n", "<br>")
         rows.setdefault(case.group, []).append(f"| {case.what} | {code} | `{shown.replace('|', '/')}` |")
-    text = [HEADER]
+    # the hand-written part above the generated tables (what a kill, a second process, ... do) stays
+    kept = out.read_text().split(HEADER.splitlines()[0])[0] if out.exists() else ""
+    text = [kept + HEADER]
     for group, lines in rows.items():
         what = "line it prints" if group == "recovered" else "message (as printed after `error: `)"
         text += [f"\n### {group}\n", f"| bad input | exit | {what} |", "|---|---|---|", *lines]
@@ -486,8 +488,8 @@ runs the same cases in `make test` and checks each message. Every error is one l
 exit code 2 and no traceback (a config error lists every problem, one line each). The last table
 lists damaged files that a run recovers from by itself (exit 0), with the line it prints.
 
-What a kill, a second process, a damaged file and a full disk do is summarised in the README
-(section "Reliability"); how it is tested: `tests/test_lock.py`, `tests/test_runfolder.py`,
+What a kill, a second process, a damaged file and a full disk do is summarised at the top of
+this page; how it is tested: `tests/test_lock.py`, `tests/test_runfolder.py`,
 `tests/test_reliability.py`, `tests/test_io.py`, `tests/test_config_fuzz.py`, `tests/test_chaos.py`
 and `benchmarks/chaos.py`.
 """

@@ -4,6 +4,7 @@ stage-2 batch), resumed after each; a second `paretohqd run` on the folder meanw
 the finished run equals the uninterrupted one. The full campaign (24
 seeded kills spread over every step) is `benchmarks/chaos.py`, run by the slow test below."""
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,46 @@ def test_kill_9_twice_then_resume_equals_the_uninterrupted_run(tmp_path, finishe
     assert any("batch(es) saved before a stop reused" in line for line in last.lines), last.lines
     _same_outputs(ref, root)
     assert not chaos.differences(ref, root)
+
+
+def _finished_by_hand(root: Path, methods: list[str], adapters: list[str]) -> Path:
+    """What `differences` reads of a finished run: a table, models' weights, report.json."""
+    import pandas as pd
+    import torch
+    from safetensors.torch import save_file
+
+    (root / "data").mkdir(parents=True)
+    pd.DataFrame({"id": [1, 2], "helpful": [0.5, 1.5]}).to_parquet(root / "data" / "scores.parquet")
+    for rel in adapters:
+        (root / rel).parent.mkdir(parents=True)
+        save_file({"w": torch.ones(2)}, root / rel)
+    models = [{"model": "pref-00", "mean": {"helpful": 1.0}}]
+    (root / "report.json").write_text(json.dumps({"methods": [{"method": m, "hypervolume": 0.5, "models": models}
+                                                              for m in methods]}))
+    return root
+
+
+def test_what_one_side_lacks_is_a_difference(tmp_path, monkeypatch):
+    import same_result
+
+    adapter = "stage1/pref-00/adapter_model.safetensors"
+    ref = _finished_by_hand(tmp_path / "ref", ["paretohqd", "soups"], [adapter])
+    assert chaos.differences(ref, _finished_by_hand(tmp_path / "same", ["paretohqd", "soups"], [adapter])) == []
+    cases = {
+        "no-adapter": ([["paretohqd", "soups"], []], [f"{adapter} only in {ref}"]),
+        "no-method": ([["paretohqd"], [adapter]], [f"report.json method soups only in {ref}"]),
+        "more-methods": ([["paretohqd", "soups", "ric"], [adapter]],
+                         [f"report.json method ric only in {tmp_path / 'more-methods'}"]),
+    }
+    for name, (args, want) in cases.items():
+        assert chaos.differences(ref, _finished_by_hand(tmp_path / name, *args)) == want, name
+    (tmp_path / "no-adapter" / "data" / "scores.parquet").unlink()
+    assert f"data/scores.parquet only in {ref}" in chaos.differences(ref, tmp_path / "no-adapter")
+    # no models on either side is no match: the comparison found nothing to compare
+    a, b = (_finished_by_hand(tmp_path / n, ["paretohqd"], []) for n in ("a", "b"))
+    assert chaos.differences(a, b) == [f"no model weights (*.safetensors) in {a} or {b}"]
+    monkeypatch.setattr(sys, "argv", ["same_result.py", str(a), str(b)])
+    assert same_result.main() == 1
 
 
 @pytest.mark.slow

@@ -3,12 +3,15 @@ adapters as the preference models, and a deterministic fake scorer in place of t
 (they live in `paretohqd.rewards`; here only the plumbing around them is under test)."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
+
+from audit_writes import changes_under
 
 from paretohqd import pipeline
 from paretohqd.cli import app
@@ -267,7 +270,10 @@ def test_interpolation_quality_compares_each_left_out_preference_with_its_neighb
     exact = cfg.model_copy(update={"generate": cfg.generate.model_copy(update={"dtype": "float32"})})
     (root / "config.yaml").write_text(dump_config(exact))
     evaluate(exact, root)
-    out = interpolation_quality(root)
+    with changes_under(root) as changes:  # the run is opened read-only: only its interpolation is written
+        out = interpolation_quality(root)
+    written = [os.path.relpath(c.split("\t")[1], root) for c in changes]
+    assert written and all(w.startswith(("evaluate/interpolation", "evaluate/.interpolation")) for w in written), written
     (row,) = out["rows"]  # only (0.5, 0.5) lies between two others
     assert row["left_out"] == "pref-01" and row["mixed_from"] == {"pref-00": 0.5, "pref-02": 0.5}
     assert row["difference"] == {"helpful": 0.0, "harmless": 0.0} and row["ci95"]["helpful"] == [0.0, 0.0]

@@ -2,10 +2,14 @@
 the offline MiniLM reward heads, real HH rows) evaluated on an outside prompt file."""
 
 import json
+import shutil
+import subprocess
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
+
+from audit_writes import changes_under, tree
 
 from paretohqd import pipeline
 from paretohqd.cli import app
@@ -51,6 +55,24 @@ def test_outside_prompts_get_their_own_evaluation_and_report(finished, tmp_path)
     assert f"2 prompts of {tmp_path / 'p.txt'}; checked disjoint" in (out / "report.md").read_text()
     assert (out / "front.png").exists()
     assert (run / "evaluate" / "responses.parquet").read_bytes() == own
+
+
+def test_the_run_is_only_read(finished, tmp_path):
+    """On a `chmod -R a-w` copy: it works, and (tests run as root, whom chmod does not stop) nothing
+    in the run is written, renamed or deleted, its tree byte- and mtime-identical."""
+    run = tmp_path / "runs" / "demo"
+    shutil.copytree(finished, run)
+    subprocess.run(["chmod", "-R", "a-w", str(run)], check=True)
+    before = tree(run)
+    (tmp_path / "p.txt").write_text("How far away is the moon?\n")
+    try:
+        with changes_under(run) as changes:
+            res = CliRunner().invoke(app, ["evaluate", str(run), "--prompts", str(tmp_path / "p.txt"),
+                                           "--out", str(tmp_path / "outside")])
+        assert res.exit_code == 0, res.output
+        assert changes == [] and tree(run) == before
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(run)], check=True)
 
 
 def test_a_training_prompt_in_the_file_is_refused(finished, tmp_path):

@@ -16,7 +16,7 @@ from conftest import benchmarks_module
 from paretohqd.config import Config, ConfigError, GenerateConfig, PolicyConfig, TrainConfig
 from paretohqd.policy import generate as gen
 from paretohqd.policy.generate import answer, generate, load_for_generation
-from paretohqd.policy.prompts import prompt_text
+from paretohqd.policy.prompts import prompt_ids, prompt_text
 
 WORDS = "the a llama river stone of to why how many green under".split()
 # mixed lengths, so the length-sorted batches differ from the input order's
@@ -57,17 +57,56 @@ def _one_by_one(model, tok, conversations, max_new_tokens: int) -> list[str]:
     return out
 
 
-def test_greedy_fast_path_answers_as_the_unmerged_adapter_alone(tiny_policy, adapter, smol_tokenizer):
+def _ids_by_row(answers: dict[int, list[int]], pad: int):
+    """An `on_tokens` callback that keeps each conversation's new token ids (pads dropped)."""
+    def on_tokens(indices: list[int], tokens: list[int]) -> None:
+        for i, t in zip(indices, tokens):
+            if t != pad:
+                answers.setdefault(i, []).append(t)
+    return on_tokens
+
+
+# bf16 keeps 8 significant bits: a logit of this 2-layer model (range ~1.1 over the vocabulary)
+# moves by up to ~0.017 between the bf16 merged model and the float32 unmerged one, and its top two
+# logits are often closer than that (0.0006 seen), so greedy answers may part at a near-tie. What
+# holds: every token the bf16 path picks is within 2 x that error of the exact model's best logit.
+BF16_LOGIT_TOL = 0.05  # x the logit range (max - min) at that position; 3x the error measured
+
+
+def assert_greedy_within_bf16(reference, tok, conversations, rows: dict[int, list[int]]) -> None:
+    """Each row's tokens are (near-)greedy choices of the float32 `reference`: at every step the
+    chosen token's logit is within 2 x BF16_LOGIT_TOL x range of the best one. A wrong adapter,
+    cache or row order picks tokens ~0.5 x range below the best, far outside it."""
+    for i, c in enumerate(conversations):
+        prompt, new = prompt_ids(tok, c, "chat"), rows[i]
+        with torch.inference_mode():
+            logits = reference(torch.tensor([prompt + new])).logits[0, len(prompt) - 1:-1].float()  # (new, V)
+        best, chosen = logits.max(-1).values, logits[torch.arange(len(new)), torch.tensor(new)]
+        span = logits.max(-1).values - logits.min(-1).values  # (new,)
+        assert ((best - chosen) <= 2 * BF16_LOGIT_TOL * span).all(), (i, (best - chosen).max().item())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_greedy_fast_path_answers_as_the_unmerged_adapter_alone(tiny_policy, adapter, smol_tokenizer, dtype):
+    """float32: the same answers exactly. bfloat16 (what `auto` picks on an AMX / Zen 4 CPU or a
+    GPU): merging rounds W + BA to bf16, so answers may part at near-tied logits; every token is
+    still the exact model's greedy choice within bf16's error."""
     from peft import PeftModel
 
     from paretohqd.policy.load import load_policy
 
     cfg = GenerateConfig(temperature=0, max_new_tokens=12, batch_size=3)
-    fast = load_for_generation(PolicyConfig(model=tiny_policy), adapter)
+    fast = load_for_generation(PolicyConfig(model=tiny_policy), adapter, dtype=dtype)
     assert not any("lora" in n for n, _ in fast.named_parameters())  # merged: no LoRA matmul per token
-    answers, stats = generate(fast, smol_tokenizer, CONVERSATIONS, cfg, seed=0, progress=False)
-    peft = PeftModel.from_pretrained(load_policy(tiny_policy), str(adapter)).eval()
-    assert answers == _one_by_one(peft, smol_tokenizer, CONVERSATIONS, 12)
+    assert next(fast.parameters()).dtype == getattr(torch, dtype)
+    rows: dict[int, list[int]] = {}
+    answers, stats = generate(fast, smol_tokenizer, CONVERSATIONS, cfg, seed=0, progress=False,
+                              on_tokens=_ids_by_row(rows, smol_tokenizer.pad_token_id))
+    peft = PeftModel.from_pretrained(load_policy(tiny_policy), str(adapter)).eval()  # float32, unmerged
+    if dtype == "float32":
+        assert answers == _one_by_one(peft, smol_tokenizer, CONVERSATIONS, 12)
+    else:
+        assert_greedy_within_bf16(peft, smol_tokenizer, CONVERSATIONS, rows)
     # the adapter matters: the base model answers otherwise
     assert answers != _one_by_one(load_policy(tiny_policy).eval(), smol_tokenizer, CONVERSATIONS, 12)
     assert stats["new_tokens"] > 0
@@ -131,21 +170,45 @@ def test_rows_on_tokens_returns_leave_the_batch_at_once_and_the_others_answer_al
     assert [s[1] for s in steps[3:]] == [pad] * (len(steps) - 3) and len(steps) == 10
 
 
-def test_rows_with_different_adapters_answer_as_each_adapter_merged(tiny_policy, adapter, smol_tokenizer, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_rows_with_different_adapters_answer_as_each_adapter_merged(tiny_policy, adapter, smol_tokenizer, tmp_path,
+                                                                    dtype):
+    """float32: each row answers exactly as its adapter merged alone. bfloat16: unmerged and merged
+    adapters round differently, so each row's tokens are its own adapter's (exact, float32) greedy
+    choices within bf16's error instead."""
+    from peft import PeftModel
+
     from paretohqd.policy.generate import load_adapters
+    from paretohqd.policy.load import load_policy
 
     policy, cfg = PolicyConfig(model=tiny_policy), GenerateConfig(temperature=0, max_new_tokens=8, batch_size=4)
     other = _adapter(tiny_policy, tmp_path / "other", seed=2)
-    both = load_adapters(policy, {"a": adapter, "b": other})
+    both = load_adapters(policy, {"a": adapter, "b": other}, dtype=dtype)
     names = ["a", "b", "__base__", "b", "a", "__base__", "b"]
-    got, _ = generate(both, smol_tokenizer, CONVERSATIONS, cfg, seed=0, progress=False, adapters=names)
+    rows: dict[int, list[int]] = {}
+    got, _ = generate(both, smol_tokenizer, CONVERSATIONS, cfg, seed=0, progress=False, adapters=names,
+                      on_tokens=_ids_by_row(rows, smol_tokenizer.pad_token_id))
     for name, folder in (("a", adapter), ("b", other), ("__base__", None)):
-        rows = [c for c, n in zip(CONVERSATIONS, names) if n == name]
-        alone, _ = generate(load_for_generation(policy, folder), smol_tokenizer, rows, cfg, seed=0, progress=False)
-        assert [g for g, n in zip(got, names) if n == name] == alone
+        mine = [i for i, n in enumerate(names) if n == name]
+        if dtype == "float32":
+            alone, _ = generate(load_for_generation(policy, folder, dtype=dtype), smol_tokenizer,
+                                [CONVERSATIONS[i] for i in mine], cfg, seed=0, progress=False)
+            assert [got[i] for i in mine] == alone
+        else:
+            exact = load_policy(tiny_policy) if folder is None else PeftModel.from_pretrained(load_policy(tiny_policy),
+                                                                                              str(folder))
+            assert_greedy_within_bf16(exact.eval(), smol_tokenizer, [CONVERSATIONS[i] for i in mine],
+                                      {k: rows[i] for k, i in enumerate(mine)})
     # one adapter for every row (its shared prompt prefix encoded once, with that adapter)
-    assert generate(both, smol_tokenizer, CONVERSATIONS, cfg, seed=0, progress=False, adapters=["b"] * 7)[0] == \
-        generate(load_for_generation(policy, other), smol_tokenizer, CONVERSATIONS, cfg, seed=0, progress=False)[0]
+    rows = {}
+    all_b, _ = generate(both, smol_tokenizer, CONVERSATIONS, cfg, seed=0, progress=False, adapters=["b"] * 7,
+                        on_tokens=_ids_by_row(rows, smol_tokenizer.pad_token_id))
+    if dtype == "float32":
+        assert all_b == generate(load_for_generation(policy, other, dtype=dtype), smol_tokenizer, CONVERSATIONS, cfg,
+                                 seed=0, progress=False)[0]
+    else:
+        exact = PeftModel.from_pretrained(load_policy(tiny_policy), str(other)).eval()
+        assert_greedy_within_bf16(exact, smol_tokenizer, CONVERSATIONS, rows)
 
 
 def _cfg(policy: str, **generate_kw) -> Config:

@@ -125,9 +125,27 @@ def test_bf16_counts_as_native_only_with_the_cpu_flags_for_it(monkeypatch, avx51
 
     from paretohqd.devices import native_bf16
 
+    monkeypatch.delenv("PARETOHQD_NATIVE_BF16", raising=False)
     # oneDNN says yes on any AVX-512 CPU, also where bf16 is emulated (3.5x slower training there)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     assert native_bf16("cpu") is expected
     assert native_bf16("mps") is False
+
+
+@pytest.mark.parametrize("forced", ["0", "1"])
+def test_the_environment_overrides_the_cpu_flags_and_auto_follows(monkeypatch, forced):
+    import torch
+
+    from paretohqd.devices import native_bf16
+    from paretohqd.rewards import resolve_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: forced == "0")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: forced == "0")
+    monkeypatch.setenv("PARETOHQD_NATIVE_BF16", forced)
+    assert native_bf16("cpu") is (forced == "1")
+    assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if forced == "1" else torch.float32)
+    res = subprocess.run([sys.executable, "-m", "paretohqd.devices"], capture_output=True, text=True,
+                         env={**os.environ, "PARETOHQD_NATIVE_BF16": forced}, timeout=120)
+    assert res.returncode == 0 and f"auto precision on cpu: {'bfloat16' if forced == '1' else 'float32'}" in res.stdout

@@ -364,3 +364,23 @@ def test_compare_carries_the_three_hypervolumes(tmp_path):
     f = rows[1]["hypervolumes"]["fronts"]
     assert f"| 1.00x | " in md and f"| 0.4375 [{f['ci95'][0]:.4f}, {f['ci95'][1]:.4f}] | 0.2165 | 0.1172 |" in md
     assert "reference point = normalised (-1, -1)" in md
+
+
+def test_report_md_shows_answers_and_prompts_as_text_never_as_markup():
+    """A model's answer (or a prompt) holding HTML or markdown is shown as written: rendered by a
+    CommonMark renderer (raw HTML on, as GitHub's), none of it becomes a tag."""
+    from markdown_it import MarkdownIt
+
+    from paretohqd.report.render import samples_md
+
+    answer = "<script>alert(1)</script>\n# Title\n```\n<img src=x onerror=alert(1)> **bold** [link](http://x)"
+    prompt = "\n\nHuman: <b>hi</b> # not a heading *x* [a](http://y)\n\nAssistant:"
+    df = pd.DataFrame({"model": ["pref-00"], "weights": [[0.5, 0.5]], "prompt_id": ["p1"], "prompt": [prompt],
+                       "response": [answer], "helpful": [1.0], "harmless": [0.0], "collapse": [None]})
+    md = "\n".join(samples_md({"bounds": {"objectives": ["helpful", "harmless"]}, "methods": [{"method": "a"}]},
+                              {"a": df}))
+    html = MarkdownIt("commonmark").render(md)
+    for markup in ("<script", "<img", "<b>", "<strong>bold", "<em>x", "<a href", "<h1"):
+        assert markup not in html, (markup, html)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;\n# Title\n```\n&lt;img" in html  # the answer, as written
+    assert "&lt;b&gt;hi&lt;/b&gt; # not a heading *x* [a](http://y)" in html

@@ -231,7 +231,7 @@ def test_export_merged_models_load_with_plain_transformers(run2, tmp_path):
     assert [m["name"] for m in modules] == names
     script = (out / "vllm-serve.sh").read_text()
     assert "vllm serve " in script and "--enable-lora" in script and "--max-lora-rank 8" in script  # rank 2+2 -> 8
-    assert all(f'{n}="$HERE/{n}"' in script for n in names)
+    assert all(f'{n}="$HERE"/{n}' in script for n in names)
     card = (out / "pref-01" / "README.md").read_text()
     assert "helpful 0.5, harmless 0.5" in card and cfg.policy.model in card and "report.json" in card
     assert (out / "pref-01" / "adapter_model.safetensors").read_bytes() == \

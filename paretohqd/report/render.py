@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
@@ -156,9 +158,29 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _quote(text: str, limit: int = 600) -> str:
+def _fenced(text: str, limit: int = 600) -> str:
+    """A model's answer as it is, in a code fence: no markdown or HTML in it renders (the fence is
+    longer than any run of backticks in the answer, so none closes it).
+
+    Examples:
+        >>> print(_fenced("<b>hi</b> ```"))
+        ````text
+        <b>hi</b> ```
+        ````
+    """
     text = text if len(text) <= limit else text[:limit] + " [...]"
-    return "\n".join("> " + (line or " ") for line in (text or "(empty)").splitlines()) or "> (empty)"
+    fence = "`" * max(3, 1 + max(map(len, re.findall(r"`+", text)), default=0))
+    return f"{fence}text\n{text or '(empty)'}\n{fence}"
+
+
+def _plain(text: str) -> str:
+    r"""Text (a prompt) on one markdown line, every markdown or HTML character escaped.
+
+    Examples:
+        >>> print(_plain("# <i>a</i>\n*b*"))
+        \# \<i\>a\<\/i\> \*b\*
+    """
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(text.split()))
 
 
 def samples_md(report: dict, samples: dict[str, pd.DataFrame]) -> list[str]:
@@ -177,8 +199,8 @@ def samples_md(report: dict, samples: dict[str, pd.DataFrame]) -> list[str]:
                 scores = ", ".join(f"{o} {row[o]:.3f}" for o in names)
                 # a row Series turns a null reason into NaN, so test with notna, not `is None`
                 flag = f"; collapse: **{row['collapse']}**" if pd.notna(row["collapse"]) else ""
-                out += [f"**Prompt** ({row['prompt_id']}): {last_turn(row['prompt'])[:300]}", "",
-                        _quote(row["response"]), "", f"*{scores}{flag}*", ""]
+                out += [f"**Prompt** ({row['prompt_id']}): {_plain(last_turn(row['prompt'])[:300])}", "",
+                        _fenced(row["response"]), "", f"*{scores}{flag}*", ""]
     return out
 
 

@@ -1,13 +1,15 @@
 """Reward models, one per objective: a name, a fingerprint, and `score(prompts, responses)`.
 
-Three kinds, named the same way in every config (`rewards.models`):
+The kinds, named the same way in every config (`rewards.models`):
 - presets for the paper's Hugging Face reward models (`ray2333-helpful`, ...), each with its input
   format and logit index;
 - any hub id or local folder of an `AutoModelForSequenceClassification`;
 - the offline heads `paretohqd reward train` writes (`minilm-helpful`, ...): a small head on frozen
   all-MiniLM-L6-v2 embeddings;
 - `column:LABEL`, a column objective: the data's label is its score for selection, and a head
-  trained on that label (`paretohqd.rewards.labels`) scores generated answers.
+  trained on that label (`paretohqd.rewards.labels`) scores generated answers;
+- `rule:...`, a rule objective computed from the text (`paretohqd.rewards.rules`): a built-in
+  (`rule:length_words`, `rule:vader`, ...) or a user function `rule:path/to/file.py:function`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 from paretohqd.config import ConfigError
 from paretohqd.rewards.base import (OFFLINE, PRESETS, Format, Preset, RewardModel, available, check_classifier,
                                     head_marker, resolve_dtype, state_fingerprint)
+from paretohqd.rewards.rules import RULE, RuleRewardModel, load_rule
 
 if TYPE_CHECKING:
     from paretohqd.config import DataConfig, RewardsConfig
@@ -26,16 +29,20 @@ __all__ = ["OFFLINE", "PRESETS", "Format", "Preset", "RewardModel", "available",
            "load_reward_models", "locate", "resolve_dtype", "state_fingerprint"]
 
 
-def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None = None) -> RewardModel:
-    """One reward model by name (see the module docstring).
+def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None = None,
+                      key: str | None = None) -> RewardModel:
+    """One reward model by name (see the module docstring); `key` (`rewards.models.OBJECTIVE`)
+    names it in a rule's errors.
 
     Raises:
-        ConfigError: unknown name, missing folder, or an offline head not trained yet; the message
-            lists what is available.
+        ConfigError: unknown name, missing folder, an offline head not trained yet, or a rule that
+            cannot be loaded; the message lists what is available.
     """
     from paretohqd.rewards.hf import HFRewardModel
 
     kind, source = locate(name, cfg)
+    if kind == "rule":
+        return RuleRewardModel(name, key)
     if kind == "column":
         raise ConfigError(f"{name!r} is a column objective: its scorer is found by objective and data "
                           "(load_reward_models(cfg, data=...))")
@@ -55,12 +62,17 @@ def load_reward_model(name: str, cfg: RewardsConfig, *, _encoders: dict | None =
 
 
 def locate(name: str, cfg: RewardsConfig) -> tuple[str, str | None]:
-    """Where reward model `name` comes from, without loading it: ("hub", id), ("folder", path),
-    ("offline", None) for a MiniLM head (trained on first use) or ("column", LABEL).
+    """Where reward model `name` comes from, without loading its weights: ("hub", id), ("folder", path),
+    ("offline", None) for a MiniLM head (trained on first use), ("column", LABEL) or ("rule", None)
+    (its function is loaded here, to check it exists).
 
     Raises:
-        ConfigError: a name that is none of these, or a folder without config.json.
+        ConfigError: a name that is none of these, a folder without config.json, or a rule that
+            cannot be loaded.
     """
+    if name.startswith(RULE):
+        load_rule(name)
+        return "rule", None
     if name.startswith("column:"):
         if not name[len("column:"):].strip():
             raise ConfigError(f"{name!r}: name the label column after column:, e.g. column:helpfulness")
@@ -112,5 +124,5 @@ def load_reward_models(cfg: RewardsConfig, *, data: DataConfig | None = None,
                 raise ValueError(f"objective {obj!r} is a column objective: pass data= to find its scorer")
             out[obj] = load_scorer(cfg, data, obj, encoders=encoders)
         else:
-            out[obj] = load_reward_model(name, cfg, _encoders=encoders)
+            out[obj] = load_reward_model(name, cfg, _encoders=encoders, key=f"rewards.models.{obj}")
     return out

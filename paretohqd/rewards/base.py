@@ -59,7 +59,9 @@ def available(cfg: RewardsConfig) -> str:
     return (
         f"presets {sorted(PRESETS)}; offline heads {list(OFFLINE)} (trained in {cfg.dir}: "
         f"{trained or 'none yet, run `paretohqd reward train`'}); or a hub id (owner/name) or a local "
-        "folder of a sequence-classification model"
+        "folder of a sequence-classification model; or a rule computed from the text: rule:length_words, "
+        "rule:length_tokens, rule:target_length:N, rule:vader, rule:diversity, rule:overlap, or "
+        "rule:path/to/file.py:function (TRL reward-function shape)"
     )
 
 

@@ -30,21 +30,22 @@ EMPTY_KEY = "--api-key is empty; give a key, or leave --api-key out to serve key
 
 
 def create_app(run: str | Path, *, api_key: str | None = None, cache_size: int = 4, window: float = 0.03,
-               dtype: str | None = None, limits: Limits | None = None) -> FastAPI:
+               dtype: str | None = None, limits: Limits | None = None, trust_remote_code: bool = False) -> FastAPI:
     """The FastAPI app serving `run` (a finished run folder).
 
     Args:
         api_key: required as 'Authorization: Bearer KEY' (None: none, and then only requests whose
             Host header names this machine are answered: a defence against DNS rebinding).
         limits: the server's bounds (default `Limits()`).
+        trust_remote_code: consent to a run whose config trusts remote code (`open_run`).
 
     Raises:
-        InputError: not a finished run, or an empty api_key.
+        InputError: not a finished run (or one trusting remote code without consent), or an empty api_key.
     """
     if api_key == "":
         raise InputError(EMPTY_KEY)
     limits = limits or Limits()
-    models = Models(run, cache_size=cache_size, dtype=dtype)
+    models = Models(run, cache_size=cache_size, dtype=dtype, trust_remote_code=trust_remote_code)
     batcher = Batcher(models, window=window, limits=limits)
     service = ChatService(batcher, limits)
 
@@ -191,7 +192,8 @@ def check_bind(host: str, api_key: str | None) -> None:
 
 
 def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          cache_size: int = 4, window: float = 0.03, limits: Limits | None = None) -> None:
+          cache_size: int = 4, window: float = 0.03, limits: Limits | None = None,
+          trust_remote_code: bool = False) -> None:
     """Serve `run` until interrupted (uvicorn).
 
     Raises:
@@ -200,5 +202,6 @@ def serve(run: str | Path, *, host: str = "127.0.0.1", port: int = 8000, api_key
     import uvicorn
 
     check_bind(host, api_key)
-    app = create_app(run, api_key=api_key, cache_size=cache_size, window=window, limits=limits)
+    app = create_app(run, api_key=api_key, cache_size=cache_size, window=window, limits=limits,
+                     trust_remote_code=trust_remote_code)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -17,14 +17,14 @@ BASE = "base"
 """The model name of the policy before training."""
 
 
-def open_served(run: str | Path):
+def open_served(run: str | Path, *, trust_remote_code: bool = False):
     """The finished run a server answers from: (RunFolder, config, final models). The one place
-    serve opens the run folder (it only reads it).
+    serve opens the run folder (read-only, `open_run`).
 
     Raises:
-        InputError: not a finished run.
+        InputError: not a finished run, or one that trusts remote code without `trust_remote_code`.
     """
-    return open_run(run)
+    return open_run(run, trust_remote_code=trust_remote_code)
 
 
 def on_grid(w: np.ndarray) -> np.ndarray:
@@ -46,9 +46,10 @@ def on_grid(w: np.ndarray) -> np.ndarray:
 class Models:
     """A run's names and the weights behind them, and an LRU cache of loaded models."""
 
-    def __init__(self, run: str | Path, *, cache_size: int = 4, dtype: str | None = None):
+    def __init__(self, run: str | Path, *, cache_size: int = 4, dtype: str | None = None,
+                 trust_remote_code: bool = False):
         self.run, self.cache_size = Path(run), cache_size
-        self.r, self.cfg, self.finals = open_served(run)
+        self.r, self.cfg, self.finals = open_served(run, trust_remote_code=trust_remote_code)
         self.dtype = dtype or self.cfg.generate.dtype
         self.names = [m.model for m in self.finals] + [BASE]
         self._cache: OrderedDict[tuple | str, object] = OrderedDict()

@@ -1,0 +1,80 @@
+"""The known-front benchmark: its indicators by hand, a bent front on which the scalarised
+selection leaves a hole and the rays do not, the script end to end, and the shipped configs'
+budgets and objectives."""
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import benchmarks_module
+
+from paretohqd.budget import estimate_seconds
+from paretohqd.config import RewardsConfig, load_config
+from paretohqd.rewards import locate
+
+kf = benchmarks_module("known_front")
+
+
+def test_indicators_by_hand():
+    prefs = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    # means on the compromise points W = w (normalised box): each on its own ray, calibration 0
+    assert kf.calibration(prefs, prefs) == pytest.approx(0.0, abs=1e-6)
+    assert kf.largest_hole(prefs, prefs) == pytest.approx(np.sqrt(0.5))
+    # the middle preference's mean at the first one's: its direction (-1, 0) is 45 degrees off (-1, -1)
+    means = prefs.copy()
+    means[1] = [0.0, 1.0]
+    assert kf.calibration(means, prefs) == pytest.approx(15.0)  # (0 + 45 + 0) / 3
+    assert kf.largest_hole(means, prefs) == pytest.approx(np.sqrt(2))
+    # 3-objective grid with 3 points per axis: neighbours differ by one step in two weights
+    grid = np.array([[1, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 1, 0], [0, 0.5, 0.5], [0, 0, 1]])
+    assert len(kf.neighbours(grid)) == 9
+
+
+def _bent(n=600, seed=0) -> pd.DataFrame:
+    """A front y = (1 - x)^3 (bending toward the origin) over a cloud of dominated points."""
+    rng = np.random.default_rng(seed)
+    x = rng.random(n)
+    y = (1 - x) ** 3 * np.where(rng.random(n) < 0.5, 1.0, rng.random(n))
+    return pd.DataFrame({"id": [f"s{i}" for i in range(n)], "a": x, "b": y})
+
+
+def test_scalarised_leaves_a_hole_on_a_bent_front():
+    scores = _bent()
+    prefs, lo, hi, pool, chosen = kf.selections(scores, ["a", "b"], preferences=11, k=10, seed=0)
+    z = (scores[["a", "b"]].to_numpy() - lo) / (hi - lo)  # (N, 2)
+    hole = {name: kf.largest_hole(z[rows].mean(axis=1), prefs) for name, rows in chosen.items()}
+    assert hole["scalarised"] > 2 * hole["rays"], hole
+    assert kf.calibration(z[chosen["rays"]].mean(axis=1), prefs) < kf.calibration(z[chosen["random"]].mean(axis=1), prefs)
+
+
+def test_script_end_to_end(tmp_path, monkeypatch, capsys):
+    scores = _bent(200)
+    scores.to_parquet(tmp_path / "scores.parquet")
+    # a finished compare's run beside NAME-compare: evaluation answers of 3 preference models
+    run = tmp_path / "x-paretohqd" / "evaluate"
+    run.mkdir(parents=True)
+    (tmp_path / "x-compare").mkdir()
+    prefs = [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+    pd.DataFrame({"preference_index": [-1, 0, 0, 1, 2], "weights": [None, prefs[0], prefs[0], prefs[1], prefs[2]],
+                  "a": [0.5, 0.0, 0.0, 0.5, 1.0], "b": [0.5, 1.0, 1.0, 0.5, 0.0]}).to_parquet(run / "responses.parquet")
+    argv = ["known_front.py", str(tmp_path / "scores.parquet"), "--objectives", "a,b", "--preferences", "5",
+            "--k", "10", "--plot", str(tmp_path / "kf.png"), "--compare", str(tmp_path / "x-compare")]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert kf.main() == 0
+    out = capsys.readouterr().out
+    assert "hull share" in out and "scalarised" in out and (tmp_path / "kf.png").stat().st_size > 0
+    row = next(line for line in out.splitlines() if line.startswith("paretohqd"))
+    lo, hi = scores[["a", "b"]].min().to_numpy(), scores[["a", "b"]].max().to_numpy()
+    means = (np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]) - lo) / (hi - lo)
+    assert float(row.split()[1]) == pytest.approx(kf.largest_hole(means, np.array(prefs)), abs=1e-3)
+
+
+@pytest.mark.parametrize("path, objectives", [("configs/known-front.yaml", ["length", "diversity"]),
+                                              ("configs/known-front-3obj.yaml", ["length", "diversity", "sentiment"])])
+def test_known_front_configs(path, objectives):
+    cfg = load_config(path)
+    assert list(cfg.rewards.models) == objectives
+    assert all(locate(name, RewardsConfig())[0] == "rule" for name in cfg.rewards.models.values())
+    assert cfg.compare.methods == ["paretohqd", "scalarised", "stage1-only", "full-data", "ric", "rewarded-soups"]
+    assert sum(estimate_seconds(cfg).values()) <= 75 * 60
