@@ -17,6 +17,7 @@ from paretohqd.config import ConfigError, load_config
 from paretohqd.devices import LaunchError
 from paretohqd.io import InputError, disk_full_error
 from paretohqd.progress import console
+from paretohqd.serve.limits import Limits
 
 app = typer.Typer(help="ParetoHqD: offline multi-objective alignment with Pareto high-quality data.",
                   no_args_is_help=True, add_completion=False)
@@ -337,16 +338,24 @@ def serve(
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="PARETOHQD_API_KEY",
                                           help="Require 'Authorization: Bearer KEY' on every request."),
     cache: int = typer.Option(4, "--cache", min=1, help="Mixed preferences (w=...) kept loaded; without LoRA, "
-                              "models kept loaded (least recently used go)."),
+                              "models kept loaded (least recently used go). A batch builds at most this many."),
     window: float = typer.Option(0.03, "--batch-window", min=0, help="Seconds a first request waits for others "
                                  "to share its generate batch."),
+    max_queue: int = typer.Option(Limits.max_queue, "--max-queue", min=1, help="Requests waiting for a batch; "
+                                  "one more gets 429 with Retry-After."),
+    max_tokens: int = typer.Option(Limits.max_tokens, "--max-tokens", min=1, help="The most tokens one request may "
+                                   "ask for (more: 400)."),
+    max_body: int = typer.Option(Limits.max_body, "--max-body", min=1, help="Request body bytes (more: 413)."),
+    timeout: float = typer.Option(Limits.timeout, "--timeout", min=0.001, help="Seconds from a request's arrival "
+                                  "to its last token (then 504)."),
     trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Serve a trained run's models with an OpenAI-compatible API (/v1/models, /v1/chat/completions):
-    pref-XX, base, or any preference as model "w=0.3,0.7"."""
+    pref-XX, base, or any preference as model "w=0.3,0.7". Without --api-key it binds this machine only."""
     from paretohqd.lock import hold
     from paretohqd.serve import serve as run_server
 
     with hold(run_dir, shared=True):  # read-only, for the server's life: it loads adapters as requests ask
         run_server(run_dir, host=host, port=port, api_key=api_key, cache_size=cache, window=window,
-                   trust_remote_code=trust_remote_code)
+                   trust_remote_code=trust_remote_code,
+                   limits=Limits(max_queue=max_queue, max_tokens=max_tokens, max_body=max_body, timeout=timeout))

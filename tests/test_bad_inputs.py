@@ -495,6 +495,35 @@ and `benchmarks/chaos.py`.
 """
 
 FOOTER = """
+### serve (HTTP)
+
+`paretohqd serve` answers each bad request with an OpenAI-style error body
+(`{"error": {"message", "type", "param", "code"}}`) and goes on serving; checked in
+`tests/test_serve.py` and `tests/test_serve_limits.py`. Defaults: `--max-body` 1 MiB,
+`--max-tokens` 1024, `--max-queue` 64, `--timeout` 300 s, `--cache` 4.
+
+| bad input | status | answer (the error's message) |
+|---|---|---|
+| request body over `--max-body` (declared or chunked) | 413 | `the request body is larger than 1,048,576 bytes (paretohqd serve --max-body); send fewer or shorter messages` |
+| more than 4 stop strings | 400 | `stop: Value error, 5 stop strings; give at most 4` |
+| an empty stop string | 400 | `stop: Value error, a stop string is empty; give non-empty strings` |
+| a stop string over 64 characters | 400 | `stop: Value error, a stop string has 65 characters; give at most 64` |
+| seed of 2**63 or more | 400 | `seed: Input should be less than 9223372036854775808` |
+| negative seed | 400 | `seed: Input should be greater than or equal to 0` |
+| max_tokens over `--max-tokens` | 400 | `max_tokens: 1025 tokens asked for; this server generates at most 1024 per request (paretohqd serve --max-tokens); ask for fewer` |
+| prompt plus max_tokens over the model's context | 400 | `This model's maximum context length is 1024 tokens; the prompt has 1010 tokens and max_tokens asks for 20, so the prompt may have at most 1004; shorten the messages or lower max_tokens` |
+| unknown model | 404 | `The model 'pref-09' does not exist; this run serves pref-00, pref-01, pref-02, base, or any preference as w=W1,W2,... (objectives helpful, harmless)` |
+| `w=` weights off the simplex | 400 | `model 'w=0.5,0.6': weights 0.5,0.6 sum to 1.1; give non-negative weights summing to 1, one per objective (helpful, harmless), e.g. 0.5,0.5` |
+| 200 distinct `w` in one burst | 200 / 429 | each `w` rounded to 1e-3; a batch builds at most `--cache` mixes, the rest wait for later batches (memory stays that of `--cache` mixes); requests beyond `--max-queue` waiting get the 429 below |
+| overload: `--max-queue` requests already waiting | 429, `Retry-After` | `The server is busy: 64 requests are waiting (paretohqd serve --max-queue 64); retry after 2 s` |
+| answer not done within `--timeout` | 504 | `the answer took longer than 300 s (paretohqd serve --timeout); ask for fewer tokens or retry when the server is less busy` (a stream that has begun: its last event) |
+| client disconnects mid-stream or before its answer | - | nothing sent; its row leaves the decoding batch at the next token (a queued job leaves the queue); the other rows answer as before |
+| wrong or missing API key | 401 | `Incorrect API key provided; send it as the header 'Authorization: Bearer KEY' (the key given to paretohqd serve --api-key)` |
+| keyless server, Host header not localhost / 127.0.0.1 / [::1] with its port (DNS rebinding) | 421 | `Host 'evil.example:8000' is not this server: a keyless server answers requests to localhost, 127.0.0.1 or [::1] with its port only; use one of those (or serve with --api-key)` |
+| a failure inside the server | 500 | `internal error (request id req-3f2a9c1b7e04); the server log has the details` (the exception and traceback only in the log, under that id) |
+| `paretohqd serve RUN --api-key ""` | exit 2 | `--api-key is empty; give a key, or leave --api-key out to serve keyless on this machine only` |
+| `paretohqd serve RUN --host 0.0.0.0` without a key | exit 2 | `--host 0.0.0.0 without --api-key: anyone who reaches this port could use it; give --api-key KEY (or PARETOHQD_API_KEY), or bind 127.0.0.1` |
+
 Also checked elsewhere: fuzzed YAML files and `--set` values of every key of every section
 (`tests/test_config_fuzz.py`, hypothesis) load or end in one ConfigError, and `paretohqd run --check`
 on fuzzed overrides exits 0 or 2 without a traceback. Errors the machine raises that are not listed

@@ -149,6 +149,27 @@ def test_rows_that_end_leave_the_batch_and_the_others_answer_as_alone(tiny_polic
     assert min(map(len, got)) < 12 == max(map(len, got))
 
 
+def test_rows_on_tokens_returns_leave_the_batch_at_once_and_the_others_answer_alike(tiny_policy, adapter,
+                                                                                    smol_tokenizer):
+    """What `paretohqd serve` does for a client that leaves: its row ends at the next step."""
+    from paretohqd.policy.decode import decode
+
+    tok, model = smol_tokenizer, load_for_generation(PolicyConfig(model=tiny_policy), adapter)
+    prompts, cfg, pad = _tokens(tok, CONVERSATIONS[:3]), GenerateConfig(temperature=0, max_new_tokens=10), tok.pad_token_id
+    steps = []
+
+    def leave(tokens: list[int]) -> set[int] | None:
+        steps.append(tokens)
+        return {1} if len(steps) == 3 else None  # row 1's client leaves after its third token
+
+    with torch.inference_mode():
+        free = decode(model, prompts, cfg, eos={tok.eos_token_id}, pad=pad)
+        got = decode(model, prompts, cfg, eos={tok.eos_token_id}, pad=pad, on_tokens=leave)
+    assert len(free[1]) == 10  # it would have gone on
+    assert got == [free[0], free[1][:3], free[2]]
+    assert [s[1] for s in steps[3:]] == [pad] * (len(steps) - 3) and len(steps) == 10
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_rows_with_different_adapters_answer_as_each_adapter_merged(tiny_policy, adapter, smol_tokenizer, tmp_path,
                                                                     dtype):

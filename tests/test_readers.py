@@ -69,8 +69,7 @@ def test_readers_change_nothing_in_a_read_only_run(run, tmp_path, monkeypatch):
     anyway) no write, rename or delete reaches the folder and its tree is byte- and mtime-identical."""
     import httpx2 as httpx
     import uvicorn
-
-    from paretohqd.serve import Running
+    from serving import Running
 
     ro = _copy(run, tmp_path)
     subprocess.run(["chmod", "-R", "a-w", str(ro)], check=True)

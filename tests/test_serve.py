@@ -3,6 +3,8 @@ LoRA adapters; `test_use.make_run`), in-process on a free loopback port, through
 `openai` client."""
 
 import json
+import logging
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,35 +13,13 @@ import openai
 import pytest
 import torch
 from openai import OpenAI
+from serving import GREEDY, KEY, PROMPTS, Running, chat, error, served  # noqa: F401 - served: a fixture
 from test_use import make_run
 
 import paretohqd
 from paretohqd.policy.generate import generate, load_for_generation
 from paretohqd.policy.load import load_tokenizer
-from paretohqd.serve import Running, create_app
-
-KEY = "sk-test-key"
-GREEDY = {"temperature": 0, "max_tokens": 6}
-PROMPTS = ["What is a llama?", "How do I bake bread?", "Tell me a joke.", "Name a colour.",
-           "Why is the sky blue? Explain it to a child in a few words.", "Hi", "What is 2 + 2?",
-           "Write a haiku about the sea, please."]
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_policy):
-    """(client, run folder, app, base URL): a server on 127.0.0.1, stopped after the module."""
-    root = tmp_path_factory.mktemp("serve") / "two"
-    make_run(root, tiny_policy, ["helpful", "harmless"], 3)
-    app = create_app(root, api_key=KEY, cache_size=2, window=0.05)
-    with Running(app) as port:
-        url = f"http://127.0.0.1:{port}/v1"
-        yield OpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=120), root, app, url
-
-
-def chat(client, prompt, model="pref-01", **kw):
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
-                                          **{**GREEDY, **kw})
-
+from paretohqd.serve import create_app
 
 def expected(root, weights, prompts):
     """What `paretohqd.load(...).answer` says, greedily (the same weights, prompt format, tokens)."""
@@ -95,7 +75,9 @@ def test_stream_sends_the_answer_in_pieces_then_done(served):
     # a stop string (here: a piece of the answer) ends it; the stream holds back what may be one.
     # Stops match the raw text (leading white space included), so the stop holds none and first
     # occurs where it is taken: a stop met at the raw answer's start would leave nothing to check.
-    at = next(i for i in range(len(whole) // 2, len(whole) - 2)
+    # (the second half first; a repetitive answer, 'inspired inspired ...', has its first
+    # occurrences at the start)
+    at = next(i for i in [*range(len(whole) // 2, len(whole) - 2), *range(1, len(whole) // 2)]
               if not any(c.isspace() for c in whole[i:i + 3]) and whole.find(whole[i:i + 3]) == i)
     stop, cut = whole[at:at + 3], whole[:at].strip()
     assert len(stop) == 3 and cut and chat(client, PROMPTS[1], stop=stop).choices[0].message.content == cut
@@ -157,32 +139,23 @@ def test_a_client_leaving_mid_stream_disturbs_no_one(served):
     assert chat(client, PROMPTS[0]).choices[0].message.content == want[0]
 
 
-def _error(call) -> tuple[int, dict]:
-    """The status and OpenAI-style error body of a failing call (one line, the four fields)."""
-    with pytest.raises(openai.APIStatusError) as e:
-        call()
-    body = e.value.body
-    assert set(body) == {"message", "type", "param", "code"} and "\n" not in body["message"]
-    return e.value.status_code, body
-
-
 def test_errors_are_openai_style_json(served):
     client, _, _, url = served
-    status, body = _error(lambda: chat(client, "hi", "pref-09"))
+    status, body = error(lambda: chat(client, "hi", "pref-09"))
     assert status == 404 and body["code"] == "model_not_found" and body["param"] == "model"
     assert "pref-00, pref-01, pref-02, base" in body["message"] and "w=" in body["message"]
 
-    status, body = _error(lambda: chat(client, "hi", "w=0.5,0.6"))
+    status, body = error(lambda: chat(client, "hi", "w=0.5,0.6"))
     assert status == 400 and body["param"] == "model" and "sum to 1.1" in body["message"]
-    status, body = _error(lambda: chat(client, "hi", "w=0.2,0.3,0.5"))
+    status, body = error(lambda: chat(client, "hi", "w=0.2,0.3,0.5"))
     assert status == 400 and "3 weights for 2 objectives" in body["message"]
 
-    status, body = _error(lambda: chat(client, "hi", temperature=-1))
+    status, body = error(lambda: chat(client, "hi", temperature=-1))
     assert status == 400 and body["param"] == "temperature"
-    status, body = _error(lambda: client.chat.completions.create(model="pref-01", messages=[{"role": "robot",
+    status, body = error(lambda: client.chat.completions.create(model="pref-01", messages=[{"role": "robot",
                                                                                              "content": "hi"}]))
     assert status == 400 and body["param"].startswith("messages.0")
-    status, body = _error(lambda: client.chat.completions.create(
+    status, body = error(lambda: client.chat.completions.create(
         model="pref-01", messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]))
     assert status == 400 and body["param"] == "messages" and "last message" in body["message"]
 
@@ -197,7 +170,7 @@ def test_errors_are_openai_style_json(served):
     fits = chat(client, long, max_tokens=2)  # answered; its prompt_tokens say where the limit falls
     n = fits.usage.prompt_tokens
     assert n > 400 and fits.choices[0].finish_reason == "length"
-    status, body = _error(lambda: chat(client, long, max_tokens=1024 - n + 1))
+    status, body = error(lambda: chat(client, long, max_tokens=1024 - n + 1))
     assert status == 400 and body["code"] == "context_length_exceeded" and body["param"] == "messages"
     assert f"maximum context length is 1024 tokens; the prompt has {n} tokens" in body["message"]
     assert f"at most {n - 1}" in body["message"]
@@ -209,16 +182,27 @@ def test_errors_are_openai_style_json(served):
         OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
 
 
-def test_an_internal_failure_is_a_one_line_json_500(served, monkeypatch):
+def test_an_internal_failure_is_a_generic_500_with_a_request_id_its_detail_in_the_log(served, monkeypatch, caplog):
     client, _, app, _ = served
 
     def broken(weights):
         raise RuntimeError("weights went missing\n  (a second line)")
 
     monkeypatch.setattr(app.state.models, "get", broken)
-    status, body = _error(lambda: chat(client, "hi", "pref-02"))
-    assert status == 500 and body["type"] == "server_error"
-    assert body["message"] == "internal error: RuntimeError: weights went missing (a second line)"
+    with caplog.at_level(logging.ERROR, logger="paretohqd.serve"):
+        status, body = error(lambda: chat(client, "hi", "pref-02"))
+        rid = re.fullmatch(r"internal error \(request id (req-[0-9a-f]{12})\); the server log has the details",
+                           body["message"])
+        assert status == 500 and body["type"] == "server_error" and rid
+        # the detail (the exception, its traceback) only in the server's log, under that id
+        logged = [r for r in caplog.records if rid[1] in r.getMessage()]
+        assert logged and "weights went missing" in logged[0].exc_text and "Traceback" in logged[0].exc_text
+        assert "weights went missing" not in json.dumps(body)
+        # a stream that has begun ends with the same kind of event
+        events = list(chat(client, "hi", "pref-02", stream=True).response.iter_lines())
+    last = json.loads(next(e for e in events if '"error"' in e)[6:])["error"]
+    assert last["type"] == "server_error" and "request id req-" in last["message"]
+    assert "weights went missing" not in last["message"]
     monkeypatch.undo()
     assert chat(client, "hi", "pref-02").choices[0].message.content is not None  # and the server goes on
 

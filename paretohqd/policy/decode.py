@@ -18,7 +18,7 @@ sampling uses transformers' own temperature / top-k / top-p warpers and `torch.m
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
@@ -56,7 +56,7 @@ class _Buffer(DynamicLayer):
 
 def decode(model, prompts: list[list[int]], cfg: GenerateConfig, *, eos: set[int], pad: int,
            ended: Callable[[list[int]], bool] | None = None,
-           on_tokens: Callable[[list[int]], None] | None = None,
+           on_tokens: Callable[[list[int]], Collection[int] | None] | None = None,
            adapters: list[str] | None = None, padded: bool | None = None) -> list[list[int]]:
     """Answer each tokenised prompt of one batch: greedy (cfg.temperature 0) or sampled with
     cfg.temperature / top_k / top_p, at most cfg.max_new_tokens each, from torch's global random
@@ -66,7 +66,8 @@ def decode(model, prompts: list[list[int]], cfg: GenerateConfig, *, eos: set[int
         eos: token ids that end an answer (kept as its last token).
         pad: the token `on_tokens` gets for a row that has ended.
         ended: called with a row's new tokens after each one; True ends the row (a stop string).
-        on_tokens: called after every step with each row's new token (`pad` once it has ended).
+        on_tokens: called after every step with each row's new token (`pad` once it has ended);
+            the rows it returns (indices into `prompts`) end now, their answer so far kept.
         adapters: per row, the adapter of a PEFT model with several loaded that answers it.
         padded: encode the prompts in one left-padded call (default: on a GPU) rather than one
             at a time after their shared prefix (default on CPU).
@@ -110,8 +111,8 @@ def decode(model, prompts: list[list[int]], cfg: GenerateConfig, *, eos: set[int
             stream[i] = token
             if token not in eos and not (ended is not None and ended(out[i])):
                 keep.append(k)
-        if on_tokens is not None:
-            on_tokens(stream)
+        if on_tokens is not None and (gone := on_tokens(stream)):
+            keep = [k for k in keep if live[k] not in gone]  # their client left: they leave the batch
         if not keep or step == cfg.max_new_tokens - 1:
             break
         if len(keep) < len(live):  # ended rows leave the batch

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +120,7 @@ def generate(
     seed: int,
     fmt: str = "chat",
     label: str = "generating",
-    on_tokens: Callable[[list[int], list[int]], None] | None = None,
+    on_tokens: Callable[[list[int], list[int]], Collection[int] | None] | None = None,
     progress: bool = True,
     adapters: list[str] | None = None,
 ) -> tuple[list[str], dict]:
@@ -132,7 +132,8 @@ def generate(
     Args:
         on_tokens: called after every decoding step with the batch's conversation indices and
             each one's new token id (the pad token once it has finished): how `paretohqd serve`
-            streams answers while a batch is still generating.
+            streams answers while a batch is still generating. The conversation indices it
+            returns stop being answered (their text so far is their answer): a client that left.
         progress: show the progress bar (a server prints none per request).
         adapters: per conversation, the adapter of a `load_adapters` model that answers it.
 
@@ -158,7 +159,7 @@ def generate(
             torch.manual_seed(batch_seed(seed, start // cfg.batch_size))  # each batch its own stream
             prompts = [prompt_ids(tokenizer, conversations[i], fmt) for i in idx]
             new = decode(model, prompts, cfg, eos=eos, pad=pad, ended=met_stop if stops else None,
-                         on_tokens=(lambda tokens, idx=idx: on_tokens(idx, tokens)) if on_tokens is not None else None,
+                         on_tokens=_by_row(on_tokens, idx) if on_tokens is not None else None,
                          adapters=[adapters[i] for i in idx] if adapters is not None else None)
             n_new += sum(t != pad for row in new for t in row)
             for i, row in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
@@ -166,6 +167,16 @@ def generate(
             bar.advance(task, len(idx))
     seconds = time.perf_counter() - t0
     return out, {"seconds": seconds, "new_tokens": n_new, "tokens_per_s": n_new / seconds if seconds else 0.0}
+
+
+def _by_row(on_tokens: Callable, idx: list[int]) -> Callable[[list[int]], set[int]]:
+    """`generate`'s `on_tokens` (conversation indices) as `decode`'s (rows of the batch `idx`)."""
+
+    def call(tokens: list[int]) -> set[int]:
+        gone = on_tokens(idx, tokens)
+        return {row for row, i in enumerate(idx) if i in gone} if gone else set()
+
+    return call
 
 
 def length_order(conversations: list[list[dict]]) -> list[int]:
