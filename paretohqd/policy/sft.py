@@ -129,7 +129,7 @@ class Objective:
     max_tokens: int  # padded tokens per micro-batch
     size: Callable[[list[int]], float]  # a step's items -> what its loss is a mean over
     loss: Callable[[Any, Accelerator, list[int]], tuple[torch.Tensor, list[float]]]
-    counts: tuple[str, ...] = ("tokens",)  # `tokens` (those in the micro-batch) makes tokens/s
+    counts: tuple[str, ...] = ("tokens",)  # `tokens` (the micro-batch's real tokens, for tokens/s) first
     metrics: Callable[[dict[str, float], int], dict[str, float]] = lambda counts, n_items: {}
     summary: Callable[[list[dict[str, float]]], dict] = lambda history: {}
 
@@ -145,23 +145,10 @@ def lr_factor(step: int, steps: int, warmup_steps: int) -> float:
     return min((step + 1) / max(warmup_steps, 1), 1.0) * max(0.0, (steps - step) / max(steps - warmup_steps, 1))
 
 
-def train_loop(
-    objective: Objective,
-    out: Path,
-    *,
-    policy: PolicyConfig,
-    cfg: TrainConfig,
-    steps: int,
-    seed: int,
-    save: Callable[[Any, Path, dict], None],
-    init_adapter: str | Path | None = None,
-    on_step: Callable[..., None] | None = None,
-    record: dict | None = None,
-    lr_key: str = "train.lr",
-    log_dir: Path | None = None,
-    log_run: str = "run",
-    log_tag: str = "train",
-) -> dict:
+def train_loop(objective: Objective, out: Path, *, policy: PolicyConfig, cfg: TrainConfig, steps: int, seed: int,
+               save: Callable[[Any, Path, dict], None], init_adapter: str | Path | None = None,
+               on_step: Callable[..., None] | None = None, record: dict | None = None, lr_key: str = "train.lr",
+               log_dir: Path | None = None, log_run: str = "run", log_tag: str = "train") -> dict:
     """Train one model on `objective` with `cfg`'s optimiser settings (lr, batch_size, warm-up, LoRA,
     precision, checkpoints) and `save` it to `out` with its `train.json` (`save_model`).
 
@@ -178,12 +165,7 @@ def train_loop(
     if tracking:
         acc.init_trackers(log_run)
     set_seed(seed)
-    model = build_model(policy, cfg, init_adapter)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, cfg.warmup_steps))
-    model, opt = acc.prepare(model, opt)
-
+    model, params, opt, sched = _optimised_model(acc, policy, cfg, steps, init_adapter)
     ckpt = out.with_name(out.name + ".ckpt")
     start = load_checkpoint(ckpt, acc.unwrap_model(model), opt, sched)
     if start:
@@ -200,11 +182,10 @@ def train_loop(
         opt.step()
         sched.step()
         opt.zero_grad()
-        n_tokens += counts.get("tokens", 0)
+        n_tokens += counts["tokens"]
         metrics = objective.metrics(counts, len(plan[step]))
-        acc.log({f"{log_tag}/loss": step_loss, f"{log_tag}/lr": lr, f"{log_tag}/grad_norm": grad_norm,
-                 f"{log_tag}/tokens_per_s": counts.get("tokens", 0) / (time.perf_counter() - t_step),
-                 **{f"{log_tag}/{k}": v for k, v in metrics.items()}}, step=step + 1)
+        acc.log({f"{log_tag}/{k}": v for k, v in {"loss": step_loss, "lr": lr, "grad_norm": grad_norm, **metrics,
+                 "tokens_per_s": counts["tokens"] / (time.perf_counter() - t_step)}.items()}, step=step + 1)
         if not math.isfinite(step_loss):
             raise FloatingPointError(f"loss is {step_loss} at step {step + 1}; lower {lr_key}")
         losses.append(step_loss)
@@ -215,11 +196,11 @@ def train_loop(
         if (step + 1) % cfg.save_every == 0 and step + 1 < steps and acc.is_main_process:
             save_checkpoint(ckpt, acc.unwrap_model(model), opt, sched, step + 1)
     seconds = time.perf_counter() - t0
-    stats = {**(record or {}), "steps": steps, "resumed_at": start, "loss_first": losses[0] if losses else None,
-             "loss_last": losses[-1] if losses else None, "seconds": seconds,
-             "tokens_per_s": n_tokens / seconds if seconds else None, "mixed_precision": acc.mixed_precision,
-             "processes": acc.num_processes, "losses": losses, "grad_norms": grad_norms,  # per step from resumed_at
-             **objective.summary(history)}
+    stats = {**(record or {}), "steps": steps, "resumed_at": start, "loss_first": (losses or [None])[0],
+             "loss_last": (losses or [None])[-1], "seconds": seconds,
+             "tokens_per_s": n_tokens / seconds if seconds else None,
+             "mixed_precision": acc.mixed_precision, "processes": acc.num_processes,
+             "losses": losses, "grad_norms": grad_norms, **objective.summary(history)}  # per step from resumed_at
     if acc.is_main_process:
         save(acc.unwrap_model(model), out, stats)
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -228,6 +209,18 @@ def train_loop(
         tracker.finish()
     acc.wait_for_everyone()
     return stats
+
+
+def _optimised_model(acc: Accelerator, policy: PolicyConfig, cfg: TrainConfig, steps: int,
+                     init_adapter: str | Path | None):
+    """The model to train (prepared by `acc`), its trainable parameters, AdamW optimiser (prepared)
+    and learning-rate schedule (`lr_factor`)."""
+    model = build_model(policy, cfg, init_adapter)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, cfg.warmup_steps))
+    model, opt = acc.prepare(model, opt)
+    return model, params, opt, sched
 
 
 def _accumulate(model, acc: Accelerator, objective: Objective, items: list[int]) -> tuple[float, dict[str, float]]:
