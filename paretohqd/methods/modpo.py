@@ -45,7 +45,6 @@ still reaches `modpo.lr`.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -57,12 +56,13 @@ import torch
 from paretohqd.config import Config, ConfigError, PolicyConfig, TrainConfig
 from paretohqd.data.pairs import label_pairs
 from paretohqd.io import read_table, write_parquet
+from paretohqd.methods.contract import per_preference
 from paretohqd.pareto.preferences import preferences_from_config
-from paretohqd.policy.prompts import resolve_format
 from paretohqd.policy.batches import IGNORE, collate, encode, on_device
+from paretohqd.policy.prompts import resolve_format
 from paretohqd.policy.sft import Objective, save_model, train_loop
 from paretohqd.progress import console
-from paretohqd.rewards.score import stats_path
+from paretohqd.rewards.normalise import Normaliser
 from paretohqd.runfolder import FinalModel, RunFolder, pref_name
 
 Encoded = tuple[list[int], int]  # (token ids, number of prompt tokens), as `batches.encode` returns
@@ -293,11 +293,9 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
     pairs = pairs.sample(n=min(len(pairs), steps * batch_size), random_state=seed).reset_index(drop=True)
     samples = read_table(r.train_data).set_index("id")
     scores = read_table(r.scores).set_index("id")
-    stats = json.loads(stats_path(r.scores).read_text())["stats"]
-    mean = np.array([stats[n]["mean"] for n in r.objectives])  # (M,)
-    std = np.array([stats[n]["std"] or 1.0 for n in r.objectives])  # (M,)
-    z_chosen = (scores.loc[pairs["chosen_id"], r.objectives].to_numpy(np.float64) - mean) / std  # (n, M)
-    z_rejected = (scores.loc[pairs["rejected_id"], r.objectives].to_numpy(np.float64) - mean) / std  # (n, M)
+    z = Normaliser.of_scores(r.scores, r.objectives)
+    z_chosen = z(scores.loc[pairs["chosen_id"], r.objectives].to_numpy(np.float64))  # (n, M)
+    z_rejected = z(scores.loc[pairs["rejected_id"], r.objectives].to_numpy(np.float64))  # (n, M)
     w_k = pair_weight(weights, k, cfg.modpo.min_pair_weight)
     fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
 
@@ -334,8 +332,7 @@ def check(cfg: Config) -> list[str]:
 
 
 def final_models(r: RunFolder) -> list[FinalModel]:
-    return [FinalModel(pref_name(i), w, r.path("modpo", pref_name(i)), r.path("modpo", pref_name(i), "train.json"))
-            for i, w in enumerate(preferences(r.cfg))]
+    return per_preference(r, "modpo", preferences(r.cfg))
 
 
 def describe(cfg: Config) -> str:
