@@ -150,7 +150,8 @@ def train_loop(objective: Objective, out: Path, *, policy: PolicyConfig, cfg: Tr
                on_step: Callable[..., None] | None = None, record: dict | None = None, lr_key: str = "train.lr",
                log_dir: Path | None = None, log_run: str = "run", log_tag: str = "train") -> dict:
     """Train one model on `objective` with `cfg`'s optimiser settings (lr, batch_size, warm-up, LoRA,
-    precision, checkpoints) and `save` it to `out` with its `train.json` (`save_model`).
+    precision, checkpoints) and `save(model, out, stats)` it with its `train.json` (callers pass
+    `save_model` as their module names it, so that it can be replaced there, e.g. by a test's kill).
 
     Resumes from `out/../<name>.ckpt` if a killed run left one; returns the training stats: `record`,
     each step's loss and gradient norm (both the whole step's, over every process) and `summary`'s.
