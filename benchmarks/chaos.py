@@ -4,7 +4,7 @@ the report) in a subprocess, SIGKILLed at seeded random moments spread over ever
 after each kill; the finished run must equal an uninterrupted one: the same selections, stage-2
 pools, evaluation answers and report numbers, and adapters equal within float noise (allclose).
 
-    python benchmarks/chaos.py [--kills 24] [--seed 0] [--work DIR]
+    python -m benchmarks.chaos [--kills 24] [--seed 0] [--work DIR]   # from the repository root: its paretohqd
 
 Each kill picks a step (the moment before the first step, every step, and the report after the
 last) and a point inside it: a uniform fraction of that step's time in the uninterrupted run. The
@@ -20,8 +20,6 @@ why), mismatches (must be 0). Offline, CPU.
 from __future__ import annotations
 
 import argparse
-import gzip
-import itertools
 import json
 import os
 import random
@@ -36,8 +34,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from paretohqd.testing import tiny_assets
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # this checkout's paretohqd (the runs get it through PYTHONPATH)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -47,55 +46,6 @@ STEP = re.compile(r"^(prepare|score|select|stage[12]/pref-\d\d|stage2/generate p
                   r"evaluate|report)\b")
 START = "(start)"
 """The kill target before the first step: imports, the checks, the steps skipped as done."""
-
-
-def tiny_llama(folder: Path, tok, *, hidden: int = 32, heads: int = 4) -> Path:
-    """A randomly initialised 2-layer Llama (seed 0) with `tok` (SmolLM2's), saved in `folder`: the
-    policy of the tests and the chaos and serve benchmarks. vLLM's kernels need hidden/heads = 64."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                         num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                         bos_token_id=tok.bos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-def assets(folder: Path) -> dict[str, str]:
-    """The tiny policy, two tiny reward models and 40 HH rows per subset, made once in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    done = folder / "assets.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from paretohqd.config import SHARED_DIR
-    from paretohqd.policy.load import OFFLINE_SMOLLM2, load_tokenizer
-    from paretohqd.rewards.minilm import encoder_path
-
-    tok = load_tokenizer(OFFLINE_SMOLLM2)
-    tiny_llama(folder / "policy", tok)
-    rm_tok = AutoTokenizer.from_pretrained(encoder_path())
-    for seed, objective in enumerate(("helpful", "harmless")):
-        torch.manual_seed(seed)
-        cfg = BertConfig(vocab_size=rm_tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, num_labels=1, max_position_embeddings=512)
-        BertForSequenceClassification(cfg).save_pretrained(folder / f"rm-{objective}")
-        rm_tok.save_pretrained(folder / f"rm-{objective}")
-    (folder / "hh").mkdir(exist_ok=True)
-    for subset in ("helpful-base", "harmless-base"):
-        src = SHARED_DIR / "data" / "hh-rlhf" / f"{subset}.jsonl.gz"
-        with gzip.open(src, "rt") as f, gzip.open(folder / "hh" / f"{subset}.jsonl.gz", "wt") as g:
-            g.writelines(itertools.islice(f, 40))
-    out = {"policy": str(folder / "policy"), "helpful": str(folder / "rm-helpful"),
-           "harmless": str(folder / "rm-harmless"), "data": str(folder / "hh")}
-    done.write_text(json.dumps(out))
-    return out
 
 
 def overrides(a: dict[str, str], runs: Path, rewards: Path, name: str) -> list[str]:
@@ -245,7 +195,7 @@ def differences(ref: Path, run: Path, *, atol: float = 1e-7) -> list[str]:
 def campaign(work: Path, *, kills: int, seed: int, per_sequence: int = 8, say=print) -> dict:
     """Run the campaign in `work`; returns its figures (`mismatches` must be 0)."""
     t0 = time.monotonic()
-    a = assets(work / "assets")
+    a = tiny_assets(work / "assets")
     ref, times = reference(a, work)
     say(f"uninterrupted run: {sum(times.values()):.0f} s; targets: " + ", ".join(f"{t} {s:.1f} s" for t, s in times.items()))
     landed, resumes, reused, redone, mismatched, finished = Counter(), 0, Counter(), [], [], 0
