@@ -34,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from paretohqd.testing import tiny_assets
+from paretohqd.testing import tiny_assets, tiny_run_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -49,14 +49,12 @@ START = "(start)"
 
 
 def overrides(a: dict[str, str], runs: Path, rewards: Path, name: str) -> list[str]:
-    """The run: 3 preferences, 6 stage-1 steps with a checkpoint every 2, 8 stage-2 prompts per
-    representative answered 2 at a time (4 saved batches per pool), 4 evaluation prompts."""
-    return [f"name={name}", f"runs_dir={runs}", f"data.sources=[{a['data']}]", f"policy.model={a['policy']}",
-            f"rewards.models={{helpful: {a['helpful']}, harmless: {a['harmless']}}}", f"rewards.dir={rewards}",
-            "rewards.dtype=float32", "select.preferences=3", "select.k=4", "train.steps=6", "train.save_every=2",
-            "train.batch_size=2", "train.warmup_steps=0", "train.lr=1e-2", "stage2.prompts=8", "stage2.steps=4",
-            "generate.max_new_tokens=8", "generate.batch_size=2", "evaluate.prompts=4", "evaluate.bootstrap=50",
-            "evaluate.html=false"]
+    """The run: `testing.tiny_run_overrides`, larger: 3 preferences, 6 stage-1 steps with a checkpoint
+    every 2, 8 stage-2 prompts per representative answered 2 at a time (4 saved batches per pool),
+    4 evaluation prompts (a later --set of a key wins)."""
+    return tiny_run_overrides(a, runs, rewards, name) + [
+        "select.preferences=3", "train.steps=6", "stage2.prompts=8", "stage2.steps=4", "generate.max_new_tokens=8",
+        "evaluate.prompts=4", "evaluate.bootstrap=50"]
 
 
 def command(sets: list[str], config: Path) -> list[str]:
