@@ -1,10 +1,10 @@
 """Stage 1 one model after another (`executor.kind: local`) against together as Ray tasks (`ray`),
 on this CPU, and what that means for 11 preferences on 8 GPUs.
 
-    python benchmarks/bench_fanout.py                  # SmolLM2-135M, 4 preferences x 4 steps: a few minutes on 2 cores
-    python benchmarks/bench_fanout.py --model tiny     # a random 2-layer Llama: checks that it runs (seconds)
+    python -m benchmarks.bench_fanout                  # SmolLM2-135M, 4 preferences x 4 steps: a few minutes on 2 cores
+    python -m benchmarks.bench_fanout --model tiny     # a random 2-layer Llama: checks that it runs (seconds)
 
-A tiny real run (`chaos.assets`: 40 HH rows per subset, two random 1-layer BERT reward models) is
+(from the repository root: its paretohqd). A tiny real run (`testing.tiny_assets`: 40 HH rows per subset, two random 1-layer BERT reward models) is
 prepared, scored and selected once, then trains stage 1 for 4 preferences in this process, torch on
 all cores (`local`). Its folder is copied with the stage-1 models removed, and the same stage 1
 runs as Ray tasks on a local Ray of `--workers` CPUs, 1 CPU (1 torch thread) per task (`ray`);
@@ -25,20 +25,13 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import chaos  # noqa: E402
-from conftest import tiny_run_overrides  # noqa: E402
 
 from paretohqd import executor, pipeline  # noqa: E402
 from paretohqd.config import load_config  # noqa: E402
@@ -46,6 +39,7 @@ from paretohqd.lock import hold  # noqa: E402
 from paretohqd.methods.paretohqd import _train_stage  # noqa: E402
 from paretohqd.policy.load import load_tokenizer  # noqa: E402
 from paretohqd.progress import console  # noqa: E402
+from paretohqd.testing import tiny_assets, tiny_run_overrides  # noqa: E402
 from paretohqd.runfolder import RunFolder  # noqa: E402
 
 PROJECT_PREFS, PROJECT_DEVICES = 11, 8
@@ -74,7 +68,7 @@ def main() -> None:
     print(f"machine: {platform.node()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch threads {torch.get_num_threads()}; commit {commit}; {dt.datetime.now().isoformat(timespec='seconds')}")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-fanout-"))
-    assets = chaos.assets(work / "assets")
+    assets = tiny_assets(work / "assets")
     sets = tiny_run_overrides(assets, work / "runs", work / "rewards", "local")
     sets += ["method=stage1-only", "select.preferences=4", f"train.steps={args.steps}", "train.batch_size=4",
              f"train.save_every={args.steps}", "select.k=8", "evaluate.prompts=1"]

@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-import chaos  # (this folder: the tiny Llama)
+from paretohqd.testing import tiny_llama
 
 TARGET = 3.0
 """Concurrent over sequential tokens/s this benchmark asks for."""
@@ -57,7 +57,7 @@ def tiny_run(folder: Path) -> Path:
     from paretohqd.policy.sft import build_model
 
     tok = load_tokenizer(OFFLINE_SMOLLM2)
-    policy = chaos.tiny_llama(folder / "tiny-llama", tok)
+    policy = tiny_llama(folder / "tiny-llama", tok)
     root = folder / "bench"
     models = {}
     for name in ("helpful", "harmless"):  # stand-ins: nothing here scores

@@ -4,7 +4,7 @@ the report) in a subprocess, SIGKILLed at seeded random moments spread over ever
 after each kill; the finished run must equal an uninterrupted one: the same selections, stage-2
 pools, evaluation answers and report numbers, and adapters equal within float noise (allclose).
 
-    python benchmarks/chaos.py [--kills 24] [--seed 0] [--work DIR]
+    python -m benchmarks.chaos [--kills 24] [--seed 0] [--work DIR]   # from the repository root: its paretohqd
 
 Each kill picks a step (the moment before the first step, every step, and the report after the
 last) and a point inside it: a uniform fraction of that step's time in the uninterrupted run. The
@@ -20,8 +20,6 @@ why), mismatches (must be 0). Offline, CPU.
 from __future__ import annotations
 
 import argparse
-import gzip
-import itertools
 import json
 import os
 import random
@@ -36,8 +34,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from paretohqd.testing import tiny_assets, tiny_run_overrides
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # this checkout's paretohqd (the runs get it through PYTHONPATH)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -49,64 +48,13 @@ START = "(start)"
 """The kill target before the first step: imports, the checks, the steps skipped as done."""
 
 
-def tiny_llama(folder: Path, tok, *, hidden: int = 32, heads: int = 4) -> Path:
-    """A randomly initialised 2-layer Llama (seed 0) with `tok` (SmolLM2's), saved in `folder`: the
-    policy of the tests and the chaos and serve benchmarks. vLLM's kernels need hidden/heads = 64."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                         num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                         bos_token_id=tok.bos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-def assets(folder: Path) -> dict[str, str]:
-    """The tiny policy, two tiny reward models and 40 HH rows per subset, made once in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    done = folder / "assets.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from paretohqd.config import SHARED_DIR
-    from paretohqd.policy.load import OFFLINE_SMOLLM2, load_tokenizer
-    from paretohqd.rewards.minilm import encoder_path
-
-    tok = load_tokenizer(OFFLINE_SMOLLM2)
-    tiny_llama(folder / "policy", tok)
-    rm_tok = AutoTokenizer.from_pretrained(encoder_path())
-    for seed, objective in enumerate(("helpful", "harmless")):
-        torch.manual_seed(seed)
-        cfg = BertConfig(vocab_size=rm_tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, num_labels=1, max_position_embeddings=512)
-        BertForSequenceClassification(cfg).save_pretrained(folder / f"rm-{objective}")
-        rm_tok.save_pretrained(folder / f"rm-{objective}")
-    (folder / "hh").mkdir(exist_ok=True)
-    for subset in ("helpful-base", "harmless-base"):
-        src = SHARED_DIR / "data" / "hh-rlhf" / f"{subset}.jsonl.gz"
-        with gzip.open(src, "rt") as f, gzip.open(folder / "hh" / f"{subset}.jsonl.gz", "wt") as g:
-            g.writelines(itertools.islice(f, 40))
-    out = {"policy": str(folder / "policy"), "helpful": str(folder / "rm-helpful"),
-           "harmless": str(folder / "rm-harmless"), "data": str(folder / "hh")}
-    done.write_text(json.dumps(out))
-    return out
-
-
 def overrides(a: dict[str, str], runs: Path, rewards: Path, name: str) -> list[str]:
-    """The run: 3 preferences, 6 stage-1 steps with a checkpoint every 2, 8 stage-2 prompts per
-    representative answered 2 at a time (4 saved batches per pool), 4 evaluation prompts."""
-    return [f"name={name}", f"runs_dir={runs}", f"data.sources=[{a['data']}]", f"policy.model={a['policy']}",
-            f"rewards.models={{helpful: {a['helpful']}, harmless: {a['harmless']}}}", f"rewards.dir={rewards}",
-            "rewards.dtype=float32", "select.preferences=3", "select.k=4", "train.steps=6", "train.save_every=2",
-            "train.batch_size=2", "train.warmup_steps=0", "train.lr=1e-2", "stage2.prompts=8", "stage2.steps=4",
-            "generate.max_new_tokens=8", "generate.batch_size=2", "evaluate.prompts=4", "evaluate.bootstrap=50",
-            "evaluate.html=false"]
+    """The run: `testing.tiny_run_overrides`, larger: 3 preferences, 6 stage-1 steps with a checkpoint
+    every 2, 8 stage-2 prompts per representative answered 2 at a time (4 saved batches per pool),
+    4 evaluation prompts (a later --set of a key wins)."""
+    return tiny_run_overrides(a, runs, rewards, name) + [
+        "select.preferences=3", "train.steps=6", "stage2.prompts=8", "stage2.steps=4", "generate.max_new_tokens=8",
+        "evaluate.prompts=4", "evaluate.bootstrap=50"]
 
 
 def command(sets: list[str], config: Path) -> list[str]:
@@ -282,7 +230,7 @@ def model_differences(ref: Path, run: Path, *, atol: float = 1e-7) -> list[str]:
 def campaign(work: Path, *, kills: int, seed: int, per_sequence: int = 8, say=print) -> dict:
     """Run the campaign in `work`; returns its figures (`mismatches` must be 0)."""
     t0 = time.monotonic()
-    a = assets(work / "assets")
+    a = tiny_assets(work / "assets")
     ref, times = reference(a, work)
     say(f"uninterrupted run: {sum(times.values()):.0f} s; targets: " + ", ".join(f"{t} {s:.1f} s" for t, s in times.items()))
     landed, resumes, reused, redone, mismatched, finished = Counter(), 0, Counter(), [], [], 0

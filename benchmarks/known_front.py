@@ -4,20 +4,18 @@ preferences three ways: ParetoHqD's rays, the scalarised ablation (largest w . z
 points of the same Pareto pool, and print for each, in the normalised data box z = (r - r_min) /
 (r_max - r_min) that selection uses:
 
-- largest hole: the largest distance between the selected-set means of neighbouring preferences
-  (grid neighbours: the preference pairs at the grid's smallest L1 distance); a selection that
-  jumps over part of the front leaves a large hole;
-- calibration: the mean angle (degrees) between each preference's ray, from the ideal point
-  (1, ..., 1) toward w, and the direction from the ideal point to its selected set's mean;
+- largest hole (`paretohqd.pareto.control.largest_hole`): the largest distance between the
+  selected-set means of neighbouring preferences; a selection that jumps over part of the front
+  leaves a large hole;
+- calibration (`paretohqd.pareto.control.calibration`): the mean angle (degrees) between each
+  preference's ray, from the ideal point (1, ..., 1) toward w, and the direction from the ideal
+  point to its selected set's mean;
 - the front's hull share (`paretohqd.pareto.hull.hull_inside_share`): the share of first-layer
   points strictly inside the first layer's upper-right convex hull, which no weighted sum reaches.
 
 With `--compare DIR` (a finished `paretohqd compare` folder, runs_dir/NAME-compare) it prints the
 same two indicators for each method's trained models: the per-preference means of their scored
 evaluation answers, in the same data box.
-
-The hole and calibration here are private to this script; `paretohqd.pareto` is getting its own
-indicators (`largest_hole`, `calibration`) and this script should move to them once merged.
 
     python benchmarks/known_front.py runs/kf-paretohqd/data/scores.parquet --config configs/known-front.yaml \
         --compare runs/kf-compare --plot known-front.png
@@ -35,33 +33,18 @@ import pandas as pd
 
 from paretohqd.config import SelectConfig, load_config
 from paretohqd.io import read_table
+from paretohqd.pareto.control import calibration, largest_hole
 from paretohqd.pareto.hull import hull_inside_share
 from paretohqd.pareto.layers import nondominated_layers, pool_layers
 from paretohqd.pareto.preferences import preferences_from_config
 from paretohqd.select import select_table
 
 
-def neighbours(prefs: np.ndarray) -> list[tuple[int, int]]:
-    """Pairs (i, j), i < j, of preferences (P, M) at the smallest L1 distance of the set."""
-    d = np.abs(prefs[:, None, :] - prefs[None, :, :]).sum(-1)  # (P, P)
-    step = d[d > 0].min()
-    return [(i, j) for i in range(len(prefs)) for j in range(i + 1, len(prefs)) if d[i, j] <= step + 1e-9]
-
-
-def largest_hole(means: np.ndarray, prefs: np.ndarray) -> float:
-    """Largest distance between the normalised means (P, M) of neighbouring preferences (P, M)."""
-    return max(float(np.linalg.norm(means[i] - means[j])) for i, j in neighbours(prefs))
-
-
-def calibration(means: np.ndarray, prefs: np.ndarray) -> float:
-    """Mean angle (degrees) between each ray direction w - 1 and the direction mean - 1."""
-    ray, got = prefs - 1.0, means - 1.0  # (P, M) each
-    norms = np.linalg.norm(ray, axis=1) * np.linalg.norm(got, axis=1)  # (P,)
-    ok = norms > 0  # a mean at the ideal point has no direction
-    if not ok.any():
-        return float("nan")
-    cos = np.clip((ray * got).sum(1)[ok] / norms[ok], -1.0, 1.0)
-    return float(np.degrees(np.arccos(cos)).mean())
+def indicators(means: np.ndarray, prefs: np.ndarray) -> tuple[float, float]:
+    """(largest hole, mean calibration in degrees) of normalised means (P, M) for preferences (P, M):
+    `paretohqd.pareto.control`'s, in the unit box the means are already in."""
+    unit = {"lower": np.zeros(prefs.shape[1]), "upper": np.ones(prefs.shape[1])}
+    return largest_hole(prefs, means, **unit)[0], calibration(prefs, means, **unit)[1]
 
 
 def selections(scores: pd.DataFrame, objectives: list[str], *, preferences: int | list[list[float]], k: int,
@@ -128,7 +111,7 @@ def compare_rows(folder: Path, objectives: list[str], lo: np.ndarray, hi: np.nda
         g = df.groupby("preference_index")
         means = (g[objectives].mean().to_numpy() - lo) / np.where(hi > lo, hi - lo, 1.0)  # (P, M)
         prefs = np.array([w for w in g["weights"].first()], dtype=np.float64)  # (P, M)
-        rows.append((run.name.removeprefix(prefix + "-"), largest_hole(means, prefs), calibration(means, prefs)))
+        rows.append((run.name.removeprefix(prefix + "-"), *indicators(means, prefs)))
     return rows
 
 
@@ -164,7 +147,8 @@ def main() -> int:
     print(f"{'selection':<12} {'largest hole':>12} {'calibration (deg)':>18}")
     for name, rows in chosen.items():
         means = z[rows].mean(axis=1)  # (P, M)
-        print(f"{name:<12} {largest_hole(means, prefs):>12.3f} {calibration(means, prefs):>18.1f}")
+        hole, calib = indicators(means, prefs)
+        print(f"{name:<12} {hole:>12.3f} {calib:>18.1f}")
     if args.compare is not None:
         print(f"trained models ({args.compare}), per-preference means of the evaluation answers:")
         for method, hole, calib in compare_rows(args.compare, objectives, lo, hi):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from paretohqd.config import Config
-from paretohqd.methods import configure, module
+from paretohqd.methods import METHODS, configure, module
 from paretohqd.methods.paretohqd import representatives
 from paretohqd.pareto.preferences import preferences_from_config
 
@@ -84,8 +84,8 @@ def estimate_seconds(cfg: Config, costs: CostModel = CostModel(), n_samples: int
         sub = configure(cfg, method)
         w = module(sub).work(sub, n_samples)
         train = w.get("train_samples", 0)
-        if method == "stage1-only" and "paretohqd" in cfg.compare.methods[:i]:
-            train -= w.get("stage1_samples", 0)  # `compare` shares paretohqd's stage-1 models
+        if METHODS[method].shares_stage1_of in cfg.compare.methods[:i]:
+            train -= w.get("stage1_samples", 0)  # `compare` shares that method's stage-1 models
         generated = w.get("generated_tokens", 0) + w["models"] * cfg.evaluate.prompts * cfg.generate.max_new_tokens
         out[method] = (costs.run_overhead_s + train * costs.sft_sample_s + generated * costs.generated_token_s
                        + w.get("grpo_completions", 0) * costs.grpo_completion_s * grpo_tokens / 64

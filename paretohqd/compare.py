@@ -10,7 +10,8 @@ method's compute includes preparing and scoring the data, which every method nee
 normalises its rewards with the scores' statistics), although the machine did it once.
 
 `stage1-only` is ParetoHqD stopped after stage 1: when `paretohqd` ran before it with the same
-selection and training settings, its stage-1 models are shared the same way (and charged to it).
+selection and training settings, its stage-1 models are shared the same way (and charged to it;
+`Method.shares_stage1_of`).
 The untuned base model's answers are shared too (same model, prompts and seed); evaluation is
 not part of the compute column.
 
@@ -36,6 +37,7 @@ from paretohqd.budget import estimate_seconds
 from paretohqd.config import Config, ConfigError, dump_config
 from paretohqd.io import read_table, write_json, write_text
 from paretohqd.lock import hold
+from paretohqd.methods import REFERENCE
 from paretohqd.progress import console as default_console
 from paretohqd.report import write_report
 from paretohqd.devices import init_processes
@@ -132,7 +134,7 @@ def compare(cfg: Config) -> Path:
 
 
 def _compare(cfg: Config) -> Path:
-    if cfg.method != "paretohqd":
+    if cfg.method != Config.model_fields["method"].default:
         raise ConfigError(f"compare sets `method` for each run from compare.methods; leave `method` unset "
                           f"(got method: {cfg.method})")
     subs = {method: method_config(cfg, method) for method in cfg.compare.methods}  # every name checked first
@@ -146,9 +148,9 @@ def _compare(cfg: Config) -> Path:
                 dst = RunFolder(sub, free=methods.unread_sections(sub))
                 if state.is_main_process:  # links and manifest entries: once, like every other file
                     share(first, dst, list(SHARED_FILES), SHARED_STEPS)
-                    if method == "stage1-only" and "paretohqd" in roots and _same(subs["paretohqd"], sub, STAGE1_KEYS):
-                        src = roots["paretohqd"]
-                        share(src, dst, _stage1_files(src), ("select", "stage1"))
+                    donor = methods.METHODS[method].shares_stage1_of
+                    if donor in roots and _same(subs[donor], sub, STAGE1_KEYS):
+                        share(roots[donor], dst, _stage1_files(roots[donor]), ("select", "stage1"))
                 state.wait_for_everyone()
             default_console.rule(f"[bold]compare: {method}[/] ({Path(sub.runs_dir) / sub.name})")
             roots[method] = pipeline.run(sub)
@@ -188,9 +190,9 @@ def write_comparison(cfg: Config, roots: dict[str, Path], *, console: Console | 
     return path
 
 
-def comparison_rows(methods: list[str], report: dict) -> list[dict]:
+def comparison_rows(methods: list[str], report: dict, *, reference: str = REFERENCE) -> list[dict]:
     """One row per method (in `methods` order, matching report["methods"]): hypervolume (data box),
-    collapse rate, compute and compute relative to the `paretohqd` run (None without one), and
+    collapse rate, compute and compute relative to the `reference` run (None without one), and
     `hypervolumes`: every normalisation's hypervolume, interval, difference to the first method,
     spacing and sparsity (report["methods"][i]["hypervolumes"]; None in reports without them),
     `control` (controllability in the fronts box, `report.indicators`) and `change_vs_base`.
@@ -204,7 +206,7 @@ def comparison_rows(methods: list[str], report: dict) -> list[dict]:
         [1.0, 2.5]
     """
     entries = dict(zip(methods, report["methods"]))
-    ref = entries.get("paretohqd")
+    ref = entries.get(reference)
     ref_h = ref["compute"]["training"]["device_h"] if ref else None
     rows = []
     for method, m in entries.items():

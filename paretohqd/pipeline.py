@@ -198,22 +198,27 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
     Raises:
         ConfigError: every problem found, one line each, named by its config key.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from accelerate import PartialState
-    from huggingface_hub.utils import logging as hf_logging
-
-    from paretohqd.data.hh_rlhf import HUB_ID
-    from paretohqd.data.sources import as_source, first_sample, on_hub
-    from paretohqd.data.transcript import to_messages
-    from paretohqd.pareto.preferences import preferences_from_config
-    from paretohqd.policy.prompts import resolve_format
-    from paretohqd.policy.sft import encode
-    from paretohqd.rewards import locate
-    from paretohqd.rewards.labels import missing_scorers
-    from paretohqd.runfolder import config_differences
-
     cfg = methods.configure(cfg)
+    hub: dict[str, tuple[str, str]] = {}  # config key -> (repo id, repo type): asked together, below
+    problems = (_settings_problems(cfg) + _run_folder_problems(cfg) + _reward_problems(cfg, config_args, hub)
+                + _data_problems(cfg, hub) + _policy_problems(cfg, hub))
+    problems += _hub_problems(hub)
+    tokenizer = None
+    if not any(p.startswith("policy.model:") for p in problems):
+        tokenizer, found = _tokenizer_problems(cfg)
+        problems += found
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) found before the run:\n  - " + "\n  - ".join(problems))
+    return cfg, tokenizer
+
+
+def _settings_problems(cfg: Config) -> list[str]:
+    """The tracker, the generation backend, the preferences, the method's own settings and the
+    processes the run is launched on."""
+    from accelerate import PartialState
+
+    from paretohqd.pareto.preferences import preferences_from_config
+
     problems: list[str] = []
     try:
         check_report_to(cfg.train)
@@ -237,16 +242,29 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
     if n_processes > 1 and not methods.several_processes(cfg):
         problems.append(f"method: {cfg.method!r} trains with GRPO, which runs on one process here; "
                         "launch it without torchrun / accelerate launch")
+    return problems
+
+
+def _run_folder_problems(cfg: Config) -> list[str]:
+    """A run folder of that name made with another config."""
+    from paretohqd.runfolder import config_differences
+
     try:
         differs = config_differences(cfg, Path(cfg.runs_dir) / cfg.name, free=methods.unread_sections(cfg))
     except ConfigError as e:
-        differs = []
-        problems.append(f"name: {e}")
+        return [f"name: {e}"]
     if differs:
-        problems.append(f"name: {Path(cfg.runs_dir) / cfg.name} was made with another config (differs in: "
-                        f"{', '.join(differs)}); resume with the same config, or start a new run with --set name=NEW")
+        return [f"name: {Path(cfg.runs_dir) / cfg.name} was made with another config (differs in: "
+                f"{', '.join(differs)}); resume with the same config, or start a new run with --set name=NEW"]
+    return []
 
-    hub: dict[str, tuple[str, str]] = {}  # config key -> (repo id, repo type) to ask the hub about
+
+def _reward_problems(cfg: Config, config_args: str, hub: dict[str, tuple[str, str]]) -> list[str]:
+    """Reward models that cannot be found, and column objectives' untrained scorers; hub ids go to `hub`."""
+    from paretohqd.rewards import locate
+    from paretohqd.rewards.labels import missing_scorers
+
+    problems: list[str] = []
     for objective, name in cfg.rewards.models.items():
         try:
             kind, source = locate(name, cfg.rewards)
@@ -255,7 +273,15 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
             continue
         if kind == "hub":
             hub[f"rewards.models.{objective}"] = (source, "model")
-    problems += missing_scorers(cfg.rewards, cfg.data, config_args)
+    return problems + missing_scorers(cfg.rewards, cfg.data, config_args)
+
+
+def _data_problems(cfg: Config, hub: dict[str, tuple[str, str]]) -> list[str]:
+    """Data sources (and evaluation sources) that are neither a file nor a hub id; hub ids go to `hub`."""
+    from paretohqd.data.hh_rlhf import HUB_ID
+    from paretohqd.data.sources import as_source, on_hub
+
+    problems: list[str] = []
     data_sources = [("data.sources", s) for s in cfg.data.sources]
     if cfg.evaluate.source == "split":
         data_sources += [("evaluate.sources", s) for s in cfg.evaluate.sources]
@@ -266,60 +292,79 @@ def preflight(cfg: Config, *, config_args: str = "--config CONFIG") -> tuple[Con
         elif not _exists(src.path):
             hub_hint = f"the hub id {HUB_ID!r}" if src.format == "hh" else "a hub dataset id owner/name"
             problems.append(f"{key}: {src.path}: no such file or folder (and not {hub_hint})")
+    return problems
 
-    def ask_hub(repo: str, repo_type: str) -> str | None:
-        try:
-            return _ask_hub(repo, repo_type)
-        except Exception as e:  # offline, gated, a typo, an id the hub cannot take: all end the same way
-            return str(e).strip().splitlines()[0][:160] or type(e).__name__
 
-    def _ask_hub(repo: str, repo_type: str) -> str | None:
-        from huggingface_hub import HfApi, constants, try_to_load_from_cache
-
-        if constants.HF_HUB_OFFLINE:  # offline by choice: what counts is the local cache
-            if repo_type == "dataset" or isinstance(try_to_load_from_cache(repo, "config.json"), str):
-                return None  # (`datasets` checks its own cache when it loads)
-            return "HF_HUB_OFFLINE is set and it is not in the local cache"
-        HfApi().repo_info(repo, repo_type=repo_type)
-        return None
-
+def _policy_problems(cfg: Config, hub: dict[str, tuple[str, str]]) -> list[str]:
+    """A policy folder without weights; a hub id goes to `hub`."""
     if resolve_policy(cfg.policy.model) == cfg.policy.model and not _exists(cfg.policy.model):
         hub["policy.model"] = (cfg.policy.model, "model")  # a hub id: asked first, with the others
     elif _exists(cfg.policy.model) and not has_weights(Path(cfg.policy.model).expanduser()):
-        problems.append(f"policy.model: {cfg.policy.model} holds no model weights (*.safetensors or *.bin); "
-                        "give the folder a saved model (save_pretrained) or a hub id")
+        return [f"policy.model: {cfg.policy.model} holds no model weights (*.safetensors or *.bin); "
+                "give the folder a saved model (save_pretrained) or a hub id"]
+    return []
+
+
+def _hub_problems(hub: dict[str, tuple[str, str]]) -> list[str]:
+    """The hub's answer for each of `hub`'s ids, asked concurrently: one problem per id it cannot give."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from huggingface_hub.utils import logging as hf_logging
+
     hf_logging.set_verbosity_error()  # one line per problem below, not huggingface_hub's retry chatter
+    problems: list[str] = []
     with ThreadPoolExecutor(max_workers=len(hub) or 1) as pool:
-        answers = {key: pool.submit(ask_hub, *repo) for key, repo in hub.items()}
+        answers = {key: pool.submit(_ask_hub, *repo) for key, repo in hub.items()}
         for key, job in answers.items():
             if job.result() is not None:
                 repo, repo_type = hub[key]
                 problems.append(f"{key.split()[0]}: cannot reach the {repo_type} {repo!r} on the Hugging Face hub "
                                 f"({job.result()}); use a local folder, or HF_HUB_OFFLINE=1 once it is in the "
                                 "cache, or `hf auth login` if it is gated")
-    tokenizer = None
-    if not any(p.startswith("policy.model:") for p in problems):
-        try:
-            tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
-        except (OSError, ValueError) as e:  # (load_tokenizer names the model)
-            problems.append(f"policy.model: {str(e).strip().splitlines()[0][:240]}")
-    if tokenizer is not None:
-        try:
-            fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
-            local = [s for s in cfg.data.sources if not on_hub(s) and Path(as_source(s).path).expanduser().exists()]
-            if local:  # one real training sample, encoded exactly as training will
-                sample = first_sample(local[0], cfg.data.hub_split)
-                encode(tokenizer, sample.messages or to_messages(sample.prompt), sample.response, cfg.train.max_length, fmt)
-        except ConfigError as e:
-            problems.append(str(e))
-        except InputError as e:
-            problems.append(f"data.sources: {e}")
-        except Exception as e:  # a template or tokenizer that cannot encode our samples
-            problems.append(f"policy.prompt_format: cannot encode a training sample with {cfg.policy.model!r} in "
-                            f"format {cfg.policy.prompt_format}: {str(e).splitlines()[0][:160]}")
-    if problems:
-        raise ConfigError(f"{len(problems)} problem(s) found before the run:\n  - " + "\n  - ".join(problems))
-    return cfg, tokenizer
+    return problems
+
+
+def _ask_hub(repo: str, repo_type: str) -> str | None:
+    """None if the hub (or, offline, the local cache) has `repo`, else why not, in one line."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+
+    try:
+        if constants.HF_HUB_OFFLINE:  # offline by choice: what counts is the local cache
+            if repo_type == "dataset" or isinstance(try_to_load_from_cache(repo, "config.json"), str):
+                return None  # (`datasets` checks its own cache when it loads)
+            return "HF_HUB_OFFLINE is set and it is not in the local cache"
+        HfApi().repo_info(repo, repo_type=repo_type)
+        return None
+    except Exception as e:  # offline, gated, a typo, an id the hub cannot take: all end the same way
+        return str(e).strip().splitlines()[0][:160] or type(e).__name__
+
+
+def _tokenizer_problems(cfg: Config) -> tuple[object, list[str]]:
+    """The policy's tokenizer (None if it cannot load) and the problems of encoding one real training
+    sample with it, exactly as training will."""
+    from paretohqd.data.sources import as_source, first_sample, on_hub
+    from paretohqd.data.transcript import to_messages
+    from paretohqd.policy.batches import encode
+    from paretohqd.policy.prompts import resolve_format
+
+    try:
+        tokenizer = load_tokenizer(cfg.policy.model, trust_remote_code=cfg.policy.trust_remote_code)
+    except (OSError, ValueError) as e:  # (load_tokenizer names the model)
+        return None, [f"policy.model: {str(e).strip().splitlines()[0][:240]}"]
+    try:
+        fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
+        local = [s for s in cfg.data.sources if not on_hub(s) and Path(as_source(s).path).expanduser().exists()]
+        if local:  # one real training sample, encoded exactly as training will
+            sample = first_sample(local[0], cfg.data.hub_split)
+            encode(tokenizer, sample.messages or to_messages(sample.prompt), sample.response, cfg.train.max_length, fmt)
+    except ConfigError as e:
+        return tokenizer, [str(e)]
+    except InputError as e:
+        return tokenizer, [f"data.sources: {e}"]
+    except Exception as e:  # a template or tokenizer that cannot encode our samples
+        return tokenizer, [f"policy.prompt_format: cannot encode a training sample with {cfg.policy.model!r} in "
+                           f"format {cfg.policy.prompt_format}: {str(e).splitlines()[0][:160]}"]
+    return tokenizer, []
 
 
 def _exists(path: str) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from paretohqd.config import SHARED_DIR
+from paretohqd.testing import tiny_assets, tiny_llama, tiny_run_overrides
 
 HH_DIR = SHARED_DIR / "data" / "hh-rlhf"
 RJOKES = SHARED_DIR / "data" / "rjokes" / "rjokes-dev.tsv.gz"
@@ -34,7 +35,7 @@ def smol_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_policy(tmp_path_factory, smol_tokenizer) -> str:
     """A randomly initialised 2-layer Llama with the real SmolLM2 tokenizer, saved as a folder."""
-    return str(benchmarks_module("chaos").tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smol_tokenizer))
+    return str(tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smol_tokenizer))
 
 
 @pytest.fixture(scope="session")
@@ -117,30 +118,7 @@ def minilm_rewards_dir(tmp_path_factory):
 def chaos_assets(tmp_path_factory, hh_dir) -> dict[str, str]:
     """What `benchmarks/chaos.py` runs on: a random 2-layer Llama (SmolLM2's tokenizer), two random
     1-layer BERT reward models (real Hugging Face scoring, in no time) and 40 HH rows per subset."""
-    return benchmarks_module("chaos").assets(tmp_path_factory.mktemp("chaos-assets"))
-
-
-def benchmarks_module(name: str):
-    """A module of benchmarks/ (the chaos harness builds the tests' tiny models and runs too)."""
-    import importlib
-    import sys
-
-    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    return importlib.import_module(name)
-
-
-def tiny_run_overrides(assets: dict[str, str], runs: Path, rewards: Path, name: str) -> list[str]:
-    """A whole tiny run, both stages and evaluation, sized for tests: 2 preferences (2 stage-2
-    representatives), 4 stage-1 steps with a checkpoint every 2, 4 stage-2 prompts answered 2 at a
-    time (2 saved batches per pool), 2 evaluation prompts."""
-    return [f"name={name}", f"runs_dir={runs}", f"data.sources=[{assets['data']}]", f"policy.model={assets['policy']}",
-            f"rewards.models={{helpful: {assets['helpful']}, harmless: {assets['harmless']}}}", f"rewards.dir={rewards}",
-            "rewards.dtype=float32", "select.preferences=2", "select.k=4", "train.steps=4", "train.save_every=2",
-            "train.batch_size=2", "train.warmup_steps=0", "train.lr=1e-2", "stage2.prompts=4", "stage2.steps=2",
-            "generate.max_new_tokens=6", "generate.batch_size=2", "evaluate.prompts=2", "evaluate.bootstrap=20",
-            "evaluate.html=false"]
+    return tiny_assets(tmp_path_factory.mktemp("chaos-assets"))
 
 
 @pytest.fixture(scope="session")

@@ -1,21 +1,17 @@
-"""The kill -9 campaign (issue 16). Here, in `make test`: a tiny real run (`conftest.tiny_run_overrides`)
+"""The kill -9 campaign (issue 16). Here, in `make test`: a tiny real run (`testing.tiny_run_overrides`)
 in a subprocess, SIGKILLed at two moments chosen by what is on disk (a stage-1 checkpoint, a saved
 stage-2 batch), resumed after each; a second `paretohqd run` on the folder meanwhile is refused;
 the finished run equals the uninterrupted one. The full campaign (24
 seeded kills spread over every step) is `benchmarks/chaos.py`, run by the slow test below."""
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import tiny_run_overrides
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-import chaos  # noqa: E402
+from benchmarks import chaos
+from paretohqd.testing import tiny_run_overrides
 
 
 def test_kill_9_twice_then_resume_equals_the_uninterrupted_run(tmp_path, finished_tiny_run, chaos_assets):

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_run_overrides
+from paretohqd.testing import tiny_run_overrides
 from paretohqd import executor, pipeline
 from paretohqd.config import Config, ConfigError, load_config
 from paretohqd.io import InputError, write_json

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import benchmarks_module
-
 from paretohqd.config import Config, ConfigError, GenerateConfig, PolicyConfig, TrainConfig
 from paretohqd.policy import generate as gen
 from paretohqd.policy.generate import answer, generate, load_for_generation
 from paretohqd.policy.prompts import prompt_ids, prompt_text
+from paretohqd.testing import tiny_llama
 
 WORDS = "the a llama river stone of to why how many green under".split()
 # mixed lengths, so the length-sorted batches differ from the input order's
@@ -261,7 +260,7 @@ def test_vllm_backend_refuses_in_one_line_where_it_cannot_run(tiny_policy, adapt
 @pytest.fixture(scope="module")
 def vllm_policy(tmp_path_factory, smol_tokenizer) -> str:
     """A random 2-layer Llama with a head size vLLM's kernels take (64)."""
-    return str(benchmarks_module("chaos").tiny_llama(tmp_path_factory.mktemp("vllm-llama"), smol_tokenizer, hidden=256))
+    return str(tiny_llama(tmp_path_factory.mktemp("vllm-llama"), smol_tokenizer, hidden=256))
 
 
 @pytest.mark.gpu

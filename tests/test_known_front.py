@@ -7,28 +7,22 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import benchmarks_module
 
+from benchmarks import known_front as kf
 from paretohqd.budget import estimate_seconds
 from paretohqd.config import RewardsConfig, load_config
 from paretohqd.rewards import locate
 
-kf = benchmarks_module("known_front")
 
 
 def test_indicators_by_hand():
     prefs = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
     # means on the compromise points W = w (normalised box): each on its own ray, calibration 0
-    assert kf.calibration(prefs, prefs) == pytest.approx(0.0, abs=1e-6)
-    assert kf.largest_hole(prefs, prefs) == pytest.approx(np.sqrt(0.5))
+    assert kf.indicators(prefs, prefs) == (pytest.approx(np.sqrt(0.5)), pytest.approx(0.0, abs=1e-6))
     # the middle preference's mean at the first one's: its direction (-1, 0) is 45 degrees off (-1, -1)
     means = prefs.copy()
     means[1] = [0.0, 1.0]
-    assert kf.calibration(means, prefs) == pytest.approx(15.0)  # (0 + 45 + 0) / 3
-    assert kf.largest_hole(means, prefs) == pytest.approx(np.sqrt(2))
-    # 3-objective grid with 3 points per axis: neighbours differ by one step in two weights
-    grid = np.array([[1, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 1, 0], [0, 0.5, 0.5], [0, 0, 1]])
-    assert len(kf.neighbours(grid)) == 9
+    assert kf.indicators(means, prefs) == (pytest.approx(np.sqrt(2)), pytest.approx(15.0))  # (0 + 45 + 0) / 3
 
 
 def _bent(n=600, seed=0) -> pd.DataFrame:
@@ -43,7 +37,7 @@ def test_scalarised_leaves_a_hole_on_a_bent_front():
     scores = _bent()
     prefs, lo, hi, pool, chosen = kf.selections(scores, ["a", "b"], preferences=11, k=10, seed=0)
     z = (scores[["a", "b"]].to_numpy() - lo) / (hi - lo)  # (N, 2)
-    hole = {name: kf.largest_hole(z[rows].mean(axis=1), prefs) for name, rows in chosen.items()}
+    hole = {name: kf.indicators(z[rows].mean(axis=1), prefs)[0] for name, rows in chosen.items()}
     assert hole["scalarised"] > 2 * hole["rays"], hole
     assert kf.calibration(z[chosen["rays"]].mean(axis=1), prefs) < kf.calibration(z[chosen["random"]].mean(axis=1), prefs)
 
@@ -67,7 +61,7 @@ def test_script_end_to_end(tmp_path, monkeypatch, capsys):
     row = next(line for line in out.splitlines() if line.startswith("paretohqd"))
     lo, hi = scores[["a", "b"]].min().to_numpy(), scores[["a", "b"]].max().to_numpy()
     means = (np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]) - lo) / (hi - lo)
-    assert float(row.split()[1]) == pytest.approx(kf.largest_hole(means, np.array(prefs)), abs=1e-3)
+    assert float(row.split()[1]) == pytest.approx(kf.indicators(means, np.array(prefs))[0], abs=1e-3)
 
 
 @pytest.mark.parametrize("path, objectives", [("configs/known-front.yaml", ["length", "diversity"]),

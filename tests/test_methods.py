@@ -153,3 +153,92 @@ def test_stage2_prompts_per_model_or_total():
     shared = paretohqd.work(cfg.model_copy(update={"stage2": cfg.stage2.model_copy(update={"prompts_per": "total"})}))
     n_reps = len(paretohqd.representatives(np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])))  # 3 for M = 2
     assert per_model == n_reps * 30 * 10 and shared["generated_tokens"] == 30 * 10
+
+
+# The method contract -------------------------------------------------------------------------------
+
+
+def _independent_methods() -> set[str]:
+    """The modules pyproject's import contract keeps independent of each other."""
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    [contract] = [c for c in pyproject["tool"]["importlinter"]["contracts"] if c["type"] == "independence"]
+    return set(contract["modules"])
+
+
+def _unchecked(registry) -> set[str]:
+    """Registered method modules the import contract does not keep independent (lint-imports would let
+    them import another method)."""
+    return {m.module.__name__ for m in registry.values()} - _independent_methods()
+
+
+def test_every_registered_module_keeps_the_contract_and_is_import_checked():
+    from paretohqd.methods.contract import problems
+
+    assert {name: problems(m.module) for name, m in METHODS.items() if problems(m.module)} == {}
+    assert _unchecked(METHODS) == set()
+    assert _independent_methods() <= {m.module.__name__ for m in METHODS.values()}  # no stale entry either
+
+
+def _toy_method():
+    """A whole method in one module: a model per preference, nothing trained."""
+    import types
+
+    from paretohqd.methods.contract import per_preference
+
+    toy = types.ModuleType("paretohqd.methods.toy")
+    toy.train = lambda r, tokenizer: None
+    toy.final_models = lambda r: per_preference(r, "toy", r.preferences)
+    toy.describe = lambda cfg: "toy (nothing trained)"
+    toy.work = lambda cfg, n_samples=None: {"models": 1}
+    return toy
+
+
+def test_a_new_method_is_one_module_and_one_registry_line(monkeypatch, tmp_path):
+    from paretohqd.methods import Method, several_processes
+    from paretohqd.methods.contract import problems
+    from paretohqd.runfolder import RunFolder
+
+    toy = _toy_method()
+    monkeypatch.setitem(METHODS, "toy", Method(toy, {"train.lora": True}))  # the one registry line
+    cfg = configure(load_config(None, ["method=toy", f"runs_dir={tmp_path}", "select.preferences=3"]))
+    assert cfg.method == "toy" and cfg.train.lora and several_processes(cfg)
+    assert problems(toy) == []
+    models = toy.final_models(RunFolder(cfg))
+    assert [m.model for m in models] == ["pref-00", "pref-01", "pref-02"]
+    assert models[1].adapter == tmp_path / "run" / "toy" / "pref-01" and models[1].done.name == "train.json"
+    # ... and the checks notice what a new method still owes: its place in the import contract
+    assert _unchecked(METHODS) == {"paretohqd.methods.toy"}
+
+
+def test_a_module_short_of_the_contract_is_named():
+    from paretohqd.methods.contract import problems
+
+    toy = _toy_method()
+    del toy.work
+    toy.describe = lambda config: "renamed parameter"
+    toy.check = lambda cfg, extra: []
+    assert problems(toy) == ["paretohqd.methods.toy.describe must take (cfg)",
+                             "paretohqd.methods.toy.work is missing: a method module offers work(cfg, n_samples)",
+                             "paretohqd.methods.toy.check must take (cfg)"]
+
+
+def test_normaliser_of_the_scores_record_is_the_fitted_one(tmp_path):
+    """The scores' statistics record (`write_scores`) and a fit on the same table give the same z;
+    a constant reward gets std 1 either way, so it stays 0."""
+    from paretohqd.rewards.normalise import Normaliser
+    from paretohqd.rewards.score import stats_path
+
+    scores = pd.DataFrame({"a": [1.0, 2.0, 3.0, 6.0], "b": [5.0] * 4})
+    stats = {o: {"mean": float(scores[o].mean()), "std": float(scores[o].std(ddof=0))} for o in scores}
+    stats_path(tmp_path / "scores.parquet").write_text(json.dumps({"stats": stats}))
+    read = Normaliser.of_scores(tmp_path / "scores.parquet", ["b", "a"])
+    fitted = Normaliser.fit(scores[["b", "a"]].to_numpy())
+    before = scores.copy()
+    assert np.allclose(read(scores[["b", "a"]]), fitted(scores[["b", "a"]]))
+    assert read.std.tolist() == pytest.approx([1.0, np.std([1, 2, 3, 6])]) and fitted.std[0] == 1.0
+    assert np.allclose(read(scores[["b", "a"]])[:, 1], (scores["a"] - 3.0) / np.std([1, 2, 3, 6]))
+    assert not read(scores[["b", "a"]])[:, 0].any()
+    pd.testing.assert_frame_equal(scores, before)  # the input is not mutated

@@ -15,7 +15,7 @@ from paretohqd.config import ConfigError, load_config
 from paretohqd.data.prepare import sample_id
 from paretohqd.methods import modpo
 
-from conftest import tiny_run_overrides
+from paretohqd.testing import tiny_run_overrides
 
 
 def _t(*x):

@@ -60,8 +60,8 @@ def test_two_cpu_processes_train_as_one_group(tmp_path, small_hh, tiny_policy, t
     for s in sets + ["name=two"]:
         args += ["--set", s]
     audit = tmp_path / "audit"
-    # PYTHONPATH: a script's folder, not the repository, leads sys.path, and this checkout's paretohqd
-    # must run; COLUMNS: rich would wrap the printed lines at 80 columns
+    # PYTHONPATH: a script's own folder, not the repository, comes first on the import path, and
+    # this checkout's paretohqd must run; COLUMNS: rich would wrap the printed lines at 80 columns
     env = {**os.environ, "AUDIT_LOG": str(audit), "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     res = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import benchmarks_module
-
+from benchmarks import chaos
 from paretohqd import pipeline
 from paretohqd.cli import app
 from paretohqd.config import load_config
@@ -46,12 +45,12 @@ def _rerun(sets: list[str], monkeypatch) -> str:
 
 
 def _same_outputs(a: Path, b: Path) -> None:
-    for rel in benchmarks_module("chaos").TABLES:  # (the tiny run has every one of them)
+    for rel in chaos.TABLES:  # (the tiny run has every one of them)
         # (a stage-2 table's `model` column names the adapter by its path, which names the run folder)
         pd.testing.assert_frame_equal(pd.read_parquet(a / rel).drop(columns="model", errors="ignore"),
                                       pd.read_parquet(b / rel).drop(columns="model", errors="ignore"), obj=rel)
     # every model on both sides (none found is a failure, not a match), equal within float noise
-    assert not (differ := benchmarks_module("chaos").model_differences(a, b)), differ
+    assert not (differ := chaos.model_differences(a, b)), differ
 
 
 def _garble(path: Path) -> None:

@@ -19,17 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_report import evaluated_run  # (this folder, first on the path under pytest and as a script)
 from typer.testing import CliRunner
 
-# the helper below and this tree's own package, also when run as a script
-sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
-from test_report import evaluated_run  # noqa: E402
-
-from paretohqd.cli import app  # noqa: E402
-from paretohqd.compare import write_comparison  # noqa: E402
-from paretohqd.config import Config  # noqa: E402
-from paretohqd.io import write_json, write_parquet  # noqa: E402
-from paretohqd.report import write_report  # noqa: E402
+from paretohqd.cli import app
+from paretohqd.compare import write_comparison
+from paretohqd.config import Config
+from paretohqd.io import write_json, write_parquet
+from paretohqd.report import write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 ATTACK = "<script>alert(1)</script>"

@@ -146,7 +146,7 @@ def test_score_and_select_through_the_cli(tmp_path):
 def test_tiny_run_with_rule_objectives(tmp_path, chaos_assets):
     """The whole pipeline (score, select, both stages, evaluate, report) on rule objectives alone:
     no reward model is loaded or trained."""
-    from conftest import tiny_run_overrides
+    from paretohqd.testing import tiny_run_overrides
 
     from paretohqd import pipeline
     from paretohqd.config import load_config

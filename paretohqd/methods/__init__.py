@@ -3,16 +3,20 @@ run in one harness (same data, reward models, held-out prompts, hypervolume box,
 accounting). `pipeline.run` prepares and scores the data, calls the method's `train`, then
 evaluates the models its `final_models` lists.
 
-`METHODS` is the one place a method's name is looked up. Each method module offers:
+`METHODS` is the one place a method's name is looked up. Each method module offers
+`contract.MethodModule`'s functions:
 
 - `train(r, tokenizer)`: every training step, each recorded in the run folder's manifest;
-- `final_models(r) -> list[FinalModel]`: the models to evaluate, one per preference;
+- `final_models(r) -> list[FinalModel]`: the models to evaluate, one per preference
+  (`contract.per_preference`);
 - `describe(cfg) -> str`: one line naming the method and its budget, for reports;
 - `work(cfg, n_samples=None) -> dict`: counts of work (`budget.py` turns them into an estimate of
   time); `n_samples`, the scored training set's size once known, for methods whose work grows with it.
 
-and may offer `check(cfg) -> list[str]`, problems with its settings that `pipeline.preflight` reports
-before anything runs, and `several_processes(cfg)`.
+and may offer `contract.MayOffer`'s: `check(cfg) -> list[str]`, problems with its settings that
+`pipeline.preflight` reports before anything runs, and `several_processes(cfg)`. A test checks
+every registered module against the contract, and that pyproject's import contract keeps each
+method module independent of the others.
 
 An ablation is a method module plus the settings its name implies (`Method.implies`). Adding a
 method is one module and one entry here (and its config section, if it has settings).
@@ -21,30 +25,34 @@ method is one module and one entry here (and its config section, if it has setti
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 from paretohqd.config import Config, ConfigError
 from paretohqd.methods import modpo, morlhf, paretohqd, ric, soups
+from paretohqd.methods.contract import MethodModule
 from paretohqd.runfolder import FinalModel
 
-__all__ = ["METHODS", "FinalModel", "Method", "configure", "several_processes", "unread_sections"]
+__all__ = ["METHODS", "REFERENCE", "FinalModel", "Method", "configure", "several_processes", "unread_sections"]
 
 
 @dataclass(frozen=True)
 class Method:
-    module: ModuleType
+    module: MethodModule
     """The module with train, final_models, describe and work."""
     implies: dict[str, Any] = field(default_factory=dict)
     """Settings the name means, as dotted key -> value; a config that sets a key otherwise is refused."""
     reads: tuple[str, ...] = ()
     """The baselines' config sections (those some method reads: ric, soups, morlhf, ...) this one reads;
     the others do not bind its run folder (`unread_sections`)."""
+    shares_stage1_of: str | None = None
+    """A method whose stage-1 models (`stage1/`, from the steps `select` and `stage1`) are this one's
+    too when its settings that decide them (`compare.STAGE1_KEYS`) agree: `compare` links them in
+    when that method ran before, and `budget` does not count them twice."""
 
 
 METHODS: dict[str, Method] = {
     "paretohqd": Method(paretohqd),
-    "stage1-only": Method(paretohqd, {"stage2.enabled": False}),
+    "stage1-only": Method(paretohqd, {"stage2.enabled": False}, shares_stage1_of="paretohqd"),
     "scalarised": Method(paretohqd, {"select.method": "scalarised"}),
     "full-data": Method(paretohqd, {"select.method": "random"}),
     "full-data-epochs": Method(paretohqd, {"select.method": "random", "select.random_budget": "epochs"}),
@@ -54,6 +62,8 @@ METHODS: dict[str, Method] = {
     "morlhf-gdpo": Method(morlhf, {"train.lora": True, "morlhf.aggregation": "normalize_then_sum"}, reads=("morlhf",)),
     "modpo": Method(modpo, {"train.lora": True}, reads=("modpo",)),  # the reference: the base under the disabled adapter
 }
+REFERENCE = "paretohqd"
+"""The method `compare` states every method's compute relative to."""
 
 
 def configure(cfg: Config, method: str | None = None) -> Config:
@@ -108,6 +118,6 @@ def several_processes(cfg: Config) -> bool:
     return getattr(module(cfg), "several_processes", lambda cfg: True)(cfg)
 
 
-def module(cfg: Config) -> ModuleType:
+def module(cfg: Config) -> MethodModule:
     """The module of `cfg.method` (checked by `configure`)."""
     return METHODS[cfg.method].module

@@ -36,17 +36,15 @@ weight and the loss becomes an infinitely sharp step. We floor w_k at `modpo.min
 (0.1, 1), next to its neighbour (0.1, 0.9). `train.json` records the weights used.
 
 **Reference model**: the base policy, i.e. the same model with its LoRA adapter disabled (as TRL and
-MODPO do with PEFT models). Training reuses the SFT loop's pieces (`paretohqd.policy.sft`): the
-same encoding and left-padded micro-batches under `train.micro_batch_tokens`, mixed precision,
-and checkpoints every `train.save_every` steps, so a kill loses at most that many steps.
+MODPO do with PEFT models). Training is the SFT loop (`paretohqd.policy.sft.train_loop`) with this
+loss: the same encoding and left-padded micro-batches under `train.micro_batch_tokens`, mixed
+precision, `train.report_to`, and checkpoints every `train.save_every` steps, so a kill loses at
+most that many steps. Its warm-up is `train.warmup_steps` cut to `modpo.steps` - 1, so a short run
+still reaches `modpo.lr`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -55,20 +53,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from accelerate.utils import set_seed
-
 from paretohqd.config import Config, ConfigError, PolicyConfig, TrainConfig
 from paretohqd.data.pairs import label_pairs
 from paretohqd.io import read_table, write_parquet
+from paretohqd.methods.contract import per_preference
 from paretohqd.pareto.preferences import preferences_from_config
+from paretohqd.policy.batches import IGNORE, collate, encode, on_device
 from paretohqd.policy.prompts import resolve_format
-from paretohqd.policy.sft import (IGNORE, build_model, collate, encode, load_checkpoint, make_accelerator,
-                                  micro_batches, mixed_precision, save_checkpoint, save_model, step_plan)
+from paretohqd.policy.sft import Objective, save_model, train_loop
 from paretohqd.progress import console
-from paretohqd.rewards.score import stats_path
+from paretohqd.rewards.normalise import Normaliser
 from paretohqd.runfolder import FinalModel, RunFolder, pref_name
 
-Encoded = tuple[list[int], int]  # (token ids, number of prompt tokens), as `sft.encode` returns
+Encoded = tuple[list[int], int]  # (token ids, number of prompt tokens), as `batches.encode` returns
 
 
 # Loss --------------------------------------------------------------------------------------------
@@ -180,7 +177,7 @@ def build_pairs(cfg: Config, train: pd.DataFrame) -> pd.DataFrame:
 
 
 def sequence_logps(model, batch: dict) -> torch.Tensor:
-    """(B,) summed log-probability of each sequence's response tokens (`sft.collate`'s labels)."""
+    """(B,) summed log-probability of each sequence's response tokens (`batches.collate`'s labels)."""
     keep = int(batch["keep"])
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    position_ids=batch["position_ids"], logits_to_keep=keep).logits  # (B, keep, V)
@@ -207,86 +204,50 @@ def train_pairs(
     pad_id: int,
     on_step: Callable[[int, float, float], None] | None = None,
     record: dict | None = None,
+    **log,
 ) -> dict:
-    """Train one LoRA model with MODPO's loss on encoded (chosen, rejected) pairs and save it to `out`
-    (atomically, with `train.json`); resumes from `out/../<name>.ckpt` if a killed run left one.
+    """Train one LoRA model with MODPO's loss on encoded (chosen, rejected) pairs in the SFT loop
+    (`sft.train_loop`) and save it to `out` (atomically, with `train.json`); resumes from
+    `out/../<name>.ckpt` if a killed run left one.
 
     Args:
-        pairs: (chosen, rejected) encodings, each `sft.encode`'s (token ids, prompt length).
+        pairs: (chosen, rejected) encodings, each `batches.encode`'s (token ids, prompt length).
         margin: (n_pairs,) each pair's margin w_{-k} . (r_{-k}(y_w) - r_{-k}(y_l)).
         cfg: the `train` section: LoRA, micro-batch budget, precision, warm-up, checkpoints.
         batch_size: pairs per optimizer step, summed over devices.
         pair_weight: w_k (> 0).
         on_step: called with (step, loss, reward accuracy) after each step.
         record: more entries for `train.json` (the preference, the weights used).
+        log: `sft.train_loop`'s log_dir, log_run, log_tag.
     """
-    if (out / "train.json").exists():
-        return json.loads((out / "train.json").read_text())
-    acc = make_accelerator(mixed_precision(cfg))
-    set_seed(seed)
-    model = build_model(policy, cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    warmup = min(cfg.warmup_steps, steps - 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / max(warmup, 1), 1.0)
-                                              * max(0.0, (steps - s) / max(steps - warmup, 1)))
-    model, opt = acc.prepare(model, opt)
-    ckpt = out.with_name(out.name + ".ckpt")
-    start = load_checkpoint(ckpt, acc.unwrap_model(model), opt, sched)
-    if start:
-        console.print(f"  resumed from the checkpoint at step {start}/{steps} ({ckpt})")
-    # a pair costs about its longer answer's sequence twice: micro-batches hold half the token budget in pairs
-    lengths = [max(len(c[0]), len(r[0])) for c, r in pairs]
-    plan = step_plan(lengths, steps, batch_size, seed)
     margin_t = torch.as_tensor(margin, dtype=torch.float32)  # (n_pairs,)
-    losses, accuracies, t0 = [], [], time.perf_counter()
-    model.train()
-    for step in range(start, steps):
-        denom = len(plan[step]) / acc.num_processes  # mean over the step's pairs; DDP averages over processes
-        mine = plan[step][acc.process_index::acc.num_processes]
-        chunks = micro_batches(mine, lengths, max(cfg.micro_batch_tokens // 2, 1))
-        step_loss, n_right = 0.0, 0
-        for j, idx in enumerate(chunks):
-            # chosen then rejected, in one forward pass
-            batch = collate([pairs[i][0] for i in idx] + [pairs[i][1] for i in idx], pad_id)
-            batch = {key: v.to(acc.device) if torch.is_tensor(v) else v for key, v in batch.items()}
-            # the reference is the base policy: the same weights with the adapter off, no gradients
-            base = acc.unwrap_model(model)
-            with torch.no_grad(), base.disable_adapter(), acc.autocast():
-                ref = sequence_logps(base, batch)  # (2b,)
-            with acc.no_sync(model) if j < len(chunks) - 1 else contextlib.nullcontext():
-                with acc.autocast():
-                    logps = sequence_logps(model, batch)  # (2b,)
-                    logits = pair_logits(*logps.chunk(2), *ref.chunk(2), margin_t[idx].to(acc.device),
-                                         beta=beta, pair_weight=pair_weight)  # (b,)
-                    loss = -torch.nn.functional.logsigmoid(logits).sum() / denom
-                acc.backward(loss)
-            step_loss += loss.item() / acc.num_processes
-            n_right += int((logits > 0).sum())
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        total = acc.reduce(torch.tensor([step_loss, n_right], dtype=torch.float64, device=acc.device), "sum")
-        step_loss, accuracy = total[0].item(), total[1].item() / len(plan[step])
-        if not math.isfinite(step_loss):
-            raise FloatingPointError(f"loss is {step_loss} at step {step + 1}; lower modpo.lr")
-        losses.append(step_loss)
-        accuracies.append(accuracy)
-        if on_step:
-            on_step(step + 1, step_loss, accuracy)
-        if (step + 1) % cfg.save_every == 0 and step + 1 < steps and acc.is_main_process:
-            save_checkpoint(ckpt, acc.unwrap_model(model), opt, sched, step + 1)
-    seconds = time.perf_counter() - t0
-    stats = {**(record or {}), "steps": steps, "resumed_at": start, "loss_first": losses[0] if losses else None,
-             "loss_last": losses[-1] if losses else None, "accuracy_first": accuracies[0] if accuracies else None,
-             "accuracy_last": accuracies[-1] if accuracies else None, "seconds": seconds, "pairs": len(pairs),
-             "mixed_precision": acc.mixed_precision, "processes": acc.num_processes,
-             "losses": losses, "accuracies": accuracies}  # per step from resumed_at
-    if acc.is_main_process:
-        save_model(acc.unwrap_model(model), out, stats)
-        shutil.rmtree(ckpt, ignore_errors=True)
-    acc.wait_for_everyone()
-    return stats
+
+    def loss(model, acc, idx: list[int]) -> tuple[torch.Tensor, list[float]]:
+        # chosen then rejected, in one forward pass
+        batch = on_device(collate([pairs[i][0] for i in idx] + [pairs[i][1] for i in idx], pad_id), acc.device)
+        # the reference is the base policy: the same weights with the adapter off, no gradients
+        base = acc.unwrap_model(model)
+        with torch.no_grad(), base.disable_adapter():
+            ref = sequence_logps(base, batch)  # (2b,)
+        logps = sequence_logps(model, batch)  # (2b,)
+        logits = pair_logits(*logps.chunk(2), *ref.chunk(2), margin_t[idx].to(acc.device),
+                             beta=beta, pair_weight=pair_weight)  # (b,)
+        return (-torch.nn.functional.logsigmoid(logits).sum(),
+                [float(batch["attention_mask"].sum()), float((logits > 0).sum())])
+
+    def summary(history: list[dict[str, float]]) -> dict:
+        accuracies = [m["accuracy"] for m in history]
+        return {"accuracy_first": accuracies[0] if accuracies else None,
+                "accuracy_last": accuracies[-1] if accuracies else None, "accuracies": accuracies}
+
+    # a pair costs about its longer answer's sequence twice: micro-batches hold half the token budget in pairs
+    objective = Objective([max(len(c[0]), len(r[0])) for c, r in pairs], max(cfg.micro_batch_tokens // 2, 1),
+                          size=len, loss=loss, counts=("tokens", "right"),
+                          metrics=lambda counts, n_pairs: {"accuracy": counts["right"] / n_pairs}, summary=summary)
+    # a run shorter than the warm-up still reaches its peak rate, at its last step
+    cfg = cfg.model_copy(update={"lr": lr, "batch_size": batch_size, "warmup_steps": min(cfg.warmup_steps, steps - 1)})
+    return train_loop(objective, out, policy=policy, cfg=cfg, steps=steps, seed=seed, save=save_model, on_step=on_step,
+                      record={**(record or {}), "pairs": len(pairs)}, lr_key="modpo.lr", **log)
 
 
 # Method ------------------------------------------------------------------------------------------
@@ -332,11 +293,9 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
     pairs = pairs.sample(n=min(len(pairs), steps * batch_size), random_state=seed).reset_index(drop=True)
     samples = read_table(r.train_data).set_index("id")
     scores = read_table(r.scores).set_index("id")
-    stats = json.loads(stats_path(r.scores).read_text())["stats"]
-    mean = np.array([stats[n]["mean"] for n in r.objectives])  # (M,)
-    std = np.array([stats[n]["std"] or 1.0 for n in r.objectives])  # (M,)
-    z_chosen = (scores.loc[pairs["chosen_id"], r.objectives].to_numpy(np.float64) - mean) / std  # (n, M)
-    z_rejected = (scores.loc[pairs["rejected_id"], r.objectives].to_numpy(np.float64) - mean) / std  # (n, M)
+    z = Normaliser.of_scores(r.scores, r.objectives)
+    z_chosen = z(scores.loc[pairs["chosen_id"], r.objectives].to_numpy(np.float64))  # (n, M)
+    z_rejected = z(scores.loc[pairs["rejected_id"], r.objectives].to_numpy(np.float64))  # (n, M)
     w_k = pair_weight(weights, k, cfg.modpo.min_pair_weight)
     fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
 
@@ -358,7 +317,8 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
     stats = train_pairs(encoded, margins(z_chosen, z_rejected, weights, k), out, policy=cfg.policy, cfg=cfg.train,
                         steps=steps, batch_size=batch_size, lr=cfg.modpo.lr, beta=cfg.modpo.beta, pair_weight=w_k,
                         seed=seed, pad_id=tokenizer.pad_token_id, on_step=show,
-                        record={"weights": weights.tolist(), "objective": objective(cfg), "pair_weight": w_k})
+                        record={"weights": weights.tolist(), "objective": objective(cfg), "pair_weight": w_k},
+                        **r.log_to(str(out.relative_to(r.root))))
     return stats
 
 
@@ -372,8 +332,7 @@ def check(cfg: Config) -> list[str]:
 
 
 def final_models(r: RunFolder) -> list[FinalModel]:
-    return [FinalModel(pref_name(i), w, r.path("modpo", pref_name(i)), r.path("modpo", pref_name(i), "train.json"))
-            for i, w in enumerate(preferences(r.cfg))]
+    return per_preference(r, "modpo", preferences(r.cfg))
 
 
 def describe(cfg: Config) -> str:

@@ -22,7 +22,6 @@ killed inside one preference's RL restarts that preference (no mid-RL checkpoint
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -33,12 +32,13 @@ import torch
 from paretohqd.config import Config, ConfigError
 from paretohqd.data.pairs import label_pairs
 from paretohqd.io import atomic_dir, read_table, write_json
+from paretohqd.methods.contract import per_preference
 from paretohqd.pareto.preferences import preferences_from_config
 from paretohqd.policy.load import write_weighted_adapters
 from paretohqd.policy.prompts import HH_STOP, cut_at_stop, hh_text, resolve_format
 from paretohqd.policy.sft import finetune_rows
 from paretohqd.progress import console
-from paretohqd.rewards.score import stats_path
+from paretohqd.rewards.normalise import Normaliser
 from paretohqd.runfolder import FinalModel, RunFolder, pref_name
 
 
@@ -56,13 +56,13 @@ def reward_funcs(r: RunFolder, weights: np.ndarray) -> tuple[list, list[float]]:
     from paretohqd.rewards import load_reward_models
 
     cfg = r.cfg
-    stats = json.loads(stats_path(r.scores).read_text())["stats"]
     models = load_reward_models(cfg.rewards, data=cfg.data)
+    z = Normaliser.of_scores(r.scores, list(models))
     funcs, used = [], []
-    for (name, model), w in zip(models.items(), weights):
+    for j, ((name, model), w) in enumerate(zip(models.items(), weights)):
         if w == 0:
             continue
-        mean, std = stats[name]["mean"], stats[name]["std"] or 1.0
+        mean, std = float(z.mean[j]), float(z.std[j])  # plain floats: a reward model's float32 scores stay float32
 
         def score(prompts, completions, hh_prompt, model=model, mean=mean, std=std, **_) -> list[float]:
             # conversational datasets give each completion as [{"role": "assistant", "content": ...}]
@@ -176,8 +176,7 @@ def train(r: RunFolder, tokenizer) -> None:
 
 
 def final_models(r: RunFolder) -> list[FinalModel]:
-    return [FinalModel(pref_name(i), w, r.path("morlhf", pref_name(i)), r.path("morlhf", pref_name(i), "train.json"))
-            for i, w in enumerate(preferences(r.cfg))]
+    return per_preference(r, "morlhf", preferences(r.cfg))
 
 
 def rl_text(cfg: Config) -> str:

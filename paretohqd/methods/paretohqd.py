@@ -21,6 +21,7 @@ import pandas as pd
 from paretohqd.config import Config
 from paretohqd.data.prepare import sample_id
 from paretohqd.io import read_table, write_parquet
+from paretohqd.methods.contract import per_preference
 from paretohqd.pareto.preferences import preferences_from_config
 from paretohqd.policy.generate import answer
 from paretohqd.policy.sft import finetune_rows
@@ -137,9 +138,7 @@ def _train_stage(r: RunFolder, tokenizer, stage: str, scores_path, steps: int, i
 
 def final_models(r: RunFolder) -> list[FinalModel]:
     """Each preference's stage-2 model if stage 2 ran, else its stage-1 model."""
-    stage = "stage2" if r.cfg.stage2.enabled else "stage1"
-    return [FinalModel(pref_name(i), w, r.path(stage, pref_name(i)), r.path(stage, pref_name(i), "train.json"))
-            for i, w in enumerate(r.preferences)]
+    return per_preference(r, "stage2" if r.cfg.stage2.enabled else "stage1", r.preferences)
 
 
 def describe(cfg: Config) -> str:

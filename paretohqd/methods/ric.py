@@ -51,6 +51,7 @@ from paretohqd.pareto.preferences import preferences_from_config
 from paretohqd.policy.generate import answer
 from paretohqd.policy.prompts import with_tag
 from paretohqd.policy.sft import finetune_rows
+from paretohqd.rewards.normalise import Normaliser
 from paretohqd.rewards.score import write_scores
 from paretohqd.progress import console
 from paretohqd.runfolder import FinalModel, RunFolder, pref_name
@@ -105,11 +106,15 @@ def desired_rewards(preference: ArrayLike, lo: ArrayLike, hi: ArrayLike, *, mapp
 def reward_stats(scores: pd.DataFrame, names: list[str]) -> dict:
     """Mean and std per objective (RiC's normalisation), and the min / max of the z-scores."""
     values = scores[names].to_numpy(dtype=np.float64)  # (N, M)
-    mean, std = values.mean(axis=0), values.std(axis=0)  # (M,)
-    std = np.where(std > 0, std, 1.0)  # a constant reward carries no information; keep it at 0
-    z = (values - mean) / std  # (N, M)
-    return {"objectives": names, "mean": mean.tolist(), "std": std.tolist(),
+    normalise = Normaliser.fit(values)
+    z = normalise(values)  # (N, M)
+    return {"objectives": names, "mean": normalise.mean.tolist(), "std": normalise.std.tolist(),
             "lo": np.round(z.min(axis=0), 1).tolist(), "hi": np.round(z.max(axis=0), 1).tolist()}
+
+
+def _normaliser(stats: dict) -> Normaliser:
+    """The normalisation `reward_stats` recorded (`ric/rewards.json`)."""
+    return Normaliser(np.asarray(stats["mean"]), np.asarray(stats["std"]))
 
 
 # Method ------------------------------------------------------------------------------------------
@@ -191,12 +196,11 @@ def _online_round(r: RunFolder, tokenizer, t: int, previous: Path) -> None:
     r.step(f"ric/online-{t}/score", scored, lambda: write_scores(cfg, read_table(generated), scored))
 
     def fit() -> None:
-        stats = json.loads(r.path("ric", "rewards.json").read_text())
-        mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
+        normalise = _normaliser(json.loads(r.path("ric", "rewards.json").read_text()))
         new = read_table(scored)
-        new_z = (new[names].to_numpy(dtype=np.float64) - mean) / std  # (n, M)
+        new_z = normalise(new[names].to_numpy(dtype=np.float64))  # (n, M)
         offline = read_table(r.scores)
-        off_z = (offline[names].to_numpy(dtype=np.float64) - mean) / std  # (N, M)
+        off_z = normalise(offline[names].to_numpy(dtype=np.float64))  # (N, M)
         keep = np.flatnonzero(top_quantile(off_z, o.online_quantile))
         keep = np.random.default_rng([cfg.seed, t, 1]).permutation(keep)[:o.online_origin]
         mask = top_quantile(new_z, o.online_quantile)
@@ -221,7 +225,7 @@ def _finetune(r: RunFolder, tokenizer, out: Path) -> None:
     # same in distribution and spares encoding samples the budget never reaches
     n = min(len(scores), n_steps * cfg.train.batch_size)
     rows = scores.sample(n=n, random_state=cfg.seed).reset_index(drop=True)
-    z = (rows[names].to_numpy(dtype=np.float64) - stats["mean"]) / stats["std"]  # (n, M)
+    z = _normaliser(stats)(rows[names].to_numpy(dtype=np.float64))  # (n, M)
     console.print(f"  RiC: {n:,} of {len(scores):,} samples, {n_steps} steps; tags like "
                   f"{reward_tag(names, z[0])!r}")
     write_json(stats, out.parent / "rewards.json")

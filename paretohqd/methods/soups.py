@@ -23,6 +23,7 @@ import pandas as pd
 from paretohqd.config import Config
 from paretohqd.io import read_table, write_parquet
 from paretohqd.methods import morlhf
+from paretohqd.methods.contract import per_preference
 from paretohqd.pareto.preferences import preferences_from_config
 from paretohqd.policy.load import write_weighted_adapters
 from paretohqd.policy.sft import finetune_rows
@@ -88,8 +89,7 @@ def train(r: RunFolder, tokenizer) -> None:
 
 
 def final_models(r: RunFolder) -> list[FinalModel]:
-    return [FinalModel(pref_name(i), w, r.path("soups", pref_name(i)), r.path("soups", pref_name(i), "merge.json"))
-            for i, w in enumerate(r.preferences)]
+    return per_preference(r, "soups", r.preferences, "merge.json")
 
 
 def describe(cfg: Config) -> str:

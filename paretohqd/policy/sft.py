@@ -21,73 +21,27 @@ import math
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from paretohqd.config import Config, ConfigError, PolicyConfig, TrainConfig
-from paretohqd.io import atomic_dir, file_digest, write_json
-from paretohqd.progress import console
 from paretohqd.devices import native_bf16
+from paretohqd.io import atomic_dir, file_digest, write_json
+from paretohqd.policy.batches import IGNORE, collate, encode, micro_batches, on_device, step_plan
 from paretohqd.policy.load import load_policy
-from paretohqd.policy.prompts import hh_text, resolve_format, with_tag
+from paretohqd.policy.prompts import resolve_format, with_tag
+from paretohqd.progress import console
 
-IGNORE = -100
 # accelerate's prepare() asks transformers a deprecated question on every model: noise, not news
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 # Data --------------------------------------------------------------------------------------------
-
-
-def encode(tokenizer, messages: list[dict], response: str, max_length: int, fmt: str = "chat") -> tuple[list[int], int]:
-    """Tokenize a (prompt, response) sample in the prompt format `fmt` (`chat`: the tokenizer's chat
-    template; `hh`: the raw HH transcript, see `prompts.hh_text`). Returns (token ids, number of
-    prompt tokens).
-
-    The target always ends with the EOS token (a model trained without it never learns to stop;
-    RiC#9), and nothing after it: a chat template's trailing newline is never generated anyway.
-    Prompts longer than the budget lose their oldest tokens first; the response is kept whole
-    (up to `max_length` - 1 tokens, EOS included) because it is what the loss is about.
-    """
-    eos = tokenizer.eos_token_id
-    if fmt == "hh":
-        prompt = tokenizer(hh_text(messages))["input_ids"]
-        answer = tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [eos]
-    else:
-        prompt = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)["input_ids"])
-        full = list(tokenizer.apply_chat_template(
-            list(messages) + [{"role": "assistant", "content": response}], tokenize=True)["input_ids"])
-        if full[: len(prompt)] == prompt:
-            answer = full[len(prompt):]
-            answer = answer[:len(answer) - answer[::-1].index(eos)] if eos in answer else answer + [eos]
-        else:  # a template that renders history differently once an answer follows
-            answer = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
-    answer = answer[:-1][: max_length - 2] + [eos]
-    prompt = prompt[-(max_length - len(answer)):]
-    return prompt + answer, len(prompt)
-
-
-def collate(samples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Left-pad a micro-batch. Labels are -100 on prompt and padding; `keep` = logits needed."""
-    width = max(len(ids) for ids, _ in samples)
-    keep = max(len(ids) - n_prompt for ids, n_prompt in samples) + 1  # +1: first answer token's predictor
-    input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)  # (B, T)
-    attention = torch.zeros((len(samples), width), dtype=torch.long)  # (B, T)
-    labels = torch.full((len(samples), width), IGNORE, dtype=torch.long)  # (B, T)
-    for row, (ids, n_prompt) in enumerate(samples):
-        start = width - len(ids)
-        input_ids[row, start:] = torch.tensor(ids)
-        attention[row, start:] = 1
-        labels[row, start + n_prompt:] = torch.tensor(ids[n_prompt:])
-    # positions count real tokens only, so left padding changes nothing in the maths
-    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-    return {"input_ids": input_ids, "attention_mask": attention, "position_ids": position_ids,
-            "labels": labels, "keep": min(keep, width)}
 
 
 def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -99,33 +53,6 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     targets = batch["labels"][:, -keep + 1:] if keep > 1 else batch["labels"][:, :0]  # (B, keep-1)
     return torch.nn.functional.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
-
-
-def step_plan(lengths: list[int], steps: int, batch_size: int, seed: int) -> list[list[int]]:
-    """Sample indices for each step: epochs of a seeded shuffle, `batch_size` per step,
-    each step's samples sorted by length (so micro-batches group similar lengths)."""
-    rng = np.random.default_rng(seed)
-    order: list[int] = []
-    while len(order) < steps * batch_size:
-        order.extend(rng.permutation(len(lengths)).tolist())
-    return [sorted(order[s * batch_size:(s + 1) * batch_size], key=lambda i: lengths[i]) for s in range(steps)]
-
-
-def micro_batches(indices: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Split length-sorted indices into micro-batches whose padded size stays under `max_tokens`
-    (a single longer sample still gets its own micro-batch).
-
-    Examples:
-        >>> micro_batches([0, 1, 2, 3], [100, 120, 300, 500], 600)
-        [[0, 1], [2], [3]]
-    """
-    out: list[list[int]] = []
-    for i in indices:
-        if out and (len(out[-1]) + 1) * max(lengths[j] for j in out[-1] + [i]) <= max_tokens:
-            out[-1].append(i)
-        else:
-            out.append([i])
-    return out
 
 
 # Model -------------------------------------------------------------------------------------------
@@ -186,6 +113,139 @@ def make_accelerator(precision: str, log_with: str | None = None, log_dir: Path 
 # Loop --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What `train_loop` needs of a loss over items (SFT's samples, MODPO's pairs), as TRL's trainers
+    override `compute_loss` over one loop.
+
+    `loss(model, acc, idx)` returns a micro-batch's summed loss and its `counts` (floats, in that
+    order); the loop divides the loss by `size` of the whole step, so each step's loss is a mean over
+    what `size` counts (response tokens, pairs). A step's counts, summed over its micro-batches and
+    processes, go to `metrics` with its number of items; what it returns is logged and passed to
+    `on_step` by name, and `summary` turns every step's metrics into `train.json` entries.
+    """
+
+    lengths: list[int]  # (n_items,) tokens an item costs in a micro-batch
+    max_tokens: int  # padded tokens per micro-batch
+    size: Callable[[list[int]], float]  # a step's items -> what its loss is a mean over
+    loss: Callable[[Any, Accelerator, list[int]], tuple[torch.Tensor, list[float]]]
+    counts: tuple[str, ...] = ("tokens",)  # `tokens` (the micro-batch's real tokens, for tokens/s) first
+    metrics: Callable[[dict[str, float], int], dict[str, float]] = lambda counts, n_items: {}
+    summary: Callable[[list[dict[str, float]]], dict] = lambda history: {}
+
+
+def lr_factor(step: int, steps: int, warmup_steps: int) -> float:
+    """The learning rate at 0-based `step` as a share of its peak: a linear warm-up over
+    `warmup_steps` times a linear decay to 0 at `steps`.
+
+    Examples:
+        >>> [round(lr_factor(s, 3, 0), 3) for s in range(3)]
+        [1.0, 0.667, 0.333]
+    """
+    return min((step + 1) / max(warmup_steps, 1), 1.0) * max(0.0, (steps - step) / max(steps - warmup_steps, 1))
+
+
+def train_loop(objective: Objective, out: Path, *, policy: PolicyConfig, cfg: TrainConfig, steps: int, seed: int,
+               save: Callable[[Any, Path, dict], None], init_adapter: str | Path | None = None,
+               on_step: Callable[..., None] | None = None, record: dict | None = None, lr_key: str = "train.lr",
+               log_dir: Path | None = None, log_run: str = "run", log_tag: str = "train") -> dict:
+    """Train one model on `objective` with `cfg`'s optimiser settings (lr, batch_size, warm-up, LoRA,
+    precision, checkpoints) and `save(model, out, stats)` it with its `train.json` (callers pass
+    `save_model` as their module names it, so that it can be replaced there, e.g. by a test's kill).
+
+    Resumes from `out/../<name>.ckpt` if a killed run left one; returns the training stats: `record`,
+    each step's loss and gradient norm (both the whole step's, over every process) and `summary`'s.
+    With `cfg.report_to` set and a `log_dir`, each step's loss, learning rate, gradient norm, tokens/s
+    and metrics go to that tracker as `{log_tag}/loss`, ... in the tracker run `log_run` (main process).
+    `on_step(step, loss, **metrics)` is called after each step.
+    """
+    if (out / "train.json").exists():
+        return json.loads((out / "train.json").read_text())
+    tracking = cfg.report_to != "none" and log_dir is not None
+    acc = make_accelerator(mixed_precision(cfg), cfg.report_to if tracking else None, log_dir)
+    if tracking:
+        acc.init_trackers(log_run)
+    set_seed(seed)
+    model, params, opt, sched = _optimised_model(acc, policy, cfg, steps, init_adapter)
+    ckpt = out.with_name(out.name + ".ckpt")
+    start = load_checkpoint(ckpt, acc.unwrap_model(model), opt, sched)
+    if start:
+        console.print(f"  resumed from the checkpoint at step {start}/{steps} ({ckpt})")
+    plan = step_plan(objective.lengths, steps, cfg.batch_size, seed)
+    losses, grad_norms, history, t0, n_tokens = [], [], [], time.perf_counter(), 0
+    model.train()
+    for step in range(start, steps):
+        t_step, lr = time.perf_counter(), opt.param_groups[0]["lr"]  # this step's rate (the scheduler moves it after)
+        step_loss, counts = _accumulate(model, acc, objective, plan[step])
+        # the whole step's gradient norm (synced over processes, unscaled under fp16), clipping nothing:
+        # to watch, and the same number whether one process or several share the step
+        grad_norm = acc.clip_grad_norm_(params, float("inf")).item()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        n_tokens += counts["tokens"]
+        metrics = objective.metrics(counts, len(plan[step]))
+        acc.log({f"{log_tag}/{k}": v for k, v in {"loss": step_loss, "lr": lr, "grad_norm": grad_norm, **metrics,
+                 "tokens_per_s": counts["tokens"] / (time.perf_counter() - t_step)}.items()}, step=step + 1)
+        if not math.isfinite(step_loss):
+            raise FloatingPointError(f"loss is {step_loss} at step {step + 1}; lower {lr_key}")
+        losses.append(step_loss)
+        grad_norms.append(grad_norm)
+        history.append(metrics)
+        if on_step:
+            on_step(step + 1, step_loss, **metrics)
+        if (step + 1) % cfg.save_every == 0 and step + 1 < steps and acc.is_main_process:
+            save_checkpoint(ckpt, acc.unwrap_model(model), opt, sched, step + 1)
+    seconds = time.perf_counter() - t0
+    stats = {**(record or {}), "steps": steps, "resumed_at": start, "loss_first": (losses or [None])[0],
+             "loss_last": (losses or [None])[-1], "seconds": seconds,
+             "tokens_per_s": n_tokens / seconds if seconds else None,
+             "mixed_precision": acc.mixed_precision, "processes": acc.num_processes,
+             "losses": losses, "grad_norms": grad_norms, **objective.summary(history)}  # per step from resumed_at
+    if acc.is_main_process:
+        save(acc.unwrap_model(model), out, stats)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    # not acc.end_training(): it also ends the process group, which the run's later steps still need
+    for tracker in acc.trackers:
+        tracker.finish()
+    acc.wait_for_everyone()
+    return stats
+
+
+def _optimised_model(acc: Accelerator, policy: PolicyConfig, cfg: TrainConfig, steps: int,
+                     init_adapter: str | Path | None):
+    """The model to train (prepared by `acc`), its trainable parameters, AdamW optimiser (prepared)
+    and learning-rate schedule (`lr_factor`)."""
+    model = build_model(policy, cfg, init_adapter)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, cfg.warmup_steps))
+    model, opt = acc.prepare(model, opt)
+    return model, params, opt, sched
+
+
+def _accumulate(model, acc: Accelerator, objective: Objective, items: list[int]) -> tuple[float, dict[str, float]]:
+    """One step's forward and backward passes over its `items`, this process's share in micro-batches;
+    returns the step's loss and counts, each summed over every process."""
+    # the loss is the mean over the whole step, on every device: DDP averages gradients over
+    # processes, hence the * num_processes
+    denom = objective.size(items) / acc.num_processes
+    chunks = micro_batches(items[acc.process_index::acc.num_processes], objective.lengths, objective.max_tokens)
+    step_loss, counts = 0.0, [0.0] * len(objective.counts)
+    for j, idx in enumerate(chunks):
+        # gradients sync across devices once per step, on the last micro-batch
+        with acc.no_sync(model) if j < len(chunks) - 1 else contextlib.nullcontext():
+            with acc.autocast():
+                loss, batch_counts = objective.loss(model, acc, idx)
+                loss = loss / denom
+            acc.backward(loss)
+        step_loss += loss.item() / acc.num_processes
+        counts = [c + b for c, b in zip(counts, batch_counts)]
+    # each process holds its share of the step's loss and counts: the sums are the step's
+    total = acc.reduce(torch.tensor([step_loss, *counts], dtype=torch.float64, device=acc.device), "sum")
+    return total[0].item(), dict(zip(objective.counts, total[1:].tolist()))
+
+
 def finetune(
     samples: list[tuple[list[int], int]],
     out: Path,
@@ -197,91 +257,21 @@ def finetune(
     pad_id: int,
     init_adapter: str | Path | None = None,
     on_step: Callable[[int, float], None] | None = None,
-    log_dir: Path | None = None,
-    log_run: str = "run",
-    log_tag: str = "train",
+    **log,
 ) -> dict:
-    """Train one model on encoded samples and save it to `out` (atomically, with `train.json`).
-
-    Resumes from `out/../<name>.ckpt` if a killed run left one; returns the training stats.
-    `train.json` holds each step's loss and gradient norm (both the whole step's, over every process).
-    With `cfg.report_to` set and a `log_dir`, each step's loss, learning rate, gradient norm and
-    tokens/s go to that tracker as `{log_tag}/loss`, ... in the tracker run `log_run` (main process).
-    """
-    if (out / "train.json").exists():
-        return json.loads((out / "train.json").read_text())
-    tracking = cfg.report_to != "none" and log_dir is not None
-    acc = make_accelerator(mixed_precision(cfg), cfg.report_to if tracking else None, log_dir)
-    if tracking:
-        acc.init_trackers(log_run)
-    set_seed(seed)
-    model = build_model(policy, cfg, init_adapter)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / max(cfg.warmup_steps, 1), 1.0)
-                                              * max(0.0, (steps - s) / max(steps - cfg.warmup_steps, 1)))
-    model, opt = acc.prepare(model, opt)
-
-    ckpt = out.with_name(out.name + ".ckpt")
-    start = load_checkpoint(ckpt, acc.unwrap_model(model), opt, sched)
-    if start:
-        console.print(f"  resumed from the checkpoint at step {start}/{steps} ({ckpt})")
+    """Train one model on encoded samples with the mean token cross-entropy over every response token
+    of a step (`train_loop`), and save it to `out` (atomically, with `train.json`).
+    `log`: `train_loop`'s log_dir, log_run, log_tag."""
     lengths = [len(ids) for ids, _ in samples]
     n_answer = [len(ids) - n_prompt for ids, n_prompt in samples]
-    plan = step_plan(lengths, steps, cfg.batch_size, seed)
-    losses, grad_norms, t0, n_tokens = [], [], time.perf_counter(), 0
-    model.train()
-    for step in range(start, steps):
-        # the loss is the mean over every response token of the whole step, on every device:
-        # DDP averages gradients over processes, hence the * num_processes
-        denom = sum(n_answer[i] for i in plan[step]) / acc.num_processes
-        chunks = micro_batches(plan[step][acc.process_index::acc.num_processes], lengths, cfg.micro_batch_tokens)
-        step_loss, step_tokens, t_step = 0.0, 0, time.perf_counter()
-        lr = opt.param_groups[0]["lr"]  # this step's rate (the scheduler moves it after the step)
-        for j, idx in enumerate(chunks):
-            batch = collate([samples[i] for i in idx], pad_id)
-            step_tokens += int(batch["attention_mask"].sum())
-            batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            # gradients sync across devices once per step, on the last micro-batch
-            with acc.no_sync(model) if j < len(chunks) - 1 else contextlib.nullcontext():
-                with acc.autocast():
-                    loss = completion_loss(model, batch) / denom
-                acc.backward(loss)
-            step_loss += loss.item() / acc.num_processes
-        # the whole step's gradient norm (synced over processes, unscaled under fp16), clipping nothing:
-        # to watch, and the same number whether one process or several share the step
-        grad_norm = acc.clip_grad_norm_(params, float("inf")).item()
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        # each process holds its share of the step's loss and tokens: the sums are the step's
-        total = acc.reduce(torch.tensor([step_loss, step_tokens], dtype=torch.float64, device=acc.device), "sum")
-        step_loss, step_tokens = total[0].item(), int(total[1].item())
-        n_tokens += step_tokens
-        acc.log({f"{log_tag}/loss": step_loss, f"{log_tag}/lr": lr, f"{log_tag}/grad_norm": grad_norm,
-                 f"{log_tag}/tokens_per_s": step_tokens / (time.perf_counter() - t_step)}, step=step + 1)
-        if not math.isfinite(step_loss):
-            raise FloatingPointError(f"loss is {step_loss} at step {step + 1}; lower train.lr")
-        losses.append(step_loss)
-        grad_norms.append(grad_norm)
-        if on_step:
-            on_step(step + 1, step_loss)
-        if (step + 1) % cfg.save_every == 0 and step + 1 < steps and acc.is_main_process:
-            save_checkpoint(ckpt, acc.unwrap_model(model), opt, sched, step + 1)
-    seconds = time.perf_counter() - t0
-    stats = {"steps": steps, "resumed_at": start, "loss_first": losses[0] if losses else None,
-             "loss_last": losses[-1] if losses else None, "seconds": seconds,
-             "tokens_per_s": n_tokens / seconds if seconds else None, "samples": len(samples),
-             "mixed_precision": acc.mixed_precision, "processes": acc.num_processes,
-             "losses": losses, "grad_norms": grad_norms}  # per step from resumed_at
-    if acc.is_main_process:
-        save_model(acc.unwrap_model(model), out, stats)
-        shutil.rmtree(ckpt, ignore_errors=True)
-    # not acc.end_training(): it also ends the process group, which the run's later steps still need
-    for tracker in acc.trackers:
-        tracker.finish()
-    acc.wait_for_everyone()
-    return stats
+
+    def loss(model, acc: Accelerator, idx: list[int]) -> tuple[torch.Tensor, list[float]]:
+        batch = collate([samples[i] for i in idx], pad_id)
+        return completion_loss(model, on_device(batch, acc.device)), [float(batch["attention_mask"].sum())]
+
+    objective = Objective(lengths, cfg.micro_batch_tokens, lambda items: sum(n_answer[i] for i in items), loss)
+    return train_loop(objective, out, policy=policy, cfg=cfg, steps=steps, seed=seed, save=save_model,
+                      init_adapter=init_adapter, on_step=on_step, record={"samples": len(samples)}, **log)
 
 
 def finetune_rows(cfg: Config, tokenizer, rows, out: Path, *, steps: int, seed: int,
