@@ -136,13 +136,17 @@ class Objective:
 
 def lr_factor(step: int, steps: int, warmup_steps: int) -> float:
     """The learning rate at 0-based `step` as a share of its peak: a linear warm-up over
-    `warmup_steps` times a linear decay to 0 at `steps`.
+    `warmup_steps`, then a linear decay to 0 at `steps`; never above the peak (the decay is capped
+    at 1 during the warm-up: uncapped, 12 steps with 2 of warm-up peaked at 1.1x `train.lr`).
 
     Examples:
         >>> [round(lr_factor(s, 3, 0), 3) for s in range(3)]
         [1.0, 0.667, 0.333]
+        >>> [round(lr_factor(s, 6, 2), 3) for s in range(6)]
+        [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
     """
-    return min((step + 1) / max(warmup_steps, 1), 1.0) * max(0.0, (steps - step) / max(steps - warmup_steps, 1))
+    warm = min((step + 1) / max(warmup_steps, 1), 1.0)
+    return warm * min(1.0, max(0.0, (steps - step) / max(steps - warmup_steps, 1)))
 
 
 def train_loop(objective: Objective, out: Path, *, policy: PolicyConfig, cfg: TrainConfig, steps: int, seed: int,
