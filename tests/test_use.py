@@ -16,11 +16,11 @@ from paretohqd.cli import app
 from paretohqd.config import Config, GenerateConfig, PolicyConfig, dump_config
 from paretohqd.io import InputError, write_json
 from paretohqd.methods.ric import desired_rewards, reward_tag
-from paretohqd.pareto.preferences import PRESETS, simplex_grid
+from paretohqd.pareto.preferences import simplex_grid
 from paretohqd.policy.generate import answer, generate, load_for_generation
 from paretohqd.policy.load import load_tokenizer
 from paretohqd.policy.prompts import resolve_format
-from paretohqd.use import barycentric, delaunay_cell, lattice_cell
+from paretohqd.pareto.simplex import barycentric
 
 GREEDY = ["generate.temperature=0", "generate.max_new_tokens=6"]
 
@@ -115,29 +115,6 @@ def test_three_objectives_mix_the_grid_cell_barycentrically(tmp_path, tiny_polic
     for k in base:
         torch.testing.assert_close(mixed[k], expected[k], rtol=1e-5, atol=1e-6)
     assert loaded.name.startswith("mix(") and loaded.name.count(":") == 3
-
-
-def test_cells_reproduce_the_point():
-    """Whatever the cell, its vertices mixed with the barycentric weights give w back."""
-    rng = np.random.default_rng(0)
-    for m, n in [(3, 4), (4, 3), (5, 3)]:
-        for w in rng.dirichlet(np.ones(m), size=50):
-            vertices, lam = lattice_cell(w, n)
-            assert (lam > 0).all() and lam.sum() == pytest.approx(1)
-            np.testing.assert_allclose(lam @ vertices, w, atol=1e-12)
-            assert all(np.isclose(v * (n - 1), np.round(v * (n - 1))).all() for v in vertices)  # grid points
-    ric3 = np.array(PRESETS["ric-3obj"])
-    ric3 = ric3 / ric3.sum(axis=1, keepdims=True)
-    inside = 0
-    for w in rng.dirichlet(np.ones(3), size=200):
-        found = delaunay_cell(ric3, w)
-        if found is None:  # outside the presets' hull
-            assert barycentric(ric3, w) is None
-            continue
-        inside += 1
-        idx, lam = found
-        np.testing.assert_allclose(lam @ ric3[idx], w, atol=1e-9)
-    assert inside > 100
 
 
 def test_bad_weights_and_unfinished_runs_are_one_line_errors(run2, tmp_path):
