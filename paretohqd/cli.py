@@ -249,7 +249,7 @@ def evaluate(
         return
     if prompts is None or out is None:
         raise InputError("give --prompts FILE and --out DIR together (without both, the run's held-out prompts are used)")
-    from paretohqd.use import read_prompts
+    from paretohqd.data.prompts import read_prompts
 
     _, conversations = read_prompts(prompts)
     evaluate_prompts(cfg, run_dir, conversations, prompts, out)
@@ -286,8 +286,9 @@ def generate(
 ) -> None:
     """Answer prompts with a trained run's model for any preference (the run's generation settings;
     --set generate.* changes them)."""
+    from paretohqd.data.prompts import prompt_messages, read_prompts
     from paretohqd.io import write_table
-    from paretohqd.use import generate_table, prompt_messages, read_prompts
+    from paretohqd.use import generate_table
 
     if (prompt is None) == (prompts is None):
         raise InputError("give exactly one of --prompt TEXT or --prompts FILE")
