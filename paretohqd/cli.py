@@ -239,9 +239,9 @@ def evaluate(
     if prompts is None and out is None:
         evaluate_run(cfg, run_dir)  # resumes: models already answered are skipped
         if interpolation:
+            from paretohqd.interpolation import interpolation_quality
             from paretohqd.lock import hold
             from paretohqd.report.run import write_report
-            from paretohqd.use import interpolation_quality
 
             with hold(run_dir):  # its answers and the report again (with its interpolation table) are written
                 interpolation_quality(run_dir)
@@ -323,7 +323,7 @@ def export(
     trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Export a trained run's models: adapters with model cards, lora-modules.json and vllm-serve.sh."""
-    from paretohqd.use import export as export_run
+    from paretohqd.export import export as export_run
 
     folder = export_run(run_dir, out, merged=merged, weights=list(weights), trust_remote_code=trust_remote_code)
     console.print(f"wrote {folder}: README.md, export.json, lora-modules.json, vllm-serve.sh")

@@ -16,11 +16,12 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+from numpy.typing import ArrayLike
 import torch
 from accelerate import PartialState
 from accelerate.utils.memory import clear_device_cache
@@ -57,6 +58,9 @@ class FinalModel:
     """The file that exists once the model is finished."""
     tag: str | None = None
     """Text added to the prompt (RiC's desired rewards), or None."""
+    tag_for: Callable[[ArrayLike], str | None] | None = field(default=None, compare=False, repr=False)
+    """For a model that answers every preference (RiC: one model, asked by its prompt tag), the tag
+    that asks it for any weights on the simplex; None for a model trained for its preference alone."""
 
 
 Runner = Callable[[str, list[Callable[[], object]]], list]

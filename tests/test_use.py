@@ -4,6 +4,7 @@ adapters as the preference models, as `paretohqd run` leaves them."""
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -17,10 +18,12 @@ from paretohqd.config import Config, GenerateConfig, PolicyConfig, dump_config
 from paretohqd.io import InputError, write_json
 from paretohqd.methods.ric import desired_rewards, reward_tag
 from paretohqd.pareto.preferences import simplex_grid
+from paretohqd.pareto.simplex import barycentric
 from paretohqd.policy.generate import answer, generate, load_for_generation
 from paretohqd.policy.load import load_tokenizer
 from paretohqd.policy.prompts import resolve_format
-from paretohqd.pareto.simplex import barycentric
+from paretohqd.runfolder import FinalModel
+from paretohqd.use import one_model
 
 GREEDY = ["generate.temperature=0", "generate.max_new_tokens=6"]
 
@@ -141,6 +144,17 @@ def test_ric_preference_is_its_tag(tmp_path, tiny_policy):
     assert loaded.name == "ric(0.3,0.7)"
     assert loaded.tag == reward_tag(["helpful", "harmless"], desired_rewards([0.3, 0.7], [-2, -2], [2, 2]))
     assert paretohqd.load(root, [0.5, 0.5]).name == "pref-01"
+
+
+def test_one_model_for_every_preference_is_a_property_of_the_final_models(tmp_path):
+    """`one_model` reads the final models, not the method's name: one folder that tags any preference."""
+    w = simplex_grid(2, 3)
+    tagged = [FinalModel(f"pref-0{i}", x, tmp_path / "m", tmp_path / "m" / "train.json", "t",
+                         tag_for=lambda v: f"tag {v[0]:g}") for i, x in enumerate(w)]
+    assert one_model(tagged)
+    assert not one_model(tagged[:1] + [replace(tagged[1], tag_for=None)])  # a model that tags no other preference
+    own = [FinalModel(f"pref-0{i}", x, tmp_path / f"p{i}", tmp_path / f"p{i}" / "train.json") for i, x in enumerate(w)]
+    assert not one_model(own) and not one_model(own[:1])  # a lone trained model answers only its own preference
 
 
 # generate ----------------------------------------------------------------------------------------
