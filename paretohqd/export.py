@@ -145,10 +145,10 @@ def _export(run: str | Path, out: Path, merged: bool, weights: list[str], trust_
     choices = [choose(r, finals, w) for w in wanted]
     evaluation = _evaluation(r)
     base = resolve_policy(cfg.policy.model)
-    one = one_model(finals)
+    shared = one_model(finals)
     # (folder name, choice) for each model to write: one model for all once, its preferences as tags
     models: list[tuple[str, Choice]] = []
-    if one:
+    if shared:
         models.append(("ric", Choice(finals[0].weights, [(finals[0], 1.0)], finals[0].tag)))
     else:
         models += [(m.model, Choice(m.weights, [(m, 1.0)], m.tag)) for m in finals]
@@ -171,7 +171,7 @@ def _export(run: str | Path, out: Path, merged: bool, weights: list[str], trust_
                 tokenizer.save_pretrained(tmp / "merged" / name)
         index = [{"name": name, "weights": c.weights.round(6).tolist(), "model": c.name, "tag": c.tag,
                   "folder": name, **({"merged": f"merged/{name}"} if merged else {})} for name, c in models]
-        if one:  # every preference (trained and asked for) is a tag on the one model
+        if shared:  # every preference (trained and asked for) is a tag on the one model
             index += [{"name": m.model, "weights": m.weights.round(6).tolist(), "model": m.model, "tag": m.tag,
                        "folder": "ric"} for m in finals]
             index += [{"name": c.name, "weights": c.weights.round(6).tolist(), "model": c.name, "tag": c.tag,
@@ -179,7 +179,7 @@ def _export(run: str | Path, out: Path, merged: bool, weights: list[str], trust_
         write_json({"run": str(r.root), "method": cfg.method, "objectives": r.objectives, "base_model": base,
                     "prompt_format": cfg.policy.prompt_format, "models": index}, tmp / "export.json")
         _write_serving(cfg, base, [name for name, _ in models], tmp)
-        write_text(_index_readme(r, models, index, one), tmp / "README.md")
+        write_text(_index_readme(r, models, index, shared), tmp / "README.md")
         write_json({"written_by": "paretohqd export", "run": str(r.root)}, tmp / EXPORT_MARKER)
     return out
 
@@ -235,21 +235,21 @@ def _write_serving(cfg: Config, base: str, names: list[str], tmp: Path) -> None:
     script.chmod(0o755)
 
 
-def _index_readme(r: RunFolder, models: list[tuple[str, Choice]], index: list[dict], one: bool) -> str:
+def _index_readme(r: RunFolder, models: list[tuple[str, Choice]], index: list[dict], shared: bool) -> str:
     cfg = r.cfg
     lines = [f"# Models of run `{r.root.name}` ({cfg.method})", "",
              f"Objectives: {', '.join(r.objectives)}. Base model: {cfg.policy.model}. "
              f"Each folder is a {'LoRA adapter' if cfg.train.lora else 'whole model'} with its model card.", "",
-             "| name | weights | model | folder |" + (" tag |" if one else ""),
-             "|---|---|---|---|" + ("---|" if one else "")]
+             "| name | weights | model | folder |" + (" tag |" if shared else ""),
+             "|---|---|---|---|" + ("---|" if shared else "")]
     for row in index:
         lines.append(f"| {row['name']} | {', '.join(f'{x:g}' for x in row['weights'])} | {row['model']} | "
-                     f"{row['folder']} |" + (f" `{row['tag']}` |" if one else ""))
+                     f"{row['folder']} |" + (f" `{row['tag']}` |" if shared else ""))
     lines += ["", "Serve them with vLLM: `./vllm-serve.sh` (the exact command; `lora-modules.json` holds the same "
               "modules in vLLM's JSON form, paths relative to this folder). The prompt format is "
               f"`{cfg.policy.prompt_format}`" + (": send the raw HH transcript to the completions endpoint."
                                                  if cfg.policy.prompt_format == "hh" else "."),
               ""]
-    if one:
+    if shared:
         lines += ["RiC: one model; a preference is the tag on its own line after the last user turn.", ""]
     return "\n".join(lines)
