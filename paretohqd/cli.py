@@ -240,9 +240,9 @@ def evaluate(
     if prompts is None and out is None:
         evaluate_run(cfg, run_dir)  # resumes: models already answered are skipped
         if interpolation:
+            from paretohqd.interpolation import interpolation_quality
             from paretohqd.lock import hold
             from paretohqd.report.run import write_report
-            from paretohqd.use import interpolation_quality
 
             with hold(run_dir):  # its answers and the report again (with its interpolation table) are written
                 interpolation_quality(run_dir)
@@ -250,7 +250,7 @@ def evaluate(
         return
     if prompts is None or out is None:
         raise InputError("give --prompts FILE and --out DIR together (without both, the run's held-out prompts are used)")
-    from paretohqd.use import read_prompts
+    from paretohqd.data.prompts import read_prompts
 
     _, conversations = read_prompts(prompts)
     evaluate_prompts(cfg, run_dir, conversations, prompts, out)
@@ -287,8 +287,9 @@ def generate(
 ) -> None:
     """Answer prompts with a trained run's model for any preference (the run's generation settings;
     --set generate.* changes them)."""
+    from paretohqd.data.prompts import prompt_messages, read_prompts
     from paretohqd.io import write_table
-    from paretohqd.use import generate_table, prompt_messages, read_prompts
+    from paretohqd.use import generate_table
 
     if (prompt is None) == (prompts is None):
         raise InputError("give exactly one of --prompt TEXT or --prompts FILE")
@@ -323,7 +324,7 @@ def export(
     trust_remote_code: bool = TrustOpt,
 ) -> None:
     """Export a trained run's models: adapters with model cards, lora-modules.json and vllm-serve.sh."""
-    from paretohqd.use import export as export_run
+    from paretohqd.export import export as export_run
 
     folder = export_run(run_dir, out, merged=merged, weights=list(weights), trust_remote_code=trust_remote_code)
     console.print(f"wrote {folder}: README.md, export.json, lora-modules.json, vllm-serve.sh")

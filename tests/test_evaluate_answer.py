@@ -256,7 +256,7 @@ def test_interpolation_quality_compares_each_left_out_preference_with_its_neighb
     import shutil
 
     from paretohqd.rewards import score
-    from paretohqd.use import interpolation_quality
+    from paretohqd.interpolation import interpolation_quality
 
     cfg, root = tiny_run
     monkeypatch.setattr(score, "write_scores", fake_score)

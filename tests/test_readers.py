@@ -19,7 +19,7 @@ from audit_writes import changes_under, tree
 from paretohqd.cli import app
 from paretohqd.io import InputError
 from paretohqd.lock import BusyError, hold, lock_file
-from paretohqd.use import EXPORT_MARKER, _write_serving
+from paretohqd.export import EXPORT_MARKER, _write_serving
 from test_use import make_run
 
 REPO = Path(__file__).resolve().parents[1]

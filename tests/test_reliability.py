@@ -20,7 +20,8 @@ from paretohqd import pipeline
 from paretohqd.cli import app
 from paretohqd.config import load_config
 from paretohqd.progress import console
-from paretohqd.runfolder import RunFolder, _mismatch
+from paretohqd.runfolder import RunFolder
+from paretohqd.runfolder.manifest import mismatch
 
 
 def _copy(finished, tmp_path) -> tuple[Path, list[str]]:
@@ -211,7 +212,7 @@ def _no_unfinished_step_marked_done(root: Path, failed: str) -> None:
     assert failed not in steps
     assert not [p for p in root.rglob("*.tmp")]
     for name, entry in steps.items():
-        bad = {f: _mismatch(root / f, want) for f, want in entry.get("outputs", {}).items()}
+        bad = {f: mismatch(root / f, want) for f, want in entry.get("outputs", {}).items()}
         assert not {f: why for f, why in bad.items() if why and why != "is missing"}, name
 
 

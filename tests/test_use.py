@@ -4,6 +4,7 @@ adapters as the preference models, as `paretohqd run` leaves them."""
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -16,11 +17,13 @@ from paretohqd.cli import app
 from paretohqd.config import Config, GenerateConfig, PolicyConfig, dump_config
 from paretohqd.io import InputError, write_json
 from paretohqd.methods.ric import desired_rewards, reward_tag
-from paretohqd.pareto.preferences import PRESETS, simplex_grid
+from paretohqd.pareto.preferences import simplex_grid
+from paretohqd.pareto.simplex import barycentric
 from paretohqd.policy.generate import answer, generate, load_for_generation
 from paretohqd.policy.load import load_tokenizer
 from paretohqd.policy.prompts import resolve_format
-from paretohqd.use import barycentric, delaunay_cell, lattice_cell
+from paretohqd.runfolder import FinalModel
+from paretohqd.use import one_model
 
 GREEDY = ["generate.temperature=0", "generate.max_new_tokens=6"]
 
@@ -117,29 +120,6 @@ def test_three_objectives_mix_the_grid_cell_barycentrically(tmp_path, tiny_polic
     assert loaded.name.startswith("mix(") and loaded.name.count(":") == 3
 
 
-def test_cells_reproduce_the_point():
-    """Whatever the cell, its vertices mixed with the barycentric weights give w back."""
-    rng = np.random.default_rng(0)
-    for m, n in [(3, 4), (4, 3), (5, 3)]:
-        for w in rng.dirichlet(np.ones(m), size=50):
-            vertices, lam = lattice_cell(w, n)
-            assert (lam > 0).all() and lam.sum() == pytest.approx(1)
-            np.testing.assert_allclose(lam @ vertices, w, atol=1e-12)
-            assert all(np.isclose(v * (n - 1), np.round(v * (n - 1))).all() for v in vertices)  # grid points
-    ric3 = np.array(PRESETS["ric-3obj"])
-    ric3 = ric3 / ric3.sum(axis=1, keepdims=True)
-    inside = 0
-    for w in rng.dirichlet(np.ones(3), size=200):
-        found = delaunay_cell(ric3, w)
-        if found is None:  # outside the presets' hull
-            assert barycentric(ric3, w) is None
-            continue
-        inside += 1
-        idx, lam = found
-        np.testing.assert_allclose(lam @ ric3[idx], w, atol=1e-9)
-    assert inside > 100
-
-
 def test_bad_weights_and_unfinished_runs_are_one_line_errors(run2, tmp_path):
     cfg, root = run2
     for weights, match in [([0.5, 0.6], r"sum to 1\.1; .*\(helpful, harmless\)"),
@@ -164,6 +144,17 @@ def test_ric_preference_is_its_tag(tmp_path, tiny_policy):
     assert loaded.name == "ric(0.3,0.7)"
     assert loaded.tag == reward_tag(["helpful", "harmless"], desired_rewards([0.3, 0.7], [-2, -2], [2, 2]))
     assert paretohqd.load(root, [0.5, 0.5]).name == "pref-01"
+
+
+def test_one_model_for_every_preference_is_a_property_of_the_final_models(tmp_path):
+    """`one_model` reads the final models, not the method's name: one folder that tags any preference."""
+    w = simplex_grid(2, 3)
+    tagged = [FinalModel(f"pref-0{i}", x, tmp_path / "m", tmp_path / "m" / "train.json", "t",
+                         tag_for=lambda v: f"tag {v[0]:g}") for i, x in enumerate(w)]
+    assert one_model(tagged)
+    assert not one_model(tagged[:1] + [replace(tagged[1], tag_for=None)])  # a model that tags no other preference
+    own = [FinalModel(f"pref-0{i}", x, tmp_path / f"p{i}", tmp_path / f"p{i}" / "train.json") for i, x in enumerate(w)]
+    assert not one_model(own) and not one_model(own[:1])  # a lone trained model answers only its own preference
 
 
 # generate ----------------------------------------------------------------------------------------

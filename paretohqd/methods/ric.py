@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -234,9 +235,11 @@ def _finetune(r: RunFolder, tokenizer, out: Path) -> None:
 
 
 def final_models(r: RunFolder) -> list[FinalModel]:
-    """The one model once per preference, each with its desired-reward tag."""
+    """The one model once per preference, each with its desired-reward tag, and the tag for any
+    other preference (`tag_for`): the model answers every preference."""
     model = model_dir(r)
-    return [FinalModel(pref_name(i), w, model, model / "train.json", preference_tag(r, w))
+    return [FinalModel(pref_name(i), w, model, model / "train.json", preference_tag(r, w),
+                       tag_for=partial(preference_tag, r))
             for i, w in enumerate(r.preferences)]
 
 

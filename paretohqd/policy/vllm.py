@@ -3,7 +3,7 @@ LoRA enabled, and one `LoRARequest` per preference model, so models are switched
 the base weights.
 
 vLLM takes one adapter per request, so a mix of trained models (theta = W + sum_i lambda_i dW_i,
-`use.py`) is first written as one adapter, PEFT's `cat` combination as `load_mixed` does; its rank
+`paretohqd.use`) is first written as one adapter, PEFT's `cat` combination as `load_mixed` does; its rank
 is the sum of the parts' ranks. Fully fine-tuned models (train.lora: false) are refused: they have no
 adapter to request. vLLM is an optional extra (`pip install 'paretohqd[vllm]'`) and needs CUDA.
 """
