@@ -11,7 +11,8 @@ import numpy as np
 from paretohqd.io import InputError
 from paretohqd.serve.limits import WEIGHT_GRID
 from paretohqd.serve.protocol import APIError
-from paretohqd.use import choose, open_run, parse_weights
+from paretohqd.pareto.simplex import parse_weights
+from paretohqd.use import choose, open_run
 
 BASE = "base"
 """The model name of the policy before training."""
