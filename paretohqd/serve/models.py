@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from paretohqd.io import InputError
+from paretohqd.pareto.simplex import parse_weights
 from paretohqd.serve.limits import WEIGHT_GRID
 from paretohqd.serve.protocol import APIError
-from paretohqd.pareto.simplex import parse_weights
 from paretohqd.use import choose, open_run
 
 BASE = "base"
