@@ -104,7 +104,8 @@ def sft_start(r: RunFolder, tokenizer) -> Path | None:
 def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *, seed: int,
                      init: Path | None = None) -> dict:
     """GRPO with LoRA on w . r, from the base or (`init`) the SFT adapter merged into it; saves the
-    adapter (the SFT and RL adapters summed, with `init`) and `train.json` to `out` (atomically)."""
+    adapter (the SFT and RL adapters summed, with `init`) and `train.json` to `out` (atomically).
+    Slightly over ~60 lines: TRL's GRPOConfig takes its settings one per line."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 

@@ -73,6 +73,9 @@ def decode(model, prompts: list[list[int]], cfg: GenerateConfig, *, eos: set[int
             at a time after their shared prefix (default on CPU).
 
     Returns each row's new token ids, its EOS included.
+
+    Longer than ~60 lines on purpose: the per-token loop (sample, end rows, drop them from the
+    cache) reads top to bottom in one place, as nanoGPT's `generate`, rather than across helpers.
     """
     rows, device = len(prompts), model.device
     lengths = [len(p) for p in prompts]

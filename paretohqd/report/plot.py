@@ -48,6 +48,9 @@ def plot_fronts(
         path: PNG to write.
         title: figure title.
 
+    Longer than ~60 lines on purpose: one matplotlib figure drawn layer by layer (cloud, fronts,
+    intervals, base points, labels), each a few straight lines.
+
     Returns:
         `path`.
     """
