@@ -5,7 +5,7 @@ report's hypervolumes, collapse rates and per-model means, and the adapters (all
 other nodes or with other thread counts sum in another order, so adapters are equal up to float
 rounding: `--atol` (default 1e-4) is the absolute tolerance on their weights.
 
-    python benchmarks/same_result.py runs/demo runs/demo-ray
+    python -m benchmarks.same_result runs/demo runs/demo-ray   (from the repository root)
 
 Prints what differs, then `same result` (exit 0) or `NOT the same result` (exit 1).
 """
@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import chaos  # (this folder)
+from benchmarks import chaos
 
 
 def main() -> int:

@@ -5,12 +5,13 @@ the finished run equals the uninterrupted one. The full campaign (24
 seeded kills spread over every step) is `benchmarks/chaos.py`, run by the slow test below."""
 
 import json
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks import chaos
+from benchmarks import chaos, same_result
 from paretohqd.testing import tiny_run_overrides
 
 
@@ -63,8 +64,6 @@ def _finished_by_hand(root: Path, methods: list[str], adapters: list[str]) -> Pa
 
 
 def test_what_one_side_lacks_is_a_difference(tmp_path, monkeypatch):
-    import same_result
-
     adapter = "stage1/pref-00/adapter_model.safetensors"
     ref = _finished_by_hand(tmp_path / "ref", ["paretohqd", "soups"], [adapter])
     assert chaos.differences(ref, _finished_by_hand(tmp_path / "same", ["paretohqd", "soups"], [adapter])) == []
