@@ -33,10 +33,12 @@ def test_kill_9_twice_then_resume_equals_the_uninterrupted_run(tmp_path, finishe
     assert [line for line in second.lines if line.startswith("error:")] == [
         f"error: {root} is in use by pid {first.proc.pid}, running since "
         + second.lines[-1].split("running since ", 1)[1]]
-    assert first.kill_when(lambda: any(root.glob("stage1/pref-*.ckpt/state.json"))) is not None
+    # (None: the run ended, or finished stage 1, before a checkpoint was seen; its last lines say which)
+    assert first.kill_when(lambda: any(root.glob("stage1/pref-*.ckpt/state.json"))) is not None, first.lines[-30:]
 
     resumed = chaos.Attempt(cmd)  # the killed holder's lock died with it
-    assert resumed.kill_when(lambda: any(root.glob("stage2/.generated-pref-*.batches/batch-*.parquet"))) is not None
+    assert resumed.kill_when(lambda: any(root.glob("stage2/.generated-pref-*.batches/batch-*.parquet"))) is not None, \
+        resumed.lines[-30:]
     assert any(line.startswith("  resumed from the checkpoint at step 2/4") for line in resumed.lines), resumed.lines
 
     last = chaos.Attempt(cmd)
