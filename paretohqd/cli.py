@@ -315,19 +315,53 @@ def generate(
 @user_errors
 def export(
     run_dir: Path = typer.Argument(..., help="A trained run folder, e.g. runs/demo."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write: new, empty, or an earlier export "
-                             "(replaced whole); any other folder is refused."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write: new, empty, or an earlier export "
+                                       "(replaced whole); any other folder is refused."),
     merged: bool = typer.Option(False, "--merged", help="Also write whole merged models (merged/NAME) that plain "
                                 "transformers AutoModelForCausalLM.from_pretrained loads."),
     weights: list[str] = typer.Option([], "--weights", "-w", help="Also export this preference, mixed exactly from "
                                       "the trained ones, e.g. 0.35,0.65 (repeatable)."),
+    hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Publish the export as this Hugging Face Hub "
+                                      "model repository, OWNER/NAME, in one commit (the token: HF_TOKEN or "
+                                      "`hf auth login`); with --out, that folder is what is uploaded."),
+    private: bool = typer.Option(False, "--private", help="With --push-to-hub: create the repository private."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --push-to-hub: list what would be uploaded and the "
+                                 "card's metadata; nothing is sent."),
     trust_remote_code: bool = TrustOpt,
 ) -> None:
-    """Export a trained run's models: adapters with model cards, lora-modules.json and vllm-serve.sh."""
+    """Export a trained run's models: adapters with model cards, lora-modules.json and vllm-serve.sh,
+    into a folder (--out) or a Hugging Face Hub repository (--push-to-hub)."""
     from paretohqd.export import export as export_run
 
+    if hub is None and (private or dry_run):
+        raise InputError(f"{'--private' if private else '--dry-run'} is an option of --push-to-hub OWNER/NAME; "
+                         f"add it, or drop the option")
+    if hub is None and out is None:
+        raise InputError("nowhere to export to: give --out DIR (a folder) or --push-to-hub OWNER/NAME (the Hub)")
+    if hub is not None:
+        from paretohqd.hub import push
+
+        _print_push(push(run_dir, hub, private=private, dry_run=dry_run, out=out, merged=merged, weights=list(weights),
+                         trust_remote_code=trust_remote_code))
+        return
     folder = export_run(run_dir, out, merged=merged, weights=list(weights), trust_remote_code=trust_remote_code)
     console.print(f"wrote {folder}: README.md, export.json, lora-modules.json, vllm-serve.sh")
+
+
+def _print_push(result) -> None:
+    table = Table(title=f"{'would upload' if result.url is None else 'uploaded'} to {result.repo_id}")
+    table.add_column("path")
+    table.add_column("bytes", justify="right")
+    for path, size in result.files:
+        table.add_row(path, f"{size:,}")
+    console.print(table)
+    console.print(f"{len(result.files)} files, {sum(s for _, s in result.files):,} bytes. The repository card's "
+                  f"metadata (README.md):", markup=False)
+    console.print(result.metadata, markup=False, highlight=False, soft_wrap=True)
+    if result.url is None:
+        console.print("dry run: nothing was sent; without --dry-run the files go up in one commit", markup=False)
+    else:
+        console.print(f"pushed: {result.url}", markup=False)
 
 
 @app.command("serve")

@@ -37,13 +37,98 @@ def _evaluation(r: RunFolder) -> dict[str, dict]:
     return {**{m["model"]: m for m in entry.get("models", [])}, "_method": entry}
 
 
-def model_card(r: RunFolder, name: str, choice: Choice, base: str, evaluation: dict) -> str:
-    """A model card (README.md) for one exported model."""
+def hub_id(name: str) -> str | None:
+    """`name` if it reads as a Hugging Face Hub id (`owner/name`, not a local path), else None: the Hub
+    refuses a card whose `base_model` or `datasets` names no repository, so local paths stay out of
+    the metadata (the card's text still states them).
+
+    Examples:
+        >>> hub_id("Anthropic/hh-rlhf"), hub_id("/data/hh-rlhf"), hub_id("smollm2-135m-instruct")
+        ('Anthropic/hh-rlhf', None, None)
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.count("/") != 1 or os.path.exists(name):
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+def _source_name(source) -> str:
+    path = source if isinstance(source, str) else source.path
+    return hub_id(path) or Path(path).name
+
+
+def eval_results(r: RunFolder, row: dict):
+    """A model's evaluation row (report.json) as `model-index` results: per objective the mean reward
+    on the held-out prompts, the reward model named as the metric, the 95% interval in its args."""
+    from huggingface_hub import EvalResult
+
+    cfg = r.cfg
+    sources = cfg.evaluate.sources if cfg.evaluate.source == "split" else cfg.data.sources
+    names = [_source_name(s) for s in sources]
+    return [EvalResult(task_type="text-generation", task_name="multi-objective alignment",
+                       dataset_type=names[0] if len(names) == 1 else ",".join(names),
+                       dataset_name=f"{row['n']} held-out prompts ({', '.join(names)}, evaluate.source "
+                                    f"{cfg.evaluate.source})", dataset_split="held-out",
+                       metric_type=cfg.rewards.models[o], metric_name=f"mean {o} reward", metric_config=o,
+                       metric_value=round(float(row["mean"][o]), 6),
+                       metric_args={"ci95": row["ci95"][o], "prompts": row["n"]})
+            for o in r.objectives]
+
+
+def card_metadata(r: RunFolder, models: dict[str, list]) -> str:
+    """The YAML front matter of a model card (huggingface_hub `ModelCardData`): base model and
+    datasets where they are Hub ids, and `model-index` with one entry per evaluated model
+    (name -> its `eval_results`)."""
+    from huggingface_hub import ModelCardData
+    from huggingface_hub.repocard_data import eval_results_to_model_index
+
+    cfg = r.cfg
+    datasets = [d for d in (hub_id(_source_name(s)) for s in cfg.data.sources) if d]
+    data = ModelCardData(base_model=hub_id(cfg.policy.model), datasets=datasets or None,
+                         library_name="peft" if cfg.train.lora else "transformers", pipeline_tag="text-generation",
+                         tags=["paretohqd", "multi-objective-alignment", cfg.method])
+    meta = data.to_dict()
+    index = [entry for name, results in models.items() if results
+             for entry in eval_results_to_model_index(name, results)]
+    from huggingface_hub.utils import yaml_dump
+
+    return yaml_dump({**meta, **({"model-index": index} if index else {})})
+
+
+def _usage(r: RunFolder, name: str, choice: Choice, repo_id: str | None) -> list[str]:
+    """How to load this model: from the run (`paretohqd.load`), with PEFT or transformers (from the
+    Hub repository's folder when pushed, else this folder), and with vLLM."""
+    cfg, w = r.cfg, ", ".join(f"{x:g}" for x in choice.weights)
+    where = f'"{repo_id}", subfolder="{name}"' if repo_id else f'"{name}"  # this export\'s folder'
+    load = (f'model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{cfg.policy.model}"), {where})'
+            if cfg.train.lora else f"model = AutoModelForCausalLM.from_pretrained({where})")
+    fetch = (f"hf download {repo_id} --local-dir {repo_id.split('/')[1]} && {repo_id.split('/')[1]}/vllm-serve.sh"
+             if repo_id else "./vllm-serve.sh")
+    lines = ["## How to use", "",
+             f"With the run folder, any preference (the exact mix between trained ones): "
+             f"`paretohqd.load(\"runs/{r.root.name}\", [{w}])`.", "",
+             "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer"]
+    lines += ["from peft import PeftModel"] if cfg.train.lora else []
+    lines += [load, "```", "",
+              f"vLLM (`--lora-modules {name}=PATH`, every preference one model name on one server): `{fetch}`."
+              if cfg.train.lora else f"vLLM: `{fetch}` (one server per model).", ""]
+    return lines
+
+
+def model_card(r: RunFolder, name: str, choice: Choice, base: str, evaluation: dict, repo_id: str | None = None) -> str:
+    """A model card (README.md) for one exported model: metadata (`card_metadata`), the preference and
+    how it was trained, the run's evaluation, and how to load it (from the Hub's `repo_id` when given)."""
     cfg, method = r.cfg, methods.module(r.cfg)
     weights = ", ".join(f"{o} {x:g}" for o, x in zip(r.objectives, choice.weights))
-    lines = ["---", f"base_model: {cfg.policy.model}", "library_name: peft" if cfg.train.lora else "library_name: transformers",
-             "tags: [paretohqd, multi-objective-alignment]", "---", "",
-             f"# {name}: preference {weights}", "",
+    row = evaluation.get(choice.name)
+    lines = ["---", card_metadata(r, {f"{name} ({weights})": eval_results(r, row) if row else []}).strip(), "---",
+             "", f"# {name}: preference {weights}", "",
              f"Trained by paretohqd, run `{r.root.name}`: {method.describe(cfg)} (method `{cfg.method}`).", "",
              "| | |", "|---|---|",
              f"| preference weights | {weights} |",
@@ -57,27 +142,30 @@ def model_card(r: RunFolder, name: str, choice: Choice, base: str, evaluation: d
               f"| reward models | {', '.join(f'{o}: {m}' for o, m in cfg.rewards.models.items())} |"]
     if choice.tag is not None:
         lines.append(f"| prompt tag | `{choice.tag}` on its own line after the last user turn (RiC) |")
-    lines.append("")
+    lines += ["", *_evaluation_lines(r, choice, evaluation), "", *_usage(r, name, choice, repo_id)]
+    return "\n".join(lines)
+
+
+def _evaluation_lines(r: RunFolder, choice: Choice, evaluation: dict) -> list[str]:
     row = evaluation.get(choice.name)
-    if row is not None:
-        lines += [f"## Evaluation ({row['n']} held-out prompts, from the run's report.json)", "",
-                  "| objective | mean reward | 95% interval |", "|---|---|---|"]
-        for o in r.objectives:
-            lo, hi = row["ci95"][o]
-            ci = "-" if lo is None else f"{lo:.4f} .. {hi:.4f}"
-            lines.append(f"| {o} | {row['mean'][o]:.4f} | {ci} |")
-        lines += ["", f"Collapse rate {row['collapse_rate']:.1%}."]
-        entry = evaluation["_method"]
-        if entry.get("hypervolume") is not None:
-            lines.append(f"Hypervolume of the run's preference models ({len(entry['models'])}) together: "
-                         f"{entry['hypervolume']:.4f}.")
-    elif evaluation and len(choice.parts) > 1:
-        lines.append("Not evaluated: an interpolated preference (the run's report evaluates the trained ones).")
-    elif evaluation:
-        lines.append(f"Not evaluated: no row for {choice.name} in the run's report.json.")
-    else:
-        lines.append("Not evaluated: the run has no report.json (`paretohqd evaluate RUN` writes it).")
-    return "\n".join(lines) + "\n"
+    if row is None and evaluation and len(choice.parts) > 1:
+        return ["Not evaluated: an interpolated preference (the run's report evaluates the trained ones)."]
+    if row is None and evaluation:
+        return [f"Not evaluated: no row for {choice.name} in the run's report.json."]
+    if row is None:
+        return ["Not evaluated: the run has no report.json (`paretohqd evaluate RUN` writes it)."]
+    lines = [f"## Evaluation ({row['n']} held-out prompts, from the run's report.json)", "",
+             "| objective | reward model | mean reward | 95% interval |", "|---|---|---|---|"]
+    for o in r.objectives:
+        lo, hi = row["ci95"][o]
+        ci = "-" if lo is None else f"{lo:.4f} .. {hi:.4f}"
+        lines.append(f"| {o} | {r.cfg.rewards.models[o]} | {row['mean'][o]:.4f} | {ci} |")
+    lines += ["", f"Collapse rate {row['collapse_rate']:.1%}."]
+    entry = evaluation["_method"]
+    if entry.get("hypervolume") is not None:
+        lines.append(f"Hypervolume of the run's preference models ({len(entry['models'])}) together: "
+                     f"{entry['hypervolume']:.4f}.")
+    return lines
 
 
 EXPORT_MARKER = ".paretohqd-export.json"
@@ -116,10 +204,11 @@ def _copy_files(adapter: Path, folder: Path) -> None:
 
 
 def export(run: str | Path, out: str | Path, *, merged: bool = False, weights: list[str] = (),
-           trust_remote_code: bool = False) -> Path:
+           trust_remote_code: bool = False, repo_id: str | None = None) -> Path:
     """`paretohqd export`: every trained preference's model, and any `weights` mixed, as folders in
     `out` with model cards, `lora-modules.json` and `vllm-serve.sh`; `merged`: also whole models
-    (merged/NAME) that plain transformers loads. The run is read only (a reader's lock); `out` must
+    (merged/NAME) that plain transformers loads; `repo_id`: the Hub repository the export is for
+    (`paretohqd.hub`), which the cards load from. The run is read only (a reader's lock); `out` must
     be absent, empty or an earlier export (`check_export_folder`), and is replaced whole.
 
     Returns:
@@ -133,10 +222,11 @@ def export(run: str | Path, out: str | Path, *, merged: bool = False, weights: l
     check_export_folder(out, run)
     with hold(run, shared=True), hold(out):
         check_export_folder(out, run)  # again, now that no other export can be writing it
-        return _export(run, Path(out), merged, weights, trust_remote_code)
+        return _export(run, Path(out), merged, weights, trust_remote_code, repo_id)
 
 
-def _export(run: str | Path, out: Path, merged: bool, weights: list[str], trust_remote_code: bool) -> Path:
+def _export(run: str | Path, out: Path, merged: bool, weights: list[str], trust_remote_code: bool,
+            repo_id: str | None) -> Path:
     from paretohqd.policy.generate import load_mixed
     from paretohqd.policy.load import load_tokenizer, resolve_policy
 
@@ -163,7 +253,7 @@ def _export(run: str | Path, out: Path, merged: bool, weights: list[str], trust_
                 _copy_files(choice.parts[0][0].adapter, folder)
             else:
                 _write_mixed_adapter(cfg, choice, folder)
-            write_text(model_card(r, name, choice, base, evaluation), folder / "README.md")
+            write_text(model_card(r, name, choice, base, evaluation, repo_id), folder / "README.md")
             if merged:
                 model = load_mixed(cfg.policy, [(m.adapter, lam) for m, lam in choice.parts], lora=cfg.train.lora,
                                    dtype=cfg.policy.dtype)
@@ -179,7 +269,7 @@ def _export(run: str | Path, out: Path, merged: bool, weights: list[str], trust_
         write_json({"run": str(r.root), "method": cfg.method, "objectives": r.objectives, "base_model": base,
                     "prompt_format": cfg.policy.prompt_format, "models": index}, tmp / "export.json")
         _write_serving(cfg, base, [name for name, _ in models], tmp)
-        write_text(_index_readme(r, models, index, shared), tmp / "README.md")
+        write_text(_index_readme(r, index, shared, evaluation, repo_id), tmp / "README.md")
         write_json({"written_by": "paretohqd export", "run": str(r.root)}, tmp / EXPORT_MARKER)
     return out
 
@@ -235,9 +325,13 @@ def _write_serving(cfg: Config, base: str, names: list[str], tmp: Path) -> None:
     script.chmod(0o755)
 
 
-def _index_readme(r: RunFolder, models: list[tuple[str, Choice]], index: list[dict], shared: bool) -> str:
+def _index_readme(r: RunFolder, index: list[dict], shared: bool, evaluation: dict, repo_id: str | None) -> str:
+    """The export's top-level README.md: on the Hub the repository's card, its `model-index` one entry
+    per evaluated preference."""
     cfg = r.cfg
-    lines = [f"# Models of run `{r.root.name}` ({cfg.method})", "",
+    results = {f"{row['name']} ({', '.join(f'{o} {x:g}' for o, x in zip(r.objectives, row['weights']))})":
+               eval_results(r, evaluation[row["model"]]) for row in index if row["model"] in evaluation}
+    lines = ["---", card_metadata(r, results).strip(), "---", "", f"# Models of run `{r.root.name}` ({cfg.method})", "",
              f"Objectives: {', '.join(r.objectives)}. Base model: {cfg.policy.model}. "
              f"Each folder is a {'LoRA adapter' if cfg.train.lora else 'whole model'} with its model card.", "",
              "| name | weights | model | folder |" + (" tag |" if shared else ""),
@@ -252,4 +346,9 @@ def _index_readme(r: RunFolder, models: list[tuple[str, Choice]], index: list[di
               ""]
     if shared:
         lines += ["RiC: one model; a preference is the tag on its own line after the last user turn.", ""]
+    if repo_id:
+        name = repo_id.split("/")[1]
+        one = "PeftModel.from_pretrained(base, " if cfg.train.lora else "AutoModelForCausalLM.from_pretrained("
+        lines += [f"From the Hub: `hf download {repo_id} --local-dir {name} && {name}/vllm-serve.sh`; one "
+                  f"preference: `{one}\"{repo_id}\", subfolder=\"FOLDER\")` (each folder's card says how).", ""]
     return "\n".join(lines)

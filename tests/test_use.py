@@ -250,7 +250,7 @@ def test_export_merged_models_load_with_plain_transformers(run2, tmp_path):
 
 
 def test_export_card_states_the_runs_evaluation(run2, tmp_path):
-    _, root = run2
+    cfg, root = run2
     run = tmp_path / "evaluated"
     shutil.copytree(root, run)
     row = {"model": "pref-01", "n": 4, "mean": {"helpful": 1.25, "harmless": -0.5},
@@ -259,7 +259,9 @@ def test_export_card_states_the_runs_evaluation(run2, tmp_path):
     res = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     card = (tmp_path / "out" / "pref-01" / "README.md").read_text()
-    assert "| helpful | 1.2500 | 1.0000 .. 1.5000 |" in card and "| harmless | -0.5000 |" in card
+    rm = cfg.rewards.models
+    assert f"| helpful | {rm['helpful']} | 1.2500 | 1.0000 .. 1.5000 |" in card
+    assert f"| harmless | {rm['harmless']} | -0.5000 |" in card
     assert "Collapse rate 25.0%" in card and "together: 0.1234" in card
     assert "Not evaluated" in (tmp_path / "out" / "pref-00" / "README.md").read_text()  # no row for it
     assert not (tmp_path / "out" / "merged").exists()
