@@ -59,13 +59,18 @@ def hub_id(name: str) -> str | None:
 
 
 def _source_name(source) -> str:
-    path = source if isinstance(source, str) else source.path
-    return hub_id(path) or Path(path).name
+    return _model_name(source if isinstance(source, str) else source.path)
+
+
+def _model_name(model: str) -> str:
+    """A model's Hub id, or a local one's folder name (the card's text gives the whole path)."""
+    return hub_id(model) or Path(model).name
 
 
 def eval_results(r: RunFolder, row: dict):
     """A model's evaluation row (report.json) as `model-index` results: per objective the mean reward
-    on the held-out prompts, the reward model named as the metric, the 95% interval in its args."""
+    on the held-out prompts, the reward model named as the metric (`_model_name`), the 95% interval
+    in its args."""
     from huggingface_hub import EvalResult
 
     cfg = r.cfg
@@ -75,9 +80,10 @@ def eval_results(r: RunFolder, row: dict):
                        dataset_type=names[0] if len(names) == 1 else ",".join(names),
                        dataset_name=f"{row['n']} held-out prompts ({', '.join(names)}, evaluate.source "
                                     f"{cfg.evaluate.source})", dataset_split="held-out",
-                       metric_type=cfg.rewards.models[o], metric_name=f"mean {o} reward", metric_config=o,
+                       metric_type=_model_name(cfg.rewards.models[o]), metric_name=f"mean {o} reward", metric_config=o,
                        metric_value=round(float(row["mean"][o]), 6),
-                       metric_args={"ci95": row["ci95"][o], "prompts": row["n"]})
+                       metric_args={"prompts": row["n"], **({"ci95": row["ci95"][o]} if row["ci95"][o][0] is not None
+                                                             else {})})  # no interval without bootstrap
             for o in r.objectives]
 
 
@@ -98,7 +104,7 @@ def card_metadata(r: RunFolder, models: dict[str, list]) -> str:
              for entry in eval_results_to_model_index(name, results)]
     from huggingface_hub.utils import yaml_dump
 
-    return yaml_dump({**meta, **({"model-index": index} if index else {})})
+    return yaml_dump({**meta, **({"model-index": index} if index else {})}, sort_keys=False)
 
 
 def _usage(r: RunFolder, name: str, choice: Choice, repo_id: str | None) -> list[str]:

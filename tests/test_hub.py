@@ -173,7 +173,6 @@ def test_push_uploads_one_folder_per_preference_in_one_commit(run, hub):
 def test_card_metadata_parses_and_its_model_index_is_the_report(run, hub):
     assert _push(run, "--push-to-hub", "me/tiny-run").exit_code == 0
     files = hub.repos["me/tiny-run"]["files"]
-    cfg_models = {"helpful": str(run.parent / "rm-helpful"), "harmless": str(run.parent / "rm-harmless")}
     top = _front_matter(files["README.md"])
     assert top["library_name"] == "peft" and "base_model" not in top  # a local policy: no Hub id to name
     weights = {"pref-00": "helpful 0, harmless 1", "pref-01": "helpful 0.5, harmless 0.5",
@@ -183,7 +182,7 @@ def test_card_metadata_parses_and_its_model_index_is_the_report(run, hub):
         (result,) = entry["results"]
         assert result["task"]["type"] == "text-generation"
         got = {x["config"]: (x["type"], x["value"], x["args"]["ci95"]) for x in result["metrics"]}
-        assert got == {o: (cfg_models[o], v, [v - 0.5, v + 0.5]) for o, v in zip(("helpful", "harmless"), MEANS[m])}
+        assert got == {o: (f"rm-{o}", v, [v - 0.5, v + 0.5]) for o, v in zip(("helpful", "harmless"), MEANS[m])}
         own = ModelCard(files[f"{m}/README.md"].decode()).data  # huggingface_hub reads it back the same
         assert own.model_name == entry["name"] and [r.metric_value for r in own.eval_results] == list(MEANS[m])
 
@@ -252,3 +251,27 @@ def test_push_options_need_a_destination(run, hub):
                           (["--out", "x", "--dry-run"], "--dry-run is an option of --push-to-hub")]:
         res = _push(run, *args)
         assert res.exit_code == 2 and res.output == f"error: {message}" + res.output.split(message)[1], res.output
+
+
+def test_card_metadata_names_hub_ids_and_leaves_local_paths_out():
+    """The Hub refuses a card whose base_model or datasets names no repository: local paths stay out
+    of the metadata (the text states them); the reward model is the metric, a local one by its folder."""
+    from types import SimpleNamespace
+
+    from paretohqd.config import Config
+    from paretohqd.export import card_metadata, eval_results
+
+    cfg = Config(policy={"model": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+                 data={"sources": ["Anthropic/hh-rlhf", "/data/mine", {"path": "me/pairs", "format": "pairs"}]},
+                 rewards={"models": {"helpful": "OpenAssistant/rm", "harmless": "/models/rm-harmless"}})
+    r = SimpleNamespace(cfg=cfg, objectives=["helpful", "harmless"])
+    row = {"n": 7, "mean": {"helpful": 1.5, "harmless": -2.0}, "ci95": {"helpful": [1.0, 2.0], "harmless": [None, None]}}
+    meta = yaml.safe_load(card_metadata(r, {"pref-00 (helpful 1, harmless 0)": eval_results(r, row)}))
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert meta["datasets"] == ["Anthropic/hh-rlhf", "me/pairs"]
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"]["type"] == "Anthropic/hh-rlhf,mine,me/pairs" and "7 held-out" in result["dataset"]["name"]
+    assert [(m["type"], m["value"], m["args"]) for m in result["metrics"]] == \
+        [("OpenAssistant/rm", 1.5, {"prompts": 7, "ci95": [1.0, 2.0]}), ("rm-harmless", -2.0, {"prompts": 7})]
+    local = Config(policy={"model": "/models/policy"}, data={"sources": ["/data/mine"]})
+    assert "base_model" not in yaml.safe_load(card_metadata(SimpleNamespace(cfg=local), {}))
