@@ -98,7 +98,7 @@ def _upload(folder: Path, files: list[tuple[str, int]], repo_id: str, token: str
     """Create `repo_id` if absent and commit every file of `folder` to it at once; the commit's URL."""
     import httpx2  # huggingface_hub's HTTP client: its transport errors are the network's
     from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     api = HfApi(token=token)
     try:
@@ -110,7 +110,7 @@ def _upload(folder: Path, files: list[tuple[str, int]], repo_id: str, token: str
         info = api.create_commit(repo_id, operations, commit_message=f"paretohqd export of run {run_name}",
                                  commit_description=f"{len(files)} files, written by `paretohqd export "
                                                     f"--push-to-hub {repo_id}`.")
-    except (HfHubHTTPError, OfflineModeIsEnabled, LocalTokenNotFoundError, httpx2.TransportError, ValueError) as e:
+    except (HfHubHTTPError, OfflineModeIsEnabled, httpx2.TransportError, ValueError) as e:
         raise _hub_error(e, repo_id, api.endpoint) from None
     return info.commit_url
 
@@ -119,22 +119,16 @@ def _hub_error(e: Exception, repo_id: str, endpoint: str) -> Exception:
     """What the Hub (or the way to it) answered, as one line naming the repository and the fix; a
     ValueError of ours or huggingface_hub's (a bug, not the Hub's answer) as it is."""
     import httpx2
-    from huggingface_hub.errors import (HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled,
-                                        RepositoryNotFoundError)
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     if isinstance(e, InputError):
         return e
     if isinstance(e, OfflineModeIsEnabled):
         return InputError(f"{repo_id}: HF_HUB_OFFLINE is set, so nothing may reach the Hub; unset it to push "
                           f"(--dry-run lists what would be uploaded without the network)")
-    if isinstance(e, LocalTokenNotFoundError):
-        return InputError(f"{repo_id}: no Hugging Face token found; {NO_TOKEN}")
     if isinstance(e, httpx2.TransportError):
         return InputError(f"{repo_id}: cannot reach {endpoint} ({type(e).__name__}: {_one_line(e)}); check the "
                           f"network (and HF_ENDPOINT, if set), then run the same command again")
-    if isinstance(e, RepositoryNotFoundError):
-        return InputError(f"{repo_id}: not found, or not visible with this token; check the name, or use a token "
-                          f"that can see the repository")
     if isinstance(e, HfHubHTTPError):
         status = e.response.status_code
         said = f" ({status}: {_one_line(e.server_message)})" if e.server_message else f" ({status})"

@@ -219,6 +219,7 @@ def _closed_port() -> int:
     ("bad id", "--push-to-hub 'me/bad name': "),
     ("not owner/name", "--push-to-hub 'tiny-run': not a repository id; give OWNER/NAME"),
     ("no token", "me/tiny-run: no Hugging Face token found; set HF_TOKEN"),
+    ("oidc fails", "me/tiny-run: no Hugging Face token: HF_OIDC_RESOURCE is set but no OIDC id token"),
     ("wrong token", "me/tiny-run: the Hub refused the token (401: Invalid credentials"),
     ("someone else's", "someone/models: this token may not write there (403: You don't have the rights"),
     ("no network", "me/tiny-run: cannot reach http://127.0.0.1:"),
@@ -230,6 +231,10 @@ def test_hub_errors_are_one_line_naming_the_repo_and_the_fix(run, hub, monkeypat
     hub.repos["someone/models"] = {"private": False, "files": {}, "commits": []}
     if case == "no token":
         monkeypatch.delenv("HF_TOKEN")
+    elif case == "oidc fails":  # CI's Trusted Publishers asked for, outside a CI that mints its id token
+        monkeypatch.setenv("HF_OIDC_RESOURCE", "me/tiny-run")
+        monkeypatch.delenv("HF_OIDC_ID_TOKEN", raising=False)
+        monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     elif case == "wrong token":
         monkeypatch.setenv("HF_TOKEN", "hf_wrong")
     elif case == "no network":
@@ -241,7 +246,7 @@ def test_hub_errors_are_one_line_naming_the_repo_and_the_fix(run, hub, monkeypat
     res = _push(run, "--push-to-hub", repo)
     assert res.exit_code == 2, res.output
     assert res.output.startswith(f"error: {message}") and res.output.count("\n") == 1, res.output
-    if case in ("bad id", "not owner/name", "no token"):
+    if case in ("bad id", "not owner/name", "no token", "oidc fails"):
         assert hub.requests == []  # refused before anything is sent (or exported)
     assert all(r["commits"] == [] for r in hub.repos.values())  # nothing half-pushed
 
