@@ -93,6 +93,7 @@ def card_metadata(r: RunFolder, models: dict[str, list]) -> str:
     (name -> its `eval_results`)."""
     from huggingface_hub import ModelCardData
     from huggingface_hub.repocard_data import eval_results_to_model_index
+    from huggingface_hub.utils import yaml_dump
 
     cfg = r.cfg
     datasets = [d for d in (hub_id(_source_name(s)) for s in cfg.data.sources) if d]
@@ -102,8 +103,6 @@ def card_metadata(r: RunFolder, models: dict[str, list]) -> str:
     meta = data.to_dict()
     index = [entry for name, results in models.items() if results
              for entry in eval_results_to_model_index(name, results)]
-    from huggingface_hub.utils import yaml_dump
-
     return yaml_dump({**meta, **({"model-index": index} if index else {})}, sort_keys=False)
 
 
@@ -111,7 +110,7 @@ def _usage(r: RunFolder, name: str, choice: Choice, repo_id: str | None) -> list
     """How to load this model: from the run (`paretohqd.load`), with PEFT or transformers (from the
     Hub repository's folder when pushed, else this folder), and with vLLM."""
     cfg, w = r.cfg, ", ".join(f"{x:g}" for x in choice.weights)
-    where = f'"{repo_id}", subfolder="{name}"' if repo_id else f'"{name}"  # this export\'s folder'
+    where = f'"{repo_id}", subfolder="{name}"' if repo_id else f'"{name}"'
     load = (f'model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{cfg.policy.model}"), {where})'
             if cfg.train.lora else f"model = AutoModelForCausalLM.from_pretrained({where})")
     fetch = (f"hf download {repo_id} --local-dir {repo_id.split('/')[1]} && {repo_id.split('/')[1]}/vllm-serve.sh"
@@ -119,9 +118,10 @@ def _usage(r: RunFolder, name: str, choice: Choice, repo_id: str | None) -> list
     lines = ["## How to use", "",
              f"With the run folder, any preference (the exact mix between trained ones): "
              f"`paretohqd.load(\"runs/{r.root.name}\", [{w}])`.", "",
-             "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer"]
+             "```python", "# from the Hub" if repo_id else "# from the export folder (run from inside it)",
+             "from transformers import AutoModelForCausalLM, AutoTokenizer"]
     lines += ["from peft import PeftModel"] if cfg.train.lora else []
-    lines += [load, "```", "",
+    lines += [f'tokenizer = AutoTokenizer.from_pretrained("{cfg.policy.model}")', load, "```", "",
               f"vLLM (`--lora-modules {name}=PATH`, every preference one model name on one server): `{fetch}`."
               if cfg.train.lora else f"vLLM: `{fetch}` (one server per model).", ""]
     return lines

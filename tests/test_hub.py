@@ -4,6 +4,7 @@ commit) answered by `HubStub`, which keeps what is committed. The real Hub was n
 answers every file's upload mode "regular" (sent inside the commit, base64), so the LFS / Xet
 transfer the real Hub asks for large files is not exercised."""
 
+import ast
 import base64
 import json
 import socket
@@ -165,7 +166,9 @@ def test_push_uploads_one_folder_per_preference_in_one_commit(run, hub):
     assert {p for p in files if "/" not in p} == {"README.md", "export.json", "lora-modules.json", "vllm-serve.sh"}
     for m in MEANS:
         assert files[f"{m}/adapter_model.safetensors"] == (run / "stage1" / m / "adapter_model.safetensors").read_bytes()
-        assert f'"me/tiny-run", subfolder="{m}"' in files[f"{m}/README.md"].decode()
+        card = files[f"{m}/README.md"].decode()
+        assert f'"me/tiny-run", subfolder="{m}"' in card
+        ast.parse(card.split("```python\n")[1].split("```")[0])  # the loading code is Python
     assert not any(TOKEN.encode() in data for data in files.values())
     assert [r for r in hub.requests if r[0] == "POST" and "/commit/" in r[1]] == [("POST", "/api/models/me/tiny-run/commit/main")]
 
