@@ -336,7 +336,8 @@ def _index_readme(r: RunFolder, index: list[dict], shared: bool, evaluation: dic
     per evaluated preference."""
     cfg = r.cfg
     results = {f"{row['name']} ({', '.join(f'{o} {x:g}' for o, x in zip(r.objectives, row['weights']))})":
-               eval_results(r, evaluation[row["model"]]) for row in index if row["model"] in evaluation}
+               eval_results(r, evaluation[row["model"]]) for row in index
+               if row["name"] == row["model"] and row["model"] in evaluation}  # RiC's one model: its preferences
     lines = ["---", card_metadata(r, results).strip(), "---", "", f"# Models of run `{r.root.name}` ({cfg.method})", "",
              f"Objectives: {', '.join(r.objectives)}. Base model: {cfg.policy.model}. "
              f"Each folder is a {'LoRA adapter' if cfg.train.lora else 'whole model'} with its model card.", "",

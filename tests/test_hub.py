@@ -258,7 +258,7 @@ def test_push_options_need_a_destination(run, hub):
     for args, message in [([], "nowhere to export to: give --out DIR"),
                           (["--out", "x", "--dry-run"], "--dry-run is an option of --push-to-hub")]:
         res = _push(run, *args)
-        assert res.exit_code == 2 and res.output == f"error: {message}" + res.output.split(message)[1], res.output
+        assert res.exit_code == 2 and res.output.startswith(f"error: {message}") and res.output.count("\n") == 1
 
 
 def test_card_metadata_names_hub_ids_and_leaves_local_paths_out():
@@ -283,3 +283,20 @@ def test_card_metadata_names_hub_ids_and_leaves_local_paths_out():
         [("OpenAssistant/rm", 1.5, {"prompts": 7, "ci95": [1.0, 2.0]}), ("rm-harmless", -2.0, {"prompts": 7})]
     local = Config(policy={"model": "/models/policy"}, data={"sources": ["/data/mine"]})
     assert "base_model" not in yaml.safe_load(card_metadata(SimpleNamespace(cfg=local), {}))
+
+
+def test_ric_run_is_one_folder_and_its_card_indexes_every_preference(tmp_path, tiny_policy, hub):
+    """RiC: one model answers every preference (its prompt tag), so the repository holds one folder
+    and its card's model-index has each evaluated preference once."""
+    root = tmp_path / "ric"
+    make_run(root, tiny_policy, ["helpful", "harmless"], 3, method="ric")
+    rows = [{"model": m, "n": 4, "mean": {"helpful": h, "harmless": s},
+             "ci95": {"helpful": [None, None], "harmless": [None, None]}, "collapse_rate": 0.0}
+            for m, (h, s) in MEANS.items()]
+    write_json({"methods": [{"folder": str(root), "models": rows}]}, root / "report.json")
+    assert _push(root, "--push-to-hub", "me/ric").exit_code == 0
+    files = hub.repos["me/ric"]["files"]
+    assert {p.split("/")[0] for p in files if "/" in p} == {"ric"}
+    entries = _front_matter(files["README.md"])["model-index"]
+    assert [e["name"].split()[0] for e in entries] == list(MEANS)
+    assert [[m["value"] for m in e["results"][0]["metrics"]] for e in entries] == [list(v) for v in MEANS.values()]
