@@ -305,7 +305,7 @@ def judge_run(root: str | Path, cfg: JudgeConfig) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.model).strip("-.") or "judge"
     path = write_json(summary, root / "judge" / f"vs-{label}--{slug}.json")
     u = summary["usage"]
-    cost = "" if u["cost"] is None else f", cost {u['cost']:.4f}"
+    cost = "" if u["cost"] is None else f", cost {u['cost']:.4g}"
     console.print(f"judged: {u['requests_now']} requests now ({u['retries_now']} retries), {u['invalid']} invalid "
                   f"verdicts; {u['tokens']['prompt']:,} prompt + {u['tokens']['completion']:,} completion "
                   f"tokens in all{cost}; {path}")
