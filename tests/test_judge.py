@@ -198,6 +198,28 @@ def test_an_interrupted_judge_resumes_asking_only_what_is_missing(tmp_path, judg
     assert len(judge.seen) == 36 and len(read_table(root / "judge" / "vs-base.parquet")) == 72
 
 
+def test_ctrl_c_keeps_the_verdicts_so_far(tmp_path, judge, monkeypatch):
+    from paretohqd.evaluate.judge_api import Judge
+
+    root = judged_run(tmp_path / "run")
+    ask, calls = Judge.ask, []
+
+    async def interrupted(self, client, prompt, **kw):
+        calls.append(prompt)
+        if len(calls) == 9:
+            raise KeyboardInterrupt
+        return await ask(self, client, prompt, **kw)
+
+    monkeypatch.setattr(Judge, "ask", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        judge_run(root, settings(judge.url, concurrency=1))
+    assert len(read_table(root / "judge" / "vs-base.parquet")) == 8
+    monkeypatch.setattr(Judge, "ask", ask)
+    judge.seen.clear()
+    got, _ = rates(judge_run(root, settings(judge.url)))
+    assert got == WANT and len(judge.seen) == 36 - 8
+
+
 def test_cli_writes_only_its_folder_and_the_report_and_never_the_key(tmp_path, judge, monkeypatch):
     monkeypatch.setenv("JUDGE_TEST_KEY", KEY)
     root = judged_run(tmp_path / "run")
@@ -294,11 +316,11 @@ def test_serve_as_the_judge_speaks_the_real_protocol(tmp_path, served, monkeypat
     url = served[3]
     monkeypatch.setenv("SERVE_JUDGE_KEY", SERVE_KEY)
     root = judged_run(tmp_path / "run")
-    path = judge_run(root, settings(url, model="base", prompts=2, max_tokens=4, api_key_env="SERVE_JUDGE_KEY",
+    path = judge_run(root, settings(url, model="base", prompts=1, max_tokens=4, api_key_env="SERVE_JUDGE_KEY",
                                     timeout=120))
     s = json.loads(path.read_text())
     u = s["usage"]
-    assert u["verdicts"] == 3 * 2 * 2 and u["requests_now"] >= 12 and u["tokens"]["completion"] > 0
+    assert u["verdicts"] == 3 * 1 * 2 and u["requests_now"] >= 6 and u["tokens"]["completion"] > 0
     assert u["tokens"]["prompt"] > 100 * u["requests_now"]  # every request carries the long judge prompt
     verdicts = read_table(root / "judge" / "vs-base.parquet")
     assert u["invalid"] == int((verdicts["verdict"] == "invalid").sum())
