@@ -16,6 +16,7 @@ from paretohqd.config import Config, ConfigError
 from paretohqd.data.prepare import prepare, split_heldout, split_prompts
 from paretohqd.devices import device_name, init_processes
 from paretohqd.evaluate.answer import evaluate
+from paretohqd.evaluate.judge import judge_run
 from paretohqd.executor import attach, executor_problems
 from paretohqd.io import InputError, read_table, write_parquet, write_text
 from paretohqd.lock import hold
@@ -172,10 +173,8 @@ def judge(cfg: Config, root: str | Path) -> Path:
 
     Raises:
         BusyError: another process is writing (or reading) the run folder.
-        InputError: no endpoint, bad input or an unavailable judge (`evaluate.judge.judge_run`).
+        InputError: no endpoint, bad input or an unavailable judge (`paretohqd.evaluate.judge.judge_run`).
     """
-    from paretohqd.evaluate.judge import judge_run
-
     if not cfg.evaluate.judge.endpoint:
         raise InputError("no judge endpoint: give --endpoint URL (evaluate.judge.endpoint), e.g. "
                          "http://127.0.0.1:8000/v1")
@@ -197,8 +196,6 @@ def _evaluate_and_report(r: RunFolder, tokenizer) -> Path:
     if not r.state.is_main_process:
         return r.path("report.json")
     if r.cfg.evaluate.judge.enabled:
-        from paretohqd.evaluate.judge import judge_run
-
         console.print("[bold]judge[/]")
         try:
             judge_run(r.root, r.cfg.evaluate.judge)

@@ -326,3 +326,28 @@ def test_serve_as_the_judge_speaks_the_real_protocol(tmp_path, served, monkeypat
     assert u["invalid"] == int((verdicts["verdict"] == "invalid").sum())
     invalid_prompts = {(r.model, r.prompt_id) for r in verdicts.itertuples() if r.verdict == "invalid"}
     assert sum(m["aspects"]["preference"]["invalid"] for m in s["models"]) == len(invalid_prompts)
+
+
+def test_run_with_the_judge_enabled_judges_then_reports_and_a_failing_judge_only_warns(tmp_path, judge, capsys):
+    """`pipeline._evaluate_and_report`, the end of `run` (and of each run of `compare`), on a run
+    whose evaluate step is done (a stand-in for RunFolder that records it as finished)."""
+    from types import SimpleNamespace
+
+    from paretohqd import pipeline
+
+    root = judged_run(tmp_path / "run")
+
+    def finished_run(endpoint, model):
+        cfg = Config(name="run", runs_dir=str(tmp_path), evaluate={"judge": {
+            "enabled": True, "endpoint": endpoint, "model": model, "prompts": 6, "per_objective": False}})
+        return SimpleNamespace(cfg=cfg, root=root, state=SimpleNamespace(is_main_process=True),
+                               step=lambda *a: None, print_times=lambda: None, path=root.joinpath)
+
+    pipeline._evaluate_and_report(finished_run(judge.url, "fake-judge"), None)
+    assert len(judge.seen) == 36 and "LLM judge: run vs base" in (root / "report.md").read_text()
+    (root / "report.md").unlink()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    pipeline._evaluate_and_report(finished_run(f"http://127.0.0.1:{closed}/v1", "another-judge"), None)
+    assert "judge stopped: " in capsys.readouterr().out and (root / "report.md").exists()
