@@ -312,7 +312,7 @@ def test_config_checks_the_judge_section():
 
 @pytest.mark.slow  # 85 s here on a CPU shared with a benchmark (plus 158 s building the served tiny run)
 def test_serve_as_the_judge_speaks_the_real_protocol(tmp_path, served, monkeypatch):
-    """A tiny random model is a poor judge (its replies rarely hold a verdict): what is tested is the
+    """A tiny random model is a poor judge (its replies may hold no verdict): what is tested is the
     request, the key, the usage counts and the bookkeeping of invalid verdicts."""
     url = served[3]
     monkeypatch.setenv("SERVE_JUDGE_KEY", SERVE_KEY)
