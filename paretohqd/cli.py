@@ -271,6 +271,35 @@ def report(
     write_report(list(runs), out, html=html)
 
 
+@app.command("judge")
+@user_errors
+def judge(
+    run_dir: Path = typer.Argument(..., help="An evaluated run folder, e.g. runs/demo."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="The judge's OpenAI-compatible API, e.g. "
+                                           "https://api.openai.com/v1 or http://127.0.0.1:8000/v1."),
+    model: Optional[str] = typer.Option(None, "--model", help="The judge model's name at the endpoint."),
+    against: Optional[str] = typer.Option(None, "--against", help="Reference: base (default) or another "
+                                          "evaluated run folder (its model of the same preference)."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="Requests at once (default 4)."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable with the API "
+                                              "key (default OPENAI_API_KEY)."),
+    prompts: Optional[int] = typer.Option(None, "--prompts", min=1, help="Judge the first N evaluation prompts "
+                                          "(default: all)."),
+    price_in: Optional[float] = typer.Option(None, "--price-in", min=0, help="Price per million prompt tokens."),
+    price_out: Optional[float] = typer.Option(None, "--price-out", min=0, help="Price per million completion "
+                                              "tokens."),
+    set_: list[str] = SetOpt,
+) -> None:
+    """Win/tie/loss rates of each preference model against a reference, from any OpenAI-compatible LLM judge
+    (both orders asked; cached in RUN/judge/, resumable); then the report again with them."""
+    from paretohqd.pipeline import judge as judge_run
+
+    flags = {"endpoint": endpoint, "model": model, "against": against, "concurrency": concurrency,
+             "api_key_env": api_key_env, "prompts": prompts, "price_in": price_in, "price_out": price_out}
+    cfg = load_config(run_dir / "config.yaml", set_, {f"evaluate.judge.{k}": v for k, v in flags.items() if v is not None})
+    judge_run(cfg, run_dir)
+
+
 @app.command("generate")
 @user_errors
 def generate(

@@ -16,6 +16,7 @@ from paretohqd.config import Config, ConfigError
 from paretohqd.data.prepare import prepare, split_heldout, split_prompts
 from paretohqd.devices import device_name, init_processes
 from paretohqd.evaluate.answer import evaluate
+from paretohqd.evaluate.judge import judge_run
 from paretohqd.executor import attach, executor_problems
 from paretohqd.io import InputError, read_table, write_parquet, write_text
 from paretohqd.lock import hold
@@ -163,6 +164,25 @@ def _evaluate_prompts(cfg: Config, root: str | Path, conversations: list[list[di
     return write_report([out], out)
 
 
+def judge(cfg: Config, root: str | Path) -> Path:
+    """`paretohqd judge RUN`: the LLM judge's verdicts on an evaluated run (RUN/judge/, resumable),
+    then the report again with their table, the run locked as its writer (`lock.hold`).
+
+    Returns:
+        The path of RUN/report.json.
+
+    Raises:
+        BusyError: another process is writing (or reading) the run folder.
+        InputError: no endpoint, bad input or an unavailable judge (`paretohqd.evaluate.judge.judge_run`).
+    """
+    if not cfg.evaluate.judge.endpoint:
+        raise InputError("no judge endpoint: give --endpoint URL (evaluate.judge.endpoint), e.g. "
+                         "http://127.0.0.1:8000/v1")
+    with hold(root):
+        judge_run(root, cfg.evaluate.judge)
+        return write_report([Path(root)], html=cfg.evaluate.html)
+
+
 def _join_processes() -> None:
     state = init_processes()
     # one voice: the other processes' step names and progress would repeat the main one's
@@ -175,6 +195,12 @@ def _evaluate_and_report(r: RunFolder, tokenizer) -> Path:
            lambda: evaluate(r, tokenizer, method.final_models(r), method.describe(r.cfg)))
     if not r.state.is_main_process:
         return r.path("report.json")
+    if r.cfg.evaluate.judge.enabled:
+        console.print("[bold]judge[/]")
+        try:
+            judge_run(r.root, r.cfg.evaluate.judge)
+        except InputError as e:  # the models are trained and evaluated: report them, and say how to judge
+            console.print(f"[yellow]judge stopped: {e}\n  rerun `paretohqd judge {r.root}` (its verdicts are kept)[/]")
     console.print("[bold]report[/]")
     path = write_report([r.root], html=r.cfg.evaluate.html)  # every time, after the step, so its compute includes evaluate's own time
     r.print_times()

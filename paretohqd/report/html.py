@@ -22,6 +22,7 @@ import pandas as pd
 
 from paretohqd.io import read_table, write_text
 from paretohqd.report.evidence import control_tables
+from paretohqd.report.judged import judge_tables
 from paretohqd.pareto.plot import thin
 
 # Selected training samples whose texts are shown per preference and stage (the closest to the
@@ -84,8 +85,8 @@ def page_data(report: dict, runs: list[dict], cloud: pd.DataFrame, *, title: str
     columns of the thinned points), `methods` (per run: its models and base from the report, its
     controllability and change from the base, its prompts, answers as rows [model, prompt index,
     response, collapse, *rewards], and selections per stage and preference: points as
-    per-objective columns and a few texts), `tables` (report.md's controllability and
-    change-from-base tables as text: title, note, header, rows).
+    per-objective columns and a few texts), `tables` (report.md's controllability,
+    change-from-base and LLM-judge tables as text: title, note, header, rows).
     """
     names = report["bounds"]["objectives"]
     bounds = report["bounds"]
@@ -108,7 +109,7 @@ def page_data(report: dict, runs: list[dict], cloud: pd.DataFrame, *, title: str
         "box": {"lower": bounds["lower"], "upper": bounds["upper"], "reference": report["reference"]["raw"]},
         "cloud": {"source": report["bounds_from"], "n": len(points),
                   "columns": [np.round(shown[:, k], d).tolist() for k, d in enumerate(decimals)]},
-        "methods": methods, "tables": control_tables(report),
+        "methods": methods, "tables": control_tables(report) + judge_tables(report),
     })
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from paretohqd.data.transcript import last_turn
 from paretohqd.progress import console as default_console
 from paretohqd.report.evidence import change_line, control_header, control_rows, control_tables, delta_cell
+from paretohqd.report.judged import judge_tables
 
 
 def box_line(report: dict) -> str:
@@ -252,8 +253,9 @@ def interpolation_md(report: dict) -> list[str]:
 
 
 def control_md(report: dict) -> list[str]:
-    """The report's controllability and change-from-base sections (`control_tables`)."""
-    return [line for t in control_tables(report)
+    """The report's controllability and change-from-base sections (`control_tables`), and the LLM
+    judge's win rates where a run was judged (`judge_tables`)."""
+    return [line for t in control_tables(report) + judge_tables(report)
             for line in (f"## {t['title']}", "", t["note"], "", md_table(t["header"], t["rows"]), "")]
 
 
@@ -339,5 +341,12 @@ def print_tables(report: dict, console: Console | None = None) -> None:
     for row in control_rows(report):
         table.add_row(*[row[i] for i in keep])
     console.print(table)
+    for t in judge_tables(report):
+        table = Table(title=t["title"])
+        for i, col in enumerate(t["header"]):
+            table.add_column(col, justify="left" if i < 3 else "right", overflow="fold")
+        for row in t["rows"]:
+            table.add_row(*row)
+        console.print(table)
     for m in report["methods"]:  # last, so the run's closing lines say what tuning did to each objective
         console.print(change_line(m, report["bounds"]["objectives"]))

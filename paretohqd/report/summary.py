@@ -41,6 +41,8 @@ def load_run(root: str | Path) -> dict:
         raise InputError(f"{root / 'evaluate' / 'responses.parquet'} lacks objective column(s) {lacking}")
     interpolation = root / "evaluate" / "interpolation.json"  # only after `paretohqd evaluate RUN --interpolation`
     run["interpolation"] = json.loads(interpolation.read_text()) if interpolation.exists() else None
+    # only after `paretohqd judge RUN` (or evaluate.judge.enabled): one summary per reference and judge
+    run["judge"] = [json.loads(p.read_text()) for p in sorted((root / "judge").glob("vs-*.json"))]
     manifest = root / "manifest.json"
     run["manifest"] = json.loads(manifest.read_text()) if manifest.exists() else {"steps": {}}
     return run
@@ -153,6 +155,7 @@ def summarise_run(run: dict, *, lower: list[float], upper: list[float]) -> dict:
         "collapse_reasons": {r: int((pref_df["collapse"] == r).sum()) for r in REASONS},
         "models": prefs, "base": base[0] if base else None, "compute": compute_hours(run["manifest"]),
         "interpolation": run.get("interpolation"),
+        "judge": run.get("judge") or [],
         "protocol": meta.get("protocol"),  # absent in runs evaluated before it was recorded
         "disjointness": run["disjoint"], "bootstrap": {"resamples": meta["bootstrap"], "seed": meta["seed"],
                                                        "level": LEVEL},

@@ -75,8 +75,8 @@ def config_differences(cfg: Config, root: Path, *, free: tuple[str, ...] = ()) -
     new folder). Keys a newer paretohqd added (absent from the old file) take their defaults: no change.
     Keys of the `free` sections never count, nor those of `compare` and `executor`: sections the run's
     method does not read (`methods.unread_sections`: a ParetoHqD run ignores `morlhf`), the list of
-    runs a comparison makes, and where the steps run (`executor`): so tuning one baseline, adding a method or
-    resuming on a cluster keeps every other finished run."""
+    runs a comparison makes, where the steps run (`executor`) and the LLM judge (`evaluate.judge`): so tuning one
+    baseline, adding a method, resuming on a cluster or changing the judge keeps every other finished run."""
     path = Path(root) / "config.yaml"
     text = dump_config(cfg)
     if not path.is_file():
@@ -95,7 +95,9 @@ def config_differences(cfg: Config, root: Path, *, free: tuple[str, ...] = ()) -
                           "made with: restore it, or delete it to take the config you gave") from None
     old, new = _flatten(old), _flatten(yaml.safe_load(text))
     free = ("compare", "executor", *free)
-    return sorted(k for k in old if old[k] != new.get(k) and k.split(".")[0] not in free)
+    # the judge's settings change no output of the run: its verdicts are cached by judge and prompt
+    return sorted(k for k in old if old[k] != new.get(k) and k.split(".")[0] not in free
+                  and not k.startswith("evaluate.judge."))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
