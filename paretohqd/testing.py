@@ -13,14 +13,14 @@ import json
 from pathlib import Path
 
 
-def tiny_llama(folder: Path, tok, *, hidden: int = 32, heads: int = 4, layers: int = 2) -> Path:
-    """A randomly initialised Llama (seed 0) with `tok` (SmolLM2's, or Llama-2's), saved in `folder`:
+def tiny_llama(folder: Path, tok, *, hidden: int = 32, heads: int = 4) -> Path:
+    """A randomly initialised 2-layer Llama (seed 0) with `tok` (SmolLM2's, or Llama-2's), saved in `folder`:
     the policy of the tests and the chaos and serve benchmarks. vLLM's kernels need hidden/heads = 64."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
                          num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=1024,
                          tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                          bos_token_id=tok.bos_token_id)

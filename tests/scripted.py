@@ -12,8 +12,9 @@ class ScriptedModel:
     logits pick the text's next token. Its KV cache holds the token ids themselves, so it records each prompt."""
 
     def __init__(self, tokenizer, continuation: str | list[int]):
-        ids = tokenizer(continuation, add_special_tokens=False)["input_ids"] if isinstance(continuation, str) else continuation
-        self.tail = [*ids, tokenizer.eos_token_id]
+        if isinstance(continuation, str):
+            continuation = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        self.tail = [*continuation, tokenizer.eos_token_id]
         self.vocab = len(tokenizer)
         self.generation_config = SimpleNamespace(eos_token_id=None)
         self.device = torch.device("cpu")

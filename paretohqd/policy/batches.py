@@ -51,7 +51,7 @@ def _hh_split(tokenizer, messages: list[dict], response: str) -> tuple[list[int]
     The answer is not `" " + response` encoded on its own: a SentencePiece tokenizer (Llama-2's,
     as its `tokenizer.json` is written) encodes that with a lone "▁" in front, which the whole
     transcript does not have, so the model would learn to start every answer with a token it never
-    sees there (docs/data.md, "Llama-2 tokenisation"; tests/test_llama2_tokenizer.py).
+    sees there (docs/reproducing-the-paper.md, "Llama-2 tokenisation"; tests/test_llama2_tokenizer.py).
     """
     prompt = prompt_ids(tokenizer, messages, "hh")
     full = tokenizer(f"{hh_text(messages)} {response}")["input_ids"]
