@@ -1,8 +1,10 @@
 """Dry runs of the paper's configs on CPU: every setting as written in configs/paper-*.yaml, only
 the models swapped for offline stand-ins and the budgets shrunk.
 
-The stand-in policy is the tiny random Llama with SmolLM2's tokenizer *with its chat template
-removed*, so it behaves as the paper's base Llama-2 does (no template: the `hh` prompt format).
+The stand-in policy is a tiny random Llama with the paper's base model's own tokenizer, Llama-2's
+(../shared/tokenizers/llama-2, as the hub's folder holds it: vocab 32,000, no chat template, so the
+`hh` prompt format). Where the shared folder has no such file, it is the tiny Llama with SmolLM2's
+tokenizer *with its chat template removed*, which behaves as base Llama-2 does.
 The reward models are the offline MiniLM heads; the data are 40 real HH rows per subset for
 training and the next 20 for the evaluation split (standing in for the hub's train and test).
 """
@@ -17,16 +19,26 @@ from typer.testing import CliRunner
 
 from paretohqd.cli import app
 from paretohqd.config import load_config
+from paretohqd.policy.load import load_tokenizer
+from paretohqd.testing import llama2_model_file, llama2_tokenizer, tiny_llama
 
 OFFLINE_HEADS = {"helpful": "minilm-helpful", "harmless": "minilm-harmless", "humor": "minilm-humor"}
 
 
 @pytest.fixture(scope="module")
-def base_policy(tmp_path_factory, tiny_policy):
-    """The tiny Llama, its tokenizer stripped of the chat template (as base Llama-2 ships)."""
+def base_policy(tmp_path_factory, request):
+    """A tiny random Llama with Llama-2's tokenizer files as the hub's folder has them; or, without them,
+    the tiny SmolLM2-tokenizer Llama stripped of its chat template (as base Llama-2 ships)."""
     folder = tmp_path_factory.mktemp("base-llama")
+    if llama2_model_file().exists():
+        tiny_llama(folder, load_tokenizer(str(llama2_tokenizer(tmp_path_factory.mktemp("llama2"), "hub folder"))))
+        llama2_tokenizer(folder, "hub folder")  # the hub's files, not the loaded tokenizer's re-saved ones
+        tok = load_tokenizer(str(folder))
+        assert (len(tok), tok.bos_token_id, tok.eos_token_id, tok.chat_template) == (32000, 1, 2, None)
+        return folder
     from transformers import AutoModelForCausalLM
 
+    tiny_policy = request.getfixturevalue("tiny_policy")
     AutoModelForCausalLM.from_pretrained(tiny_policy).save_pretrained(folder)
     tok = AutoTokenizer.from_pretrained(tiny_policy)
     tok.chat_template = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from paretohqd.policy.prompts import hh_text
+from paretohqd.policy.prompts import hh_text, prompt_ids
 
 IGNORE = -100  # the label of a position the loss skips (prompt, padding), as torch's cross_entropy
 
@@ -19,13 +19,13 @@ def encode(tokenizer, messages: list[dict], response: str, max_length: int, fmt:
 
     The target always ends with the EOS token (a model trained without it never learns to stop;
     RiC#9), and nothing after it: a chat template's trailing newline is never generated anyway.
-    Prompts longer than the budget lose their oldest tokens first; the response is kept whole
-    (up to `max_length` - 1 tokens, EOS included) because it is what the loss is about.
+    Prompts longer than the budget lose their oldest tokens first (an `hh` prompt keeps its BOS);
+    the response is kept whole (up to `max_length` - 1 tokens, EOS included) because it is what the
+    loss is about.
     """
     eos = tokenizer.eos_token_id
     if fmt == "hh":
-        prompt = tokenizer(hh_text(messages))["input_ids"]
-        answer = tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [eos]
+        prompt, answer = _hh_split(tokenizer, messages, response)
     else:
         prompt = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)["input_ids"])
         full = list(tokenizer.apply_chat_template(
@@ -36,8 +36,29 @@ def encode(tokenizer, messages: list[dict], response: str, max_length: int, fmt:
         else:  # a template that renders history differently once an answer follows
             answer = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
     answer = answer[:-1][: max_length - 2] + [eos]
-    prompt = prompt[-(max_length - len(answer)):]
+    # Llama-2 was trained with BOS first: a cut prompt keeps it (a chat template's first token is its own)
+    head = prompt[:1] if fmt == "hh" and prompt[:1] == [tokenizer.bos_token_id] else []
+    rest = prompt[len(head):]
+    room = max_length - len(answer) - len(head)  # >= 0: the answer has at most max_length - 1 tokens
+    prompt = head + rest[max(0, len(rest) - room):] if room > 0 else head
     return prompt + answer, len(prompt)
+
+
+def _hh_split(tokenizer, messages: list[dict], response: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids + EOS) of an `hh` sample: the prompt exactly as generation encodes it
+    (`prompts.prompt_ids`, BOS included), the answer as the rest of the whole transcript's encoding.
+
+    The answer is not `" " + response` encoded on its own: a SentencePiece tokenizer (Llama-2's,
+    as its `tokenizer.json` is written) encodes that with a lone "▁" in front, which the whole
+    transcript does not have, so the model would learn to start every answer with a token it never
+    sees there (docs/reproducing-the-paper.md, "Llama-2 tokenisation"; tests/test_llama2_tokenizer.py).
+    """
+    prompt = prompt_ids(tokenizer, messages, "hh")
+    full = tokenizer(f"{hh_text(messages)} {response}")["input_ids"]
+    if full[:len(prompt)] == prompt:
+        return prompt, full[len(prompt):] + [tokenizer.eos_token_id]
+    # a tokenizer that merges across the boundary (none known): the answer encoded alone
+    return prompt, tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
 
 def collate(samples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
