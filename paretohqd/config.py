@@ -312,7 +312,17 @@ class RewardsConfig(Section):
         return v
 
 
+# Method sections ---------------------------------------------------------------------------------
+# One section per baseline that has settings, each read by the method module its docstring names
+# (`methods.METHODS[name].reads` lists a method's sections; tests/test_methods.py checks that every
+# section here is read by a registered method). They stay here, not beside their methods: `Config`
+# is read by every layer below `methods` (runfolder, select, policy, report), so its sections must
+# live in a module those layers may import, and the methods layer is above them all.
+
+
 class RicConfig(Section):
+    """Rewards-in-Context (`paretohqd.methods.ric`)."""
+
     steps: int | None = Field(None, ge=1)
     """Optimizer steps of RiC's one model (batch train.batch_size); default train.steps x the number of preferences (ParetoHqD's stage-1 budget)."""
     mapping: Literal["linf", "l2", "linear"] = "linf"
@@ -334,11 +344,15 @@ class RicConfig(Section):
 
 
 class SoupsConfig(Section):
+    """Rewarded Soups (`paretohqd.methods.soups`)."""
+
     train: Literal["sft", "grpo"] = "sft"
     """Each objective's model: SFT on that objective's top select.k samples for train.steps steps, or GRPO on that objective's reward alone (the `morlhf` settings, as Rewarded Soups' RL)."""
 
 
 class MorlhfConfig(Section):
+    """MORLHF, linear scalarisation with RL (`paretohqd.methods.morlhf`; Rewarded Soups' RL variant too)."""
+
     preferences: int | str | list[list[float]] = 5
     """Preferences trained with RL: grid points per axis, or explicit weight vectors (paper: 5)."""
     steps: int = Field(100, ge=1)
@@ -369,6 +383,8 @@ class MorlhfConfig(Section):
 
 
 class ModpoConfig(Section):
+    """MODPO (`paretohqd.methods.modpo`); `modpo.check` reports an objective it cannot train on."""
+
     preferences: int | str | list[list[float]] | None = None
     """Preferences MODPO trains, one model each: grid points per axis, a preset or explicit weight vectors;
     default select.preferences (the same models ParetoHqD evaluates)."""
@@ -391,6 +407,9 @@ class ModpoConfig(Section):
     """Floor on w_k, which MODPO's loss divides by: a preference with w_k below it trains with w_k = this
     (and its other weights unchanged); 0.1 is the 11-point grid's smallest nonzero weight. See
     `paretohqd.methods.modpo`."""
+
+
+# Run-wide sections -------------------------------------------------------------------------------
 
 
 class CompareConfig(Section):
@@ -476,12 +495,6 @@ class Config(Section):
             raise ValueError("must be a folder name: not empty, no / or \\, not . or .., at most 200 characters")
         return v
 
-    @model_validator(mode="after")
-    def _modpo_objective(self) -> Config:
-        if self.modpo.objective is not None and self.modpo.objective not in self.rewards.models:
-            raise ValueError(f"modpo.objective: {self.modpo.objective!r} is not an objective; choose one of "
-                             f"rewards.models ({', '.join(self.rewards.models)})")
-        return self
 
 
 class ConfigError(ValueError):

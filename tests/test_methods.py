@@ -182,6 +182,22 @@ def test_every_registered_module_keeps_the_contract_and_is_import_checked():
     assert _independent_methods() <= {m.module.__name__ for m in METHODS.values()}  # no stale entry either
 
 
+def test_each_method_section_is_read_by_the_method_its_docstring_names():
+    """config.py keeps the baselines' sections in one block, each docstring naming its method module
+    (`Config` is read below the methods layer); the registry's `reads` must agree with those names."""
+    from paretohqd.config import Config
+
+    named = {name: f.annotation.__doc__ for name, f in Config.model_fields.items()
+             if "paretohqd.methods." in (getattr(f.annotation, "__doc__", None) or "")}
+    read: dict[str, set[str]] = {}
+    for m in METHODS.values():
+        for section in m.reads:
+            read.setdefault(section, set()).add(m.module.__name__)
+    assert set(named) == set(read) == {"ric", "soups", "morlhf", "modpo"}
+    for section, modules in read.items():
+        assert any(f"`{module}`" in named[section] for module in modules), section
+
+
 def _toy_method():
     """A whole method in one module: a model per preference, nothing trained."""
     import types

@@ -106,8 +106,8 @@ def test_pairs_keep_training_ids_of_the_pair_objective_chosen_first(tmp_path):
     assert modpo.check(load_config(None, ["modpo.subsets={x: humor}"])) == [
         "modpo: no objective of rewards.models (helpful, harmless) has pair labels in modpo.subsets ({'x': 'humor'}); "
         "map a data source to one, e.g. modpo.subsets={helpful-base: helpful}"]
-    with pytest.raises(ConfigError, match="modpo.objective: 'humor' is not an objective"):
-        load_config(None, ["modpo.objective=humor"])
+    assert modpo.check(load_config(None, ["modpo.objective=humor"])) == [
+        "modpo.objective: 'humor' is not an objective; choose one of rewards.models (helpful, harmless)"]
 
 
 # Whole runs --------------------------------------------------------------------------------------

@@ -136,8 +136,15 @@ def pair_weight(weights: np.ndarray, k: int, floor: float) -> float:
 
 def objective(cfg: Config) -> str:
     """The pair objective k: `modpo.objective`, else the first objective of rewards.models that
-    `modpo.subsets` labels pairs for (an objective no subset names has no labels)."""
+    `modpo.subsets` labels pairs for (an objective no subset names has no labels).
+
+    Raises:
+        ConfigError: `modpo.objective` names no objective, or no objective has pair labels.
+    """
     if cfg.modpo.objective is not None:
+        if cfg.modpo.objective not in cfg.rewards.models:
+            raise ConfigError(f"modpo.objective: {cfg.modpo.objective!r} is not an objective; choose one of "
+                              f"rewards.models ({', '.join(cfg.rewards.models)})")
         return cfg.modpo.objective
     labelled = set(cfg.modpo.subsets.values())
     for name in cfg.rewards.models:
@@ -323,7 +330,8 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
 
 
 def check(cfg: Config) -> list[str]:
-    """Problems `pipeline.preflight` reports before anything runs: a pair objective to train on."""
+    """Problems `pipeline.preflight` reports before anything runs: a pair objective to train on (the one
+    place `modpo.objective` is checked against rewards.models)."""
     try:
         objective(cfg)
     except ConfigError as e:
