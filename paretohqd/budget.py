@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 from paretohqd.config import Config
 from paretohqd.methods import METHODS, configure, module
-from paretohqd.methods.paretohqd import representatives
-from paretohqd.pareto.preferences import preferences_from_config
 
 
 @dataclass(frozen=True)
@@ -63,8 +61,7 @@ def step_seconds(cfg: Config, costs: CostModel) -> dict[str, float]:
     generation, one model's evaluation answers, and the whole run on one device."""
     sub = configure(cfg, "paretohqd")
     w = module(sub).work(sub)
-    n_reps = len(representatives(preferences_from_config(cfg.select.preferences, len(cfg.rewards.models))))
-    per_rep = cfg.stage2.prompts / (1 if cfg.stage2.prompts_per == "model" else n_reps)
+    per_rep = cfg.stage2.prompts / (1 if cfg.stage2.prompts_per == "model" else max(w["generators"], 1))
     eval_model = cfg.evaluate.prompts * cfg.generate.max_new_tokens * costs.generated_token_s
     return {"stage1 training, per preference": cfg.train.steps * cfg.train.batch_size * costs.sft_sample_s,
             "stage2 generation, per representative": per_rep * cfg.generate.max_new_tokens * costs.generated_token_s,

@@ -158,14 +158,25 @@ def test_stage2_prompts_per_model_or_total():
 # The method contract -------------------------------------------------------------------------------
 
 
-def _independent_methods() -> set[str]:
-    """The modules pyproject's import contract keeps independent of each other."""
+def _contract(kind: str, name_starts: str = "") -> dict:
     import tomllib
     from pathlib import Path
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
-    [contract] = [c for c in pyproject["tool"]["importlinter"]["contracts"] if c["type"] == "independence"]
-    return set(contract["modules"])
+    [contract] = [c for c in pyproject["tool"]["importlinter"]["contracts"]
+                  if c["type"] == kind and c["name"].startswith(name_starts)]
+    return contract
+
+
+def _independent_methods() -> set[str]:
+    """The modules pyproject's import contract keeps independent of each other."""
+    return set(_contract("independence")["modules"])
+
+
+def test_outer_layers_are_forbidden_every_registered_method_module():
+    """The `forbidden` contract (outer layers reach a method only through the registry) lists exactly
+    the registry's modules, as the independence contract does."""
+    assert set(_contract("forbidden", "outer layers")["forbidden_modules"]) == {m.module.__name__ for m in METHODS.values()}
 
 
 def _unchecked(registry) -> set[str]:

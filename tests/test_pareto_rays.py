@@ -11,7 +11,6 @@ from paretohqd.pareto.layers import nondominated_layers
 from paretohqd.pareto.preferences import (
     check_preferences,
     preferences_from_config,
-    read_preferences,
     simplex_grid,
 )
 from paretohqd.pareto.rays import (
@@ -20,6 +19,7 @@ from paretohqd.pareto.rays import (
     select_direction,
     select_scalarised,
 )
+from paretohqd.select.preferences_file import read_preferences
 
 SELECTORS = [select_direction, select_scalarised]
 
