@@ -101,6 +101,12 @@ def check_preferences(weights: ArrayLike, n_objectives: int) -> np.ndarray:
         ValueError: 1 bad preference(s):
           - preference 0 [0.5, 0.6]: sums to 1.1, not 1; rescale it so the weights sum to 1
     """
+    if isinstance(weights, np.ndarray) and weights.ndim == 2 and weights.shape[1] == n_objectives and len(weights):
+        # an array already on the simplex (checked once, then passed on: the bootstrap's thousand draws)
+        # needs no row-by-row report; anything else takes the loop below, which names each bad row
+        w = weights.astype(np.float64)  # (P, M) copy
+        if np.isfinite(w).all() and (w >= 0).all() and (np.abs(w.sum(axis=1) - 1.0) <= SUM_TOLERANCE).all():
+            return w
     rows = list(weights) if isinstance(weights, (list, tuple, np.ndarray)) else None
     if not rows:
         raise ValueError(f"preferences must be a non-empty list of weight vectors; got {weights!r}")
