@@ -404,9 +404,9 @@ class ModpoConfig(Section):
     beta: float = Field(0.1, gt=0)
     """KL strength: the implicit reward is beta x log(pi / pi_ref) (MODPO's and DPO's default 0.1)."""
     min_pair_weight: float = Field(0.1, gt=0, le=1)
-    """Floor on w_k, which MODPO's loss divides by: a preference with w_k below it trains with w_k = this
-    (and its other weights unchanged); 0.1 is the 11-point grid's smallest nonzero weight. See
-    `paretohqd.methods.modpo`."""
+    """Floor on w_k, which MODPO's loss divides by: a preference with w_k below it trains with w_k = this and
+    its other weights scaled to keep their ratios and sum 1 (the authors train w on the simplex with w_k > 0);
+    0.1 is the 11-point grid's smallest nonzero weight. See `paretohqd.methods.modpo`."""
 
 
 # Run-wide sections -------------------------------------------------------------------------------

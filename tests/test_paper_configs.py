@@ -93,6 +93,7 @@ def test_paper_config_modpo_dry_run(tmp_path, base_policy, small_hh, test_split)
     assert len(report["methods"][0]["models"]) == 13
     trained = [json.loads((root / "modpo" / f"pref-{i:02d}" / "train.json").read_text()) for i in range(13)]
     assert {t["objective"] for t in trained} == {"helpful"} and min(t["pair_weight"] for t in trained) == 0.1
+    assert all(abs(sum(t["trained_weights"]) - 1) < 1e-9 for t in trained)  # floored weights stay on the simplex
 
 
 def test_chat_format_without_a_template_stops_before_anything_runs(tmp_path, base_policy, small_hh, test_split):
