@@ -274,7 +274,12 @@ class RewardsConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Reward model compute dtype (the offline heads' encoder too; caches key on it). `auto`: bfloat16 where the CPU or GPU runs it natively (2.5x faster on AMX CPUs), else float32."""
     max_length: int = Field(512, ge=8)
-    """Token cap per input; longer inputs lose their start (the response end is kept). The MiniLM encoder caps at 256."""
+    """Token cap per reward-model input (ours: 512; RiC's `multi_reward_models.py`: min(the tokenizer's
+    model_max_length, 1024)). The MiniLM encoder caps at 256."""
+    truncation_side: Literal["left", "right"] = "left"
+    """Which end a sequence classifier's too-long input loses: `left` (ours) drops the start of the dialogue
+    and keeps the response's end; `right` (the tokenizer's default, which RiC's reward scoring keeps) drops
+    the end. The offline MiniLM heads keep sentence-transformers' own truncation."""
     format: Literal["pair", "response"] = "pair"
     """Input format of a hub id / folder that is not a preset: prompt+response as a text pair, or the response only."""
     logit: int = Field(0, ge=0)
@@ -324,9 +329,14 @@ class RicConfig(Section):
     """Rewards-in-Context (`paretohqd.methods.ric`)."""
 
     steps: int | None = Field(None, ge=1)
-    """Optimizer steps of RiC's one model (batch train.batch_size); default train.steps x the number of preferences (ParetoHqD's stage-1 budget)."""
+    """Optimizer steps of RiC's offline training (batch train.batch_size); default train.steps x the number of
+    preferences (ParetoHqD's stage-1 budget). RiC's README: 20,000 steps on 4 processes x batch 2, i.e. 160k
+    samples, about one pass over HH-RLHF's 160,800 training rows (the paper configs: 20,000 of batch 8)."""
     mapping: Literal["linf", "l2", "linear"] = "linf"
-    """Preference -> desired rewards at inference (RiC's `map_rewards_from_preference`): `linf` is the paper's (the top-weighted objective asks for the maximum, objective i for min(M w_i, 1) of the way from min to max)."""
+    """Preference -> desired rewards at inference (RiC's `ric/utils.py: map_rewards_from_preference`): `linf`
+    (its default there: the top-weighted objective asks for the maximum, objective i for min(M w_i, 1) of the
+    way from min to max), `l2` (objective i asks for w_i / |w|_2 of the way: what RiC's `ric/evaluation.py`
+    calls for the LLM fronts, so the paper configs use it) or `linear` (w_i of the way)."""
     online_rounds: int = Field(0, ge=0)
     """RiC's online iterations after the offline training (its main.py `num_online_iterations`, 1 there): each generates answers to desired-reward tags, scores them, keeps the top quantile and trains on it with a sample of the offline data."""
     online_prompts: int = Field(20_000, ge=1)
@@ -336,7 +346,9 @@ class RicConfig(Section):
     online_origin: int = Field(10_000, ge=0)
     """Offline samples (after the same quantile filter) mixed into each online round's training data (RiC's `num_origin_samples`)."""
     online_steps: int = Field(500, ge=1)
-    """Optimizer steps per online round (batch train.batch_size); RiC's 4,000 steps of batch 1 are 500 of batch 8."""
+    """Optimizer steps per online round (batch train.batch_size). RiC's main.py runs 4,000 (`online_training_steps`),
+    in its README on 4 processes x batch 2: 4,000 steps of batch 8 (the paper configs); 500 of 8 is main.py's
+    batch 1 alone."""
     online_lr: float = Field(1e-5, gt=0)
     """Learning rate of the online rounds (RiC's `learning_rate`; its offline training uses a larger one)."""
     online_temperature: float = Field(0.7, gt=0)
@@ -363,6 +375,9 @@ class MorlhfConfig(Section):
     """Completions sampled per prompt; their rewards are normalised within the group."""
     max_completion_length: int | None = Field(None, ge=1)
     """Longest sampled completion, in tokens; default generate.max_new_tokens."""
+    temperature: float | None = Field(None, gt=0)
+    """Sampling temperature of the RL completions; default generate.temperature (1.0 if that is 0, greedy:
+    GRPO needs distinct completions). RiC's PPO samples at 0.7 (`ppo/morlhf.py`, `generation_kwargs`)."""
     lr: float = Field(1e-5, gt=0)
     """Peak learning rate of the LoRA adapters."""
     beta: float = Field(0.04, ge=0)
