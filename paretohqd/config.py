@@ -84,7 +84,8 @@ class DataConfig(Section):
     hub_split: str = "test"
     """Split to read when a source is a hub id."""
     min_response_tokens: int = Field(8, ge=0)
-    """Drop samples whose response is shorter than this, in policy-tokenizer tokens."""
+    """Drop samples whose response is shorter than this, in policy-tokenizer tokens (ours: 8, on the response;
+    RiC's dataset builders keep whole tokenized transcripts, prompt and response, of 8 to 512 tokens instead)."""
     max_sample_tokens: int = Field(512, ge=1)
     """Drop samples whose prompt + response is longer than this, in policy-tokenizer tokens."""
 
@@ -167,9 +168,9 @@ class TrainConfig(Section):
     lora: bool = True
     """Train LoRA adapters (True) or every weight (False)."""
     lora_r: int = Field(16, ge=1)
-    """LoRA rank."""
+    """LoRA rank, of every method's adapters (ours: 16, as MODPO's `modpo.py` default; RiC's SFT and PPO: 64)."""
     lora_alpha: int = Field(32, ge=1)
-    """LoRA scaling numerator (scale = alpha / r)."""
+    """LoRA scaling numerator, scale = alpha / r (ours: 32, scale 2 as MODPO's r16 / alpha 32 and RiC's r64 / alpha 128)."""
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     """Dropout on the LoRA input."""
     lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -238,6 +239,12 @@ class EvaluateConfig(Section):
     """Evaluation data for `source: split`, written as `data.sources` (HH paths, the hub id, or mappings)."""
     hub_split: str = "test"
     """Split to read when an evaluation source is a hub id."""
+    samples_per_prompt: int = Field(1, ge=1)
+    """Answers each model samples per evaluation prompt (ours: 1, as RiC's `evaluation.py`); a prompt's
+    rewards are their mean, and the bootstrap resamples prompts."""
+    seed: int | None = None
+    """Seed of the evaluation answers, the same for every model (common random numbers: differences between
+    models are less noisy); default the run's `seed`. One seed per run: a second seed is a second run."""
     bootstrap: int = Field(1000, ge=0)
     """Bootstrap resamples for the 95% intervals of mean rewards (0 = no intervals)."""
     samples: int = Field(3, ge=0)
