@@ -10,12 +10,11 @@ Every answer is counted at max_new_tokens. Other models or machines: scale the c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from paretohqd.config import Config
-from paretohqd.methods import METHODS, configure, module
-from paretohqd.methods.paretohqd import representatives
-from paretohqd.pareto.preferences import preferences_from_config
+from paretohqd.methods import METHODS, REFERENCE, configure, module
 
 
 @dataclass(frozen=True)
@@ -63,8 +62,7 @@ def step_seconds(cfg: Config, costs: CostModel) -> dict[str, float]:
     generation, one model's evaluation answers, and the whole run on one device."""
     sub = configure(cfg, "paretohqd")
     w = module(sub).work(sub)
-    n_reps = len(representatives(preferences_from_config(cfg.select.preferences, len(cfg.rewards.models))))
-    per_rep = cfg.stage2.prompts / (1 if cfg.stage2.prompts_per == "model" else n_reps)
+    per_rep = cfg.stage2.prompts / (1 if cfg.stage2.prompts_per == "model" else max(w["generators"], 1))
     eval_model = cfg.evaluate.prompts * cfg.generate.max_new_tokens * costs.generated_token_s
     return {"stage1 training, per preference": cfg.train.steps * cfg.train.batch_size * costs.sft_sample_s,
             "stage2 generation, per representative": per_rep * cfg.generate.max_new_tokens * costs.generated_token_s,
@@ -93,3 +91,65 @@ def estimate_seconds(cfg: Config, costs: CostModel = CostModel(), n_samples: int
     first = cfg.compare.methods[0]
     out[first] += cfg.evaluate.prompts * cfg.generate.max_new_tokens * costs.generated_token_s
     return out
+
+
+PAPER_GPU_HOURS: dict[str, tuple[float, str]] = {
+    "paretohqd": (55.87, "its GPU-time table"),
+    "rewarded-soups": (923.68, "its GPU-time table"),
+    "morlhf": (2272.84, "its GPU-time table (5 preferences)"),
+    "ric": (55.87 / 0.42, "derived: the paper says ParetoHqD takes about 42% of RiC's GPU time"),
+}
+"""GPU hours the ParetoHqD paper (arXiv 2504.16628) reports per method, with where the number comes
+from; a method it gives none for is absent (shown as "-")."""
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    method: str
+    hours: float
+    """Estimated device hours (`estimate_seconds` under the cost model); NaN where the work is not known yet."""
+    vs_reference: float
+    """`hours` over the reference method's (ParetoHqD's) estimate."""
+    paper_hours: float | None
+    """The paper's GPU hours (`PAPER_GPU_HOURS`), None where it reports none."""
+    paper_vs_reference: float | None
+    """`paper_hours` over the paper's ParetoHqD hours."""
+    paper_source: str | None
+
+
+def budget_table(cfg: Config, costs: CostModel = H100_LLAMA2_7B, n_samples: int | None = None) -> list[BudgetRow]:
+    """Each method of `cfg.compare.methods`: its estimated device hours under `costs` and the ratio to
+    ParetoHqD's, beside the paper's GPU hours and ratio, so that a user sees before paying whether
+    the comparison has the paper's proportions.
+
+    Examples:
+        >>> rows = budget_table(Config(compare={"methods": ["paretohqd", "morlhf", "modpo"]}))
+        >>> [(r.method, round(r.vs_reference, 2), r.paper_hours) for r in rows][::2]
+        [('paretohqd', 1.0, 55.87), ('modpo', 0.63, None)]
+    """
+    if REFERENCE not in cfg.compare.methods:
+        cfg = cfg.model_copy(update={"compare": cfg.compare.model_copy(
+            update={"methods": [REFERENCE, *cfg.compare.methods]})})
+    hours = {m: s / 3600 for m, s in estimate_seconds(cfg, costs, n_samples).items()}
+    paper_ref = PAPER_GPU_HOURS[REFERENCE][0]
+    rows = []
+    for method, h in hours.items():
+        paper = PAPER_GPU_HOURS.get(method)
+        rows.append(BudgetRow(method, h, h / hours[REFERENCE], paper and paper[0],
+                              paper and paper[0] / paper_ref, paper and paper[1]))
+    return rows
+
+
+def budget_markdown(rows: list[BudgetRow]) -> str:
+    """`budget_table`'s rows as a markdown table (derived paper figures marked with `~`)."""
+
+    def num(x: float | None, fmt: str, mark: str = "", unit: str = "") -> str:
+        return "-" if x is None or not math.isfinite(x) else f"{mark}{x:{fmt}}{unit}"
+
+    lines = ["| method | estimated device h | vs ParetoHqD | paper GPU h | paper vs ParetoHqD |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        mark = "~" if r.paper_source and r.paper_source.startswith("derived") else ""
+        lines.append(f"| {r.method} | {num(r.hours, ',.1f')} | {num(r.vs_reference, '.2f', unit='x')} | "
+                     f"{num(r.paper_hours, ',.1f', mark)} | {num(r.paper_vs_reference, '.2f', mark, 'x')} |")
+    return "\n".join(lines)

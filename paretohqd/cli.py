@@ -129,7 +129,8 @@ def run_job(
 def compare(
     config: Path = typer.Argument(..., help="Config with a compare section, e.g. configs/compare-cpu.yaml."),
     set_: list[str] = SetOpt,
-    estimate: bool = typer.Option(False, "--estimate", help="Print the time estimate per method and stop."),
+    estimate: bool = typer.Option(False, "--estimate", help="Print the time estimate per method (2 CPU cores, and "
+                                  "one GPU beside the paper's GPU hours) and stop."),
 ) -> None:
     """Run each method of compare.methods as runs_dir/NAME-METHOD on shared data; one table and plot."""
     from paretohqd.compare import compare as compare_methods
@@ -137,7 +138,7 @@ def compare(
 
     cfg = load_config(config, set_)
     if estimate:
-        print_estimate(cfg)
+        print_estimate(cfg, paper_table=True)
         return
     compare_methods(cfg)
 

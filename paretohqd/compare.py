@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from paretohqd import methods, pipeline
-from paretohqd.budget import estimate_seconds
+from paretohqd.budget import H100_LLAMA2_7B, budget_markdown, budget_table, estimate_seconds
 from paretohqd.config import Config, ConfigError, dump_config
 from paretohqd.io import read_table, write_json, write_text
 from paretohqd.lock import hold
@@ -105,17 +105,31 @@ def _same(a: Config, b: Config, keys: tuple[str, ...]) -> bool:
     return all(da[k] == db[k] for k in keys)
 
 
-def print_estimate(cfg: Config) -> None:
+def print_estimate(cfg: Config, *, paper_table: bool = False) -> None:
     """Print `budget.estimate_seconds` per method (the training set's size, which `full-data-epochs`
-    needs, from the first run's scored data once it exists)."""
+    needs, from the first run's scored data once it exists), and with `paper_table` the one-GPU
+    estimate beside the paper's GPU hours (`print_budget_table`, what `compare --estimate` shows)."""
     first = method_config(cfg, cfg.compare.methods[0])
     scores = Path(first.runs_dir) / first.name / "data" / "scores.parquet"
-    est = estimate_seconds(cfg, n_samples=len(read_table(scores)) if scores.exists() else None)
+    n_samples = len(read_table(scores)) if scores.exists() else None
+    est = estimate_seconds(cfg, n_samples=n_samples)
     known = {m: s for m, s in est.items() if s == s}  # NaN: not known yet
     default_console.print(f"compare: {len(est)} methods; estimate for SmolLM2-135M on 2 CPU cores: "
                           f"{sum(known.values()) / 3600:.1f} h (" + ", ".join(f"{m} {s / 60:.0f} min" if s < 7200 else f"{m} {s / 3600:.1f} h" for m, s in known.items())
                           + "); other models and machines scale it"
                           + ("; full-data-epochs: known once the first run has scored its data" if len(known) < len(est) else ""))
+    if paper_table:
+        print_budget_table(cfg, n_samples)
+
+
+def print_budget_table(cfg: Config, n_samples: int | None = None) -> None:
+    """`budget.budget_table` under the assumed one-GPU Llama-2 7B cost model, beside the paper's GPU
+    hours: whether a comparison has the paper's proportions, before anything is paid for."""
+    default_console.print("\nOne H100-class GPU, Llama-2 7B with LoRA (budget.H100_LLAMA2_7B: an assumed, not "
+                          "measured, cost model), beside the GPU hours the ParetoHqD paper reports "
+                          "(~: derived from its text; -: none reported or not known yet):")
+    default_console.print(budget_markdown(budget_table(cfg, H100_LLAMA2_7B, n_samples)), markup=False, highlight=False,
+                          soft_wrap=True)
 
 
 def compare(cfg: Config) -> Path:

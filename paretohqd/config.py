@@ -84,7 +84,8 @@ class DataConfig(Section):
     hub_split: str = "test"
     """Split to read when a source is a hub id."""
     min_response_tokens: int = Field(8, ge=0)
-    """Drop samples whose response is shorter than this, in policy-tokenizer tokens."""
+    """Drop samples whose response is shorter than this, in policy-tokenizer tokens (ours: 8, on the response;
+    RiC's dataset builders keep whole tokenized transcripts, prompt and response, of 8 to 512 tokens instead)."""
     max_sample_tokens: int = Field(512, ge=1)
     """Drop samples whose prompt + response is longer than this, in policy-tokenizer tokens."""
 
@@ -167,9 +168,9 @@ class TrainConfig(Section):
     lora: bool = True
     """Train LoRA adapters (True) or every weight (False)."""
     lora_r: int = Field(16, ge=1)
-    """LoRA rank."""
+    """LoRA rank, of every method's adapters (ours: 16, as MODPO's `modpo.py` default; RiC's SFT and PPO: 64)."""
     lora_alpha: int = Field(32, ge=1)
-    """LoRA scaling numerator (scale = alpha / r)."""
+    """LoRA scaling numerator, scale = alpha / r (ours: 32, scale 2 as MODPO's r16 / alpha 32 and RiC's r64 / alpha 128)."""
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     """Dropout on the LoRA input."""
     lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -332,6 +333,12 @@ class EvaluateConfig(Section):
     """Evaluation data for `source: split`, written as `data.sources` (HH paths, the hub id, or mappings)."""
     hub_split: str = "test"
     """Split to read when an evaluation source is a hub id."""
+    samples_per_prompt: int = Field(1, ge=1)
+    """Answers each model samples per evaluation prompt (ours: 1, as RiC's `evaluation.py`); a prompt's
+    rewards are their mean, and the bootstrap resamples prompts."""
+    seed: int | None = None
+    """Seed of the evaluation answers, the same for every model (common random numbers: differences between
+    models are less noisy); default the run's `seed`. One seed per run: a second seed is a second run."""
     bootstrap: int = Field(1000, ge=0)
     """Bootstrap resamples for the 95% intervals of mean rewards (0 = no intervals)."""
     samples: int = Field(3, ge=0)
@@ -370,7 +377,12 @@ class RewardsConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Reward model compute dtype (the offline heads' encoder too; caches key on it). `auto`: bfloat16 where the CPU or GPU runs it natively (2.5x faster on AMX CPUs), else float32."""
     max_length: int = Field(512, ge=8)
-    """Token cap per input; longer inputs lose their start (the response end is kept). The MiniLM encoder caps at 256."""
+    """Token cap per reward-model input (ours: 512; RiC's `multi_reward_models.py`: min(the tokenizer's
+    model_max_length, 1024)). The MiniLM encoder caps at 256."""
+    truncation_side: Literal["left", "right"] = "left"
+    """Which end a sequence classifier's too-long input loses: `left` (ours) drops the start of the dialogue
+    and keeps the response's end; `right` (the tokenizer's default, which RiC's reward scoring keeps) drops
+    the end. The offline MiniLM heads keep sentence-transformers' own truncation."""
     format: Literal["pair", "response"] = "pair"
     """Input format of a hub id / folder that is not a preset: prompt+response as a text pair, or the response only."""
     logit: int = Field(0, ge=0)
@@ -408,11 +420,26 @@ class RewardsConfig(Section):
         return v
 
 
+# Method sections ---------------------------------------------------------------------------------
+# One section per baseline that has settings, each read by the method module its docstring names
+# (`methods.METHODS[name].reads` lists a method's sections; tests/test_methods.py checks that every
+# section here is read by a registered method). They stay here, not beside their methods: `Config`
+# is read by every layer below `methods` (runfolder, select, policy, report), so its sections must
+# live in a module those layers may import, and the methods layer is above them all.
+
+
 class RicConfig(Section):
+    """Rewards-in-Context (`paretohqd.methods.ric`)."""
+
     steps: int | None = Field(None, ge=1)
-    """Optimizer steps of RiC's one model (batch train.batch_size); default train.steps x the number of preferences (ParetoHqD's stage-1 budget)."""
+    """Optimizer steps of RiC's offline training (batch train.batch_size); default train.steps x the number of
+    preferences (ParetoHqD's stage-1 budget). RiC's README: 20,000 steps on 4 processes x batch 2, i.e. 160k
+    samples, about one pass over HH-RLHF's 160,800 training rows (the paper configs: 20,000 of batch 8)."""
     mapping: Literal["linf", "l2", "linear"] = "linf"
-    """Preference -> desired rewards at inference (RiC's `map_rewards_from_preference`): `linf` is the paper's (the top-weighted objective asks for the maximum, objective i for min(M w_i, 1) of the way from min to max)."""
+    """Preference -> desired rewards at inference (RiC's `ric/utils.py: map_rewards_from_preference`): `linf`
+    (its default there: the top-weighted objective asks for the maximum, objective i for min(M w_i, 1) of the
+    way from min to max), `l2` (objective i asks for w_i / |w|_2 of the way: what RiC's `ric/evaluation.py`
+    calls for the LLM fronts, so the paper configs use it) or `linear` (w_i of the way)."""
     online_rounds: int = Field(0, ge=0)
     """RiC's online iterations after the offline training (its main.py `num_online_iterations`, 1 there): each generates answers to desired-reward tags, scores them, keeps the top quantile and trains on it with a sample of the offline data."""
     online_prompts: int = Field(20_000, ge=1)
@@ -422,7 +449,9 @@ class RicConfig(Section):
     online_origin: int = Field(10_000, ge=0)
     """Offline samples (after the same quantile filter) mixed into each online round's training data (RiC's `num_origin_samples`)."""
     online_steps: int = Field(500, ge=1)
-    """Optimizer steps per online round (batch train.batch_size); RiC's 4,000 steps of batch 1 are 500 of batch 8."""
+    """Optimizer steps per online round (batch train.batch_size). RiC's main.py runs 4,000 (`online_training_steps`),
+    in its README on 4 processes x batch 2: 4,000 steps of batch 8 (the paper configs); 500 of 8 is main.py's
+    batch 1 alone."""
     online_lr: float = Field(1e-5, gt=0)
     """Learning rate of the online rounds (RiC's `learning_rate`; its offline training uses a larger one)."""
     online_temperature: float = Field(0.7, gt=0)
@@ -430,11 +459,15 @@ class RicConfig(Section):
 
 
 class SoupsConfig(Section):
+    """Rewarded Soups (`paretohqd.methods.soups`)."""
+
     train: Literal["sft", "grpo"] = "sft"
     """Each objective's model: SFT on that objective's top select.k samples for train.steps steps, or GRPO on that objective's reward alone (the `morlhf` settings, as Rewarded Soups' RL)."""
 
 
 class MorlhfConfig(Section):
+    """MORLHF, linear scalarisation with RL (`paretohqd.methods.morlhf`; Rewarded Soups' RL variant too)."""
+
     preferences: int | str | list[list[float]] = 5
     """Preferences trained with RL: grid points per axis, or explicit weight vectors (paper: 5)."""
     steps: int = Field(100, ge=1)
@@ -445,6 +478,9 @@ class MorlhfConfig(Section):
     """Completions sampled per prompt; their rewards are normalised within the group."""
     max_completion_length: int | None = Field(None, ge=1)
     """Longest sampled completion, in tokens; default generate.max_new_tokens."""
+    temperature: float | None = Field(None, gt=0)
+    """Sampling temperature of the RL completions; default generate.temperature (1.0 if that is 0, greedy:
+    GRPO needs distinct completions). RiC's PPO samples at 0.7 (`ppo/morlhf.py`, `generation_kwargs`)."""
     lr: float = Field(1e-5, gt=0)
     """Peak learning rate of the LoRA adapters."""
     beta: float = Field(0.04, ge=0)
@@ -465,6 +501,8 @@ class MorlhfConfig(Section):
 
 
 class ModpoConfig(Section):
+    """MODPO (`paretohqd.methods.modpo`); `modpo.check` reports an objective it cannot train on."""
+
     preferences: int | str | list[list[float]] | None = None
     """Preferences MODPO trains, one model each: grid points per axis, a preset or explicit weight vectors;
     default select.preferences (the same models ParetoHqD evaluates)."""
@@ -484,9 +522,12 @@ class ModpoConfig(Section):
     beta: float = Field(0.1, gt=0)
     """KL strength: the implicit reward is beta x log(pi / pi_ref) (MODPO's and DPO's default 0.1)."""
     min_pair_weight: float = Field(0.1, gt=0, le=1)
-    """Floor on w_k, which MODPO's loss divides by: a preference with w_k below it trains with w_k = this
-    (and its other weights unchanged); 0.1 is the 11-point grid's smallest nonzero weight. See
-    `paretohqd.methods.modpo`."""
+    """Floor on w_k, which MODPO's loss divides by: a preference with w_k below it trains with w_k = this and
+    its other weights scaled to keep their ratios and sum 1 (the authors train w on the simplex with w_k > 0);
+    0.1 is the 11-point grid's smallest nonzero weight. See `paretohqd.methods.modpo`."""
+
+
+# Run-wide sections -------------------------------------------------------------------------------
 
 
 class CompareConfig(Section):
@@ -572,12 +613,6 @@ class Config(Section):
             raise ValueError("must be a folder name: not empty, no / or \\, not . or .., at most 200 characters")
         return v
 
-    @model_validator(mode="after")
-    def _modpo_objective(self) -> Config:
-        if self.modpo.objective is not None and self.modpo.objective not in self.rewards.models:
-            raise ValueError(f"modpo.objective: {self.modpo.objective!r} is not an objective; choose one of "
-                             f"rewards.models ({', '.join(self.rewards.models)})")
-        return self
 
     @model_validator(mode="after")
     def _judge_criteria(self) -> Config:

@@ -17,10 +17,9 @@ from paretohqd import methods
 from paretohqd.config import Config
 from paretohqd.io import InputError, atomic_dir, write_json, write_text
 from paretohqd.lock import hold
-from paretohqd.pareto.simplex import parse_weights
 from paretohqd.policy.vllm import lora_rank, max_lora_rank
 from paretohqd.runfolder import RunFolder
-from paretohqd.use import Choice, choose, one_model, open_run
+from paretohqd.use import Choice, checked_weights, choose, one_model, open_run
 
 
 def _evaluation(r: RunFolder) -> dict[str, dict]:
@@ -222,7 +221,7 @@ def export(run: str | Path, out: str | Path, *, merged: bool = False, weights: l
 
     Raises:
         InputError: a bad `out` (nothing is written), a link in the run's model folders, or what
-            `open_run` and `parse_weights` refuse.
+            `open_run` and `checked_weights` refuse.
         BusyError: a writer holds the run folder.
     """
     check_export_folder(out, run)
@@ -237,7 +236,7 @@ def _export(run: str | Path, out: Path, merged: bool, weights: list[str], trust_
     from paretohqd.policy.load import load_tokenizer, resolve_policy
 
     r, cfg, finals = open_run(run, trust_remote_code=trust_remote_code)
-    wanted = [parse_weights(w, r.objectives) for w in weights]  # checked before anything is written
+    wanted = [checked_weights(w, r.objectives) for w in weights]  # checked before anything is written
     choices = [choose(r, finals, w) for w in wanted]
     evaluation = _evaluation(r)
     base = resolve_policy(cfg.policy.model)

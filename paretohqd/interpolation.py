@@ -15,9 +15,8 @@ import pandas as pd
 
 from paretohqd.config import Config
 from paretohqd.io import InputError, read_table, write_json
-from paretohqd.pareto.simplex import barycentric
 from paretohqd.runfolder import FinalModel
-from paretohqd.use import Choice, one_model, open_run
+from paretohqd.use import Choice, mixing_cell, one_model, open_run
 
 
 def interpolation_quality(run: str | Path) -> dict:
@@ -89,7 +88,7 @@ def _left_out(finals: list[FinalModel]) -> list[tuple[FinalModel, list[tuple[Fin
     left_out = []
     for i in range(len(finals)):
         others = [j for j in range(len(finals)) if j != i]
-        cell = barycentric(prefs[others], prefs[i])
+        cell = mixing_cell(prefs[others], prefs[i])
         if cell is not None:
             left_out.append((finals[i], [(finals[others[j]], lam) for j, lam in cell]))
     return left_out

@@ -101,18 +101,43 @@ def choose(r: RunFolder, finals: list[FinalModel], weights) -> Choice:
     Raises:
         InputError: weights off the simplex or of the wrong length, or outside the trained preferences.
     """
-    w = parse_weights(weights, r.objectives) if isinstance(weights, str) else check_weights(weights, r.objectives)
+    w = checked_weights(weights, r.objectives)
     prefs = np.array([m.weights for m in finals])  # (P, M)
     if one_model(finals):  # the preference is only its prompt tag
         near = np.abs(prefs - w).max(axis=1)  # (P,) a trained preference keeps its name
         model = finals[int(near.argmin())] if near.min() <= TOL else finals[0]
         return Choice(w, [(model, 1.0)], model.tag_for(w))
-    cell = barycentric(prefs, w)
+    cell = mixing_cell(prefs, w)
     if cell is None:
         raise InputError(f"weights {','.join(f'{x:g}' for x in w)} lie outside the run's trained preferences "
                          f"({len(prefs)} of them, e.g. {', '.join(','.join(f'{x:g}' for x in p) for p in prefs[:3])}); "
                          f"give weights inside their hull")
     return Choice(w, [(finals[i], lam) for i, lam in cell], None)
+
+
+def checked_weights(weights, objectives: list[str]) -> np.ndarray:
+    """`weights` (text `0.3,0.7`, or numbers) as a checked (M,) point of the simplex.
+
+    Raises:
+        InputError: as `pareto.simplex.parse_weights` / `check_weights` refuse (they raise ValueError:
+            the numeric core names no file and exits nothing).
+    """
+    try:
+        return parse_weights(weights, objectives) if isinstance(weights, str) else check_weights(weights, objectives)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def mixing_cell(prefs: np.ndarray, w: np.ndarray) -> list[tuple[int, float]] | None:
+    """`pareto.simplex.barycentric`: the trained preferences (P, M) and lambdas that mix to w (M,).
+
+    Raises:
+        ConfigError: the trained preferences span no cell, or scipy is missing (for an explicit list).
+    """
+    try:
+        return barycentric(prefs, w)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 @dataclass

@@ -135,3 +135,37 @@ def test_label_pairs_know_which_answer_was_chosen_and_keep_only_given_ids(tmp_pa
     pairs = label_pairs(data, ids)
     assert pairs.to_dict("records") == [{"chosen_id": sample_id(hi, "Hello there!"),
                                          "rejected_id": sample_id(hi, "Go away."), "source": "harmless-base"}]
+
+
+def test_hub_rows_keep_their_subset_so_pair_labels_keep_their_objective(tmp_path, monkeypatch):
+    """The hub id is read one data folder at a time (`load_dataset(id, data_dir=SUBSET)`), so a pair's
+    source is its subset, not `hh-rlhf`: MODPO's `modpo.subsets` then labels harmlessness pairs as
+    harmless. A tmp folder shaped as the hub (SUBSET/SPLIT.jsonl.gz) stands in for it."""
+    import datasets
+
+    from paretohqd.data.hh_rlhf import HUB_ID, HUB_SUBSETS
+    from paretohqd.data.pairs import label_pairs
+
+    rows = {"helpful-base": ("Boil an egg?", "Eight minutes in boiling water.", "No idea."),
+            "harmless-base": ("Pick a lock?", "I can't help with that.", "Use a pin.")}
+    for subset, (p, chosen, rejected) in rows.items():
+        (tmp_path / subset).mkdir()
+        with gzip.open(tmp_path / subset / "train.jsonl.gz", "wt") as f:
+            f.write(json.dumps({"chosen": f"\n\nHuman: {p}\n\nAssistant: {chosen}",
+                                "rejected": f"\n\nHuman: {p}\n\nAssistant: {rejected}"}) + "\n")
+    asked = []
+
+    def load_dataset(name, data_dir=None, split=None):
+        asked.append((name, data_dir, split))
+        path = tmp_path / data_dir / f"{split}.jsonl.gz"
+        return [json.loads(line) for line in gzip.open(path, "rt")] if path.exists() else []
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    pairs = list(read_pairs([HUB_ID], "train"))
+    assert asked == [(HUB_ID, subset, "train") for subset in HUB_SUBSETS]
+    assert [(p.source, p.chosen) for p in pairs] == [("harmless-base", "I can't help with that."),
+                                                     ("helpful-base", "Eight minutes in boiling water.")]
+    assert pairs[0].where == f"{HUB_ID}/harmless-base[train]:0"
+    ids = {sample_id(f"\n\nHuman: {p}", a) for p, *answers in rows.values() for a in answers}
+    labelled = label_pairs(DataConfig(sources=[HUB_ID], hub_split="train"), ids)
+    assert labelled["source"].tolist() == ["harmless-base", "helpful-base"]

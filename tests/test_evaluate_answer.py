@@ -309,3 +309,30 @@ def test_interpolation_quality_differences_are_paired_and_reported(tiny_run, mon
     assert json.loads((root / "report.json").read_text())["methods"][0]["interpolation"]["rows"] == [row]
     res = CliRunner().invoke(app, ["evaluate", str(root), "--interpolation", "--prompts", "x.txt", "--out", "o"])
     assert res.exit_code == 2 and "without --prompts/--out" in res.output
+
+
+def test_samples_per_prompt_and_seed_reach_the_sampler(tmp_path, monkeypatch):
+    """`evaluate.samples_per_prompt` answers to each prompt, side by side, sampled with
+    `evaluate.seed` (default the run's seed); the report's per-prompt mean groups them by prompt_id."""
+    from types import SimpleNamespace
+
+    from paretohqd.config import load_config
+
+    calls = []
+
+    def fake_answer(cfg, tokenizer, conversations, adapter, *, seed, label, saved=None):
+        calls.append(seed)
+        return [f"{c[-1]['content']} #{i}" for i, c in enumerate(conversations)]
+
+    monkeypatch.setattr(ev, "answer", fake_answer)
+    prompts = pd.DataFrame({"prompt_id": ["a", "b"], "prompt": ["\n\nHuman: A", "\n\nHuman: B"],
+                            "messages": [[{"role": "user", "content": "A"}], [{"role": "user", "content": "B"}]]})
+    spec = {"model": "pref-00", "preference_index": 0, "weights": [1.0, 0.0], "adapter": None, "tag": None}
+    for sets, seed, n in ([], 7, 1), (["evaluate.samples_per_prompt=3", "evaluate.seed=11"], 11, 3):
+        r = SimpleNamespace(cfg=load_config(None, ["seed=7", *sets]))
+        out = tmp_path / f"{n}.parquet"
+        ev._answer_model(r, None, prompts, spec, out)
+        df = pd.read_parquet(out)
+        assert calls[-1] == seed
+        assert df["prompt_id"].tolist() == [p for p in ("a", "b") for _ in range(n)]
+        assert df["response"].tolist() == [f"{c} #{i}" for i, c in enumerate(x for x in "AB" for _ in range(n))]

@@ -158,14 +158,25 @@ def test_stage2_prompts_per_model_or_total():
 # The method contract -------------------------------------------------------------------------------
 
 
-def _independent_methods() -> set[str]:
-    """The modules pyproject's import contract keeps independent of each other."""
+def _contract(kind: str, name_starts: str = "") -> dict:
     import tomllib
     from pathlib import Path
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
-    [contract] = [c for c in pyproject["tool"]["importlinter"]["contracts"] if c["type"] == "independence"]
-    return set(contract["modules"])
+    [contract] = [c for c in pyproject["tool"]["importlinter"]["contracts"]
+                  if c["type"] == kind and c["name"].startswith(name_starts)]
+    return contract
+
+
+def _independent_methods() -> set[str]:
+    """The modules pyproject's import contract keeps independent of each other."""
+    return set(_contract("independence")["modules"])
+
+
+def test_outer_layers_are_forbidden_every_registered_method_module():
+    """The `forbidden` contract (outer layers reach a method only through the registry) lists exactly
+    the registry's modules, as the independence contract does."""
+    assert set(_contract("forbidden", "outer layers")["forbidden_modules"]) == {m.module.__name__ for m in METHODS.values()}
 
 
 def _unchecked(registry) -> set[str]:
@@ -180,6 +191,22 @@ def test_every_registered_module_keeps_the_contract_and_is_import_checked():
     assert {name: problems(m.module) for name, m in METHODS.items() if problems(m.module)} == {}
     assert _unchecked(METHODS) == set()
     assert _independent_methods() <= {m.module.__name__ for m in METHODS.values()}  # no stale entry either
+
+
+def test_each_method_section_is_read_by_the_method_its_docstring_names():
+    """config.py keeps the baselines' sections in one block, each docstring naming its method module
+    (`Config` is read below the methods layer); the registry's `reads` must agree with those names."""
+    from paretohqd.config import Config
+
+    named = {name: f.annotation.__doc__ for name, f in Config.model_fields.items()
+             if "paretohqd.methods." in (getattr(f.annotation, "__doc__", None) or "")}
+    read: dict[str, set[str]] = {}
+    for m in METHODS.values():
+        for section in m.reads:
+            read.setdefault(section, set()).add(m.module.__name__)
+    assert set(named) == set(read) == {"ric", "soups", "morlhf", "modpo"}
+    for section, modules in read.items():
+        assert any(f"`{module}`" in named[section] for module in modules), section
 
 
 def _toy_method():

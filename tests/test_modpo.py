@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from paretohqd import pipeline
 from paretohqd.config import ConfigError, load_config
@@ -51,9 +53,24 @@ def test_zero_margin_weight_is_dpo():
     torch.testing.assert_close(ours, dpo, rtol=0, atol=1e-12)
 
 
-def test_pair_weight_is_floored():
-    assert modpo.pair_weight(np.array([0.0, 0.5, 0.5]), 0, 0.1) == 0.1
-    assert modpo.pair_weight(np.array([0.3, 0.7]), 0, 0.1) == 0.3
+def test_trained_weights_floor_w_k_and_stay_on_the_simplex():
+    np.testing.assert_allclose(modpo.trained_weights(np.array([0.0, 0.5, 0.5]), 0, 0.1), [0.1, 0.45, 0.45])
+    np.testing.assert_allclose(modpo.trained_weights(np.array([0.05, 0.95]), 0, 0.1), [0.1, 0.9])
+    np.testing.assert_array_equal(modpo.trained_weights(np.array([0.3, 0.7]), 0, 0.1), [0.3, 0.7])
+    np.testing.assert_allclose(modpo.trained_weights(np.array([0.6, 0.0, 0.4]), 1, 0.2), [0.48, 0.2, 0.32])
+    w = np.array([0.0, 1.0])
+    modpo.trained_weights(w, 0, 0.1)
+    assert w.tolist() == [0.0, 1.0]  # the input is not changed
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=4).filter(lambda x: sum(x) > 0), st.floats(0.01, 1.0))
+def test_trained_weights_sum_to_one_and_keep_the_others_ratios(raw, floor):
+    w = np.array(raw) / sum(raw)
+    t = modpo.trained_weights(w, 0, floor)
+    assert abs(t.sum() - 1) < 1e-9 and t[0] == max(w[0], floor)
+    if w[0] < 1:  # the other weights keep their ratios
+        np.testing.assert_allclose(t[1:] * (1 - w[0]), w[1:] * (1 - t[0]), atol=1e-12)
 
 
 def test_sequence_logps_sum_response_tokens_only(tiny_policy):
@@ -106,8 +123,8 @@ def test_pairs_keep_training_ids_of_the_pair_objective_chosen_first(tmp_path):
     assert modpo.check(load_config(None, ["modpo.subsets={x: humor}"])) == [
         "modpo: no objective of rewards.models (helpful, harmless) has pair labels in modpo.subsets ({'x': 'humor'}); "
         "map a data source to one, e.g. modpo.subsets={helpful-base: helpful}"]
-    with pytest.raises(ConfigError, match="modpo.objective: 'humor' is not an objective"):
-        load_config(None, ["modpo.objective=humor"])
+    assert modpo.check(load_config(None, ["modpo.objective=humor"])) == [
+        "modpo.objective: 'humor' is not an objective; choose one of rewards.models (helpful, harmless)"]
 
 
 # Whole runs --------------------------------------------------------------------------------------
@@ -131,7 +148,8 @@ def test_tiny_run_trains_evaluates_and_reports(objectives, tmp_path, chaos_asset
         assert trained["steps"] == 2 and trained["objective"] == "helpful" and len(trained["losses"]) == 2
         assert all(math.isfinite(x) for x in trained["losses"]) and 0 <= trained["accuracy_last"] <= 1
         assert (root / "modpo" / f"pref-{i:02d}" / "adapter_model.safetensors").exists()
-    assert json.loads((root / "modpo" / "pref-00" / "train.json").read_text())["pair_weight"] == 0.1  # w_k = 0, floored
+    first = json.loads((root / "modpo" / "pref-00" / "train.json").read_text())
+    assert first["pair_weight"] == 0.1 and math.isclose(sum(first["trained_weights"]), 1.0)  # w_k = 0, floored, on the simplex
     report = json.loads((root / "report.json").read_text())
     models = report["methods"][0]["models"]
     assert [m["model"] for m in models] == ["pref-00", "pref-01"]

@@ -105,6 +105,7 @@ def test_paper_config_modpo_dry_run(tmp_path, base_policy, small_hh, test_split)
     assert len(report["methods"][0]["models"]) == 13
     trained = [json.loads((root / "modpo" / f"pref-{i:02d}" / "train.json").read_text()) for i in range(13)]
     assert {t["objective"] for t in trained} == {"helpful"} and min(t["pair_weight"] for t in trained) == 0.1
+    assert all(abs(sum(t["trained_weights"]) - 1) < 1e-9 for t in trained)  # floored weights stay on the simplex
 
 
 def test_chat_format_without_a_template_stops_before_anything_runs(tmp_path, base_policy, small_hh, test_split):
@@ -128,3 +129,20 @@ def test_unreachable_hub_ids_are_one_line_each(tmp_path, monkeypatch):
                       ("rewards.models.helpful", "Ray2333/gpt2-large-helpful-reward_model"),
                       ("rewards.models.harmless", "Ray2333/gpt2-large-harmless-reward_model")]:
         assert f"{key}: cannot reach the model '{repo}'" in res.output
+
+
+def test_paper_configs_set_the_baselines_at_their_authors_budgets():
+    """Each baseline's budget in the paper configs is its authors' (sources in the YAML comments)."""
+    import numpy as np
+
+    from paretohqd.methods import morlhf
+
+    for config in ("configs/paper-hh-2obj.yaml", "configs/paper-hh-3obj.yaml"):
+        cfg = load_config(config)
+        assert (cfg.ric.steps, cfg.train.batch_size) == (20_000, 8)  # RiC's README: 20,000 x 4 processes x 2
+        assert (cfg.ric.online_steps, cfg.ric.mapping) == (4_000, "l2")  # the README's scale; ric/evaluation.py
+        assert (cfg.morlhf.sft_steps, cfg.morlhf.temperature) == (10_000, 0.7)  # RiC's sft.py: 80k; ppo/morlhf.py
+        assert "hh-rlhf" not in cfg.modpo.subsets  # the hub's pairs keep their subset
+    three = load_config("configs/paper-hh-3obj.yaml")
+    np.testing.assert_allclose(morlhf.preferences(three), [[1 / 3, 1 / 3, 1 / 3]], atol=1e-6)  # RiC's ppo/morlhf.py
+    assert len(morlhf.preferences(load_config("configs/paper-hh-2obj.yaml"))) == 5  # the paper's MORLHF row

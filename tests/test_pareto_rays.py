@@ -1,5 +1,7 @@
 """Preferences and selection: hand-worked geometry, hypothesis properties, the paper's argument."""
 
+import re
+import warnings
 from math import comb
 
 import numpy as np
@@ -11,7 +13,6 @@ from paretohqd.pareto.layers import nondominated_layers
 from paretohqd.pareto.preferences import (
     check_preferences,
     preferences_from_config,
-    read_preferences,
     simplex_grid,
 )
 from paretohqd.pareto.rays import (
@@ -20,6 +21,7 @@ from paretohqd.pareto.rays import (
     select_direction,
     select_scalarised,
 )
+from paretohqd.select.preferences_file import read_preferences
 
 SELECTORS = [select_direction, select_scalarised]
 
@@ -55,6 +57,29 @@ def test_check_preferences_accepts_and_copies():
     given_w = [[1 / 3, 1 / 3, 1 / 3], [0.0, 0.0, 1.0]]
     w = check_preferences(given_w, 3)
     assert w.shape == (2, 3) and w.dtype == np.float64
+
+
+_ON_SIMPLEX = st.floats(0, 1).map(lambda a: [a, 1 - a])
+_ANY_ROW = st.lists(st.one_of(st.floats(-0.5, 1.5), st.just(float("nan"))), min_size=2, max_size=2)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(_ON_SIMPLEX, _ON_SIMPLEX, _ANY_ROW), min_size=1, max_size=6))
+def test_check_preferences_array_fast_path_answers_as_the_row_check(rows):
+    """An ndarray on the simplex skips the row-by-row loop (the bootstrap passes one checked array a
+    thousand times); every array gets the answer (or the error) of the same rows as a list, and a copy."""
+    arr = np.array(rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rows rescaled onto the simplex warn on both paths alike
+        try:
+            expected = check_preferences(rows, 2)
+        except ValueError as e:
+            with pytest.raises(ValueError, match=re.escape(str(e))):
+                check_preferences(arr, 2)
+            return
+        got = check_preferences(arr, 2)
+    np.testing.assert_array_equal(got, expected)
+    assert not np.shares_memory(got, arr)
 
 
 def test_check_preferences_reports_every_problem_at_once():

@@ -91,6 +91,20 @@ def test_long_inputs_keep_their_end(tiny_bert):
     assert len(ids) == 16 and "finale" in m.tokenizer.decode(ids)
 
 
+def test_truncation_side_right_keeps_the_start_as_ric_and_keys_the_cache(tiny_bert):
+    """`rewards.truncation_side: right` (RiC's tokenizer default) keeps an input's start instead; the
+    side is part of the score cache's key, except `left`, the side before the key existed."""
+    left = HFRewardModel(str(tiny_bert), RewardsConfig(max_length=16), format="response", logit=0, name="t")
+    right = HFRewardModel(str(tiny_bert), RewardsConfig(max_length=16, truncation_side="right"), format="response",
+                          logit=0, name="t")
+    ids = right.encode(["x"], ["opening " + "word " * 100 + "finale"])["input_ids"][0]
+    text = right.tokenizer.decode(ids)
+    assert len(ids) == 16 and "opening" in text and "finale" not in text
+    assert left.fingerprint != right.fingerprint
+    with pytest.raises(ValueError, match="truncation_side"):
+        RewardsConfig(truncation_side="middle")
+
+
 def test_presets_through_the_loader(tiny_bert, monkeypatch):
     """Each preset's format and logit, loaded by name (its hub id pointed at the tiny folder)."""
     for name, p in list(PRESETS.items()):

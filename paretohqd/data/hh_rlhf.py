@@ -75,16 +75,24 @@ def _files(source: str) -> list[Path]:
     raise InputError(f"{source}: no such file or folder (and not the hub id {HUB_ID!r})")
 
 
+HUB_SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
+"""The hub dataset's data folders of (chosen, rejected) pairs, read one by one so that every pair keeps
+its subset as its source (what `modpo.subsets` labels by): its default configuration reads the four as
+one unnamed set. (Its fifth folder, red-team-attempts, holds transcripts without pairs.)"""
+
+
 def _read_hub(split: str) -> Iterator[Pair]:
     from datasets import load_dataset  # only when online
 
-    ds = load_dataset(HUB_ID, split=split)
-    for i, row in enumerate(ds):
-        yield _parse_row(row, "hh-rlhf", f"{HUB_ID}[{split}]:{i}")
+    for subset in HUB_SUBSETS:
+        ds = load_dataset(HUB_ID, data_dir=subset, split=split)
+        for i, row in enumerate(ds):
+            yield _parse_row(row, subset, f"{HUB_ID}/{subset}[{split}]:{i}")
 
 
 def read_pairs(sources: list[str], hub_split: str = "test") -> Iterator[Pair]:
-    """Pairs from every source: files, folders (recursively), or the hub id `Anthropic/hh-rlhf`."""
+    """Pairs from every source: files, folders (recursively), or the hub id `Anthropic/hh-rlhf` (its
+    subsets in `HUB_SUBSETS` order, each pair named by its subset)."""
     if not sources:
         raise InputError("no data sources given")
     for source in sources:

@@ -172,12 +172,15 @@ def model_specs(r: RunFolder, finals: list[FinalModel]) -> list[dict]:
 
 
 def _answer_model(r: RunFolder, tokenizer, prompts: pd.DataFrame, spec: dict, out: Path) -> None:
+    # `evaluate.samples_per_prompt` answers to each prompt, next to each other (the report averages them)
+    prompts = prompts.loc[prompts.index.repeat(r.cfg.evaluate.samples_per_prompt)].reset_index(drop=True)
     conversations = [list(m) for m in prompts["messages"]]
     if spec["tag"] is not None:  # RiC: the desired rewards go into the prompt; the scored prompt stays plain
         conversations = [with_tag(c, spec["tag"]) for c in conversations]
     # one seed for every model: common random numbers make differences between models less noisy
+    seed = r.cfg.seed if r.cfg.evaluate.seed is None else r.cfg.evaluate.seed
     saved = out.with_name(f".{out.stem}.batches")  # batch by batch: a kill loses one batch, not the model
-    responses = answer(r.cfg, tokenizer, conversations, spec["adapter"], seed=r.cfg.seed, label=f"{spec['model']} answers",
+    responses = answer(r.cfg, tokenizer, conversations, spec["adapter"], seed=seed, label=f"{spec['model']} answers",
                        saved=saved)
     df = prompts[["prompt_id", "prompt"]].assign(
         model=spec["model"], preference_index=spec["preference_index"],

@@ -22,6 +22,11 @@ A response is degenerate when any of these holds (checked in this order; the fir
   (apostrophes inside kept: ``don't`` is one word).
 
 Clean prose, numbered lists, code, and short answers of 5 or more words pass.
+
+The rule is ours. The ParetoHqD paper reports collapse rates ("repetitive phrases or extremely short
+responses") without a rule that decides one, and its code was not reachable, so its numbers and ours
+measure the same idea with possibly different rules; the thresholds above are stated, and were
+checked against human-written HH-RLHF answers as said.
 """
 
 from __future__ import annotations

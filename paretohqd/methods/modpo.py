@@ -29,11 +29,14 @@ both answers share a prompt, and both sample ids are in the run's scored trainin
 a subset of `data/train.parquet`: held-out prompts are never used, and the length window applies
 as for every method).
 
-**w_k = 0.** MODPO divides by w_k, and its scripts only train w_k > 0 (w in (0, 1) for BeaverTails,
-w_k = 1 for the length penalty); it has no rule for w_k = 0, where the pair labels would carry no
-weight and the loss becomes an infinitely sharp step. We floor w_k at `modpo.min_pair_weight`
-(default 0.1, the grid's smallest nonzero weight), keeping w_{-k}: the preference (0, 1) trains as
-(0.1, 1), next to its neighbour (0.1, 0.9). `train.json` records the weights used.
+**w_k = 0.** MODPO divides by w_k. The authors' scripts train w on the simplex with w_k > 0:
+`scripts/modpo/beavertails/modpo.py` sets the weights to (w, 1 - w) from one `--w` (its run.sh:
+w = 0.5), and w_k = 1 is DPO; no script trains w_k = 0, where the pair labels would carry no weight
+and the loss becomes an infinitely sharp step. We train a preference with w_k below
+`modpo.min_pair_weight` (default 0.1, the 11-point grid's smallest nonzero weight) as w_k = that
+floor with the other weights scaled to keep their ratios and the sum 1 (`trained_weights`): the
+preference (0, 1) trains as (0.1, 0.9), the same weights as its neighbour, so the grid's end point
+repeats that model rather than leaving the simplex. `train.json` records both weight vectors.
 
 **Reference model**: the base policy, i.e. the same model with its LoRA adapter disabled (as TRL and
 MODPO do with PEFT models). Training is the SFT loop (`paretohqd.policy.sft.train_loop`) with this
@@ -121,14 +124,34 @@ def margins(z_chosen: np.ndarray, z_rejected: np.ndarray, weights: np.ndarray, k
     return (np.asarray(z_chosen) - np.asarray(z_rejected)) @ others  # (B,)
 
 
-def pair_weight(weights: np.ndarray, k: int, floor: float) -> float:
-    """w_k, floored at `floor` (`modpo.min_pair_weight`: MODPO divides by it).
+def trained_weights(weights: np.ndarray, k: int, floor: float) -> np.ndarray:
+    """The preference MODPO trains for `weights`: itself when w_k >= `floor` (`modpo.min_pair_weight`),
+    else w_k = floor and the other weights scaled by (1 - floor) / (1 - w_k), so they keep their
+    ratios and the vector stays on the simplex (MODPO divides by w_k; see the module docstring).
+
+    Args:
+        weights: (M,) the preference, on the simplex.
+        k: the pair objective's index.
+        floor: the smallest w_k trained, in (0, 1].
+
+    Returns:
+        (M,) float64 weights summing to 1.
 
     Examples:
-        >>> pair_weight(np.array([0.0, 1.0]), 0, 0.1), pair_weight(np.array([0.5, 0.5]), 0, 0.1)
-        (0.1, 0.5)
+        >>> trained_weights(np.array([0.0, 1.0]), 0, 0.1).tolist()
+        [0.1, 0.9]
+        >>> trained_weights(np.array([0.0, 0.25, 0.75]), 0, 0.2).tolist()
+        [0.2, 0.2, 0.6000000000000001]
+        >>> trained_weights(np.array([0.5, 0.5]), 0, 0.1).tolist()
+        [0.5, 0.5]
     """
-    return max(float(weights[k]), floor)
+    w = np.asarray(weights, dtype=np.float64).copy()  # (M,)
+    if w[k] >= floor:
+        return w
+    others = np.arange(len(w)) != k  # (M,)
+    w[others] *= (1.0 - floor) / (1.0 - w[k])  # w_k < floor <= 1, so 1 - w_k > 0
+    w[k] = floor
+    return w
 
 
 # Pairs -------------------------------------------------------------------------------------------
@@ -136,8 +159,15 @@ def pair_weight(weights: np.ndarray, k: int, floor: float) -> float:
 
 def objective(cfg: Config) -> str:
     """The pair objective k: `modpo.objective`, else the first objective of rewards.models that
-    `modpo.subsets` labels pairs for (an objective no subset names has no labels)."""
+    `modpo.subsets` labels pairs for (an objective no subset names has no labels).
+
+    Raises:
+        ConfigError: `modpo.objective` names no objective, or no objective has pair labels.
+    """
     if cfg.modpo.objective is not None:
+        if cfg.modpo.objective not in cfg.rewards.models:
+            raise ConfigError(f"modpo.objective: {cfg.modpo.objective!r} is not an objective; choose one of "
+                              f"rewards.models ({', '.join(cfg.rewards.models)})")
         return cfg.modpo.objective
     labelled = set(cfg.modpo.subsets.values())
     for name in cfg.rewards.models:
@@ -296,7 +326,8 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
     z = Normaliser.of_scores(r.scores, r.objectives)
     z_chosen = z(scores.loc[pairs["chosen_id"], r.objectives].to_numpy(np.float64))  # (n, M)
     z_rejected = z(scores.loc[pairs["rejected_id"], r.objectives].to_numpy(np.float64))  # (n, M)
-    w_k = pair_weight(weights, k, cfg.modpo.min_pair_weight)
+    trained = trained_weights(weights, k, cfg.modpo.min_pair_weight)  # (M,) on the simplex
+    w_k = float(trained[k])
     fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
 
     def enc(ids: pd.Series) -> list[Encoded]:
@@ -313,17 +344,19 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
                           f"{(time.perf_counter() - t0) / step:.1f} s/step")
 
     console.print(f"  {len(pairs):,} pairs on {objective(cfg)!r}, w_k = {w_k:g}, margins from "
-                  f"{[n for j, n in enumerate(r.objectives) if j != k and weights[j] > 0]}")
-    stats = train_pairs(encoded, margins(z_chosen, z_rejected, weights, k), out, policy=cfg.policy, cfg=cfg.train,
+                  f"{[n for j, n in enumerate(r.objectives) if j != k and trained[j] > 0]}")
+    stats = train_pairs(encoded, margins(z_chosen, z_rejected, trained, k), out, policy=cfg.policy, cfg=cfg.train,
                         steps=steps, batch_size=batch_size, lr=cfg.modpo.lr, beta=cfg.modpo.beta, pair_weight=w_k,
                         seed=seed, pad_id=tokenizer.pad_token_id, on_step=show,
-                        record={"weights": weights.tolist(), "objective": objective(cfg), "pair_weight": w_k},
+                        record={"weights": weights.tolist(), "trained_weights": trained.tolist(),
+                                "objective": objective(cfg), "pair_weight": w_k},
                         **r.log_to(str(out.relative_to(r.root))))
     return stats
 
 
 def check(cfg: Config) -> list[str]:
-    """Problems `pipeline.preflight` reports before anything runs: a pair objective to train on."""
+    """Problems `pipeline.preflight` reports before anything runs: a pair objective to train on (the one
+    place `modpo.objective` is checked against rewards.models)."""
     try:
         objective(cfg)
     except ConfigError as e:

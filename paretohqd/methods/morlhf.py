@@ -132,7 +132,7 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
         report_to=cfg.train.report_to, run_name=f"{r.root.name}/{tag}",
         max_steps=m.steps, per_device_train_batch_size=m.batch_size,
         num_generations=m.num_generations, max_completion_length=m.max_completion_length or cfg.generate.max_new_tokens,
-        learning_rate=m.lr, beta=m.beta, reward_weights=used, multi_objective_aggregation=m.aggregation, temperature=cfg.generate.temperature or 1.0,
+        learning_rate=m.lr, beta=m.beta, reward_weights=used, multi_objective_aggregation=m.aggregation, temperature=m.temperature or cfg.generate.temperature or 1.0,
         top_p=cfg.generate.top_p, warmup_steps=min(cfg.train.warmup_steps, m.steps - 1), seed=seed,
         bf16=mixed_precision(cfg.train) == "bf16", use_cpu=not torch.cuda.is_available(),
         activation_checkpointing=False,  # small models fit without it (GRPOConfig turns it on)

@@ -150,7 +150,8 @@ def describe(cfg: Config) -> str:
 
 def work(cfg: Config, n_samples: int | None = None) -> dict[str, float]:
     """Samples x steps trained (stage 1 separately, since `compare` can share it), tokens generated
-    (stage 2, counted at max_new_tokens) and the number of models evaluated. `n_samples`, the scored
+    (stage 2, counted at max_new_tokens) by its `generators` (the representatives) and the number of
+    models evaluated. `n_samples`, the scored
     training set's size, matters only to `select.random_budget: epochs` (NaN counts without it)."""
     prefs = preferences_from_config(cfg.select.preferences, len(cfg.rewards.models))  # (P, M)
     b = cfg.train.batch_size
@@ -158,10 +159,11 @@ def work(cfg: Config, n_samples: int | None = None) -> dict[str, float]:
     if n_samples is None and cfg.select.method == "random" and cfg.select.random_budget == "epochs":
         stage1 = float("nan")
     stage2 = generated = 0
+    generators = len(representatives(prefs)) if cfg.stage2.enabled else 0
     if cfg.stage2.enabled:
-        answers = cfg.stage2.prompts * (len(representatives(prefs)) if cfg.stage2.prompts_per == "model" else 1)
+        answers = cfg.stage2.prompts * (generators if cfg.stage2.prompts_per == "model" else 1)
         generated = answers * cfg.generate.max_new_tokens
         # the pool: every representative's answers (at most; empty answers and duplicates drop out)
         stage2 = len(prefs) * b * budget(cfg, cfg.stage2.steps, cfg.stage2.k or max(cfg.select.k // 2, 1), answers)[1]
     return {"train_samples": stage1 + stage2, "stage1_samples": stage1, "generated_tokens": generated,
-            "models": len(prefs)}
+            "generators": generators, "models": len(prefs)}

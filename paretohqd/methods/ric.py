@@ -15,9 +15,11 @@ We follow the authors' code (github.com/YangRui2015/RiC, `ric/utils.py`):
   The model is fine-tuned on the (tagged prompt, response) pairs with the SFT loss.
 - **Inference.** A preference w becomes desired rewards (RiC's `map_rewards_from_preference`),
   with lo_i / hi_i the min / max of the training z-scores of objective i and M objectives:
-  `linf` (the paper's mapping, the default): the objective of largest weight asks for hi, every
-  other i for min(M w_i, 1) (hi_i - lo_i) + lo_i; `l2`: w_i / ||w||_2 of the way from lo_i to hi_i
-  (RiC's evaluation script); `linear`: w_i of the way. Values are rounded to one decimal, as RiC.
+  `linf` (the default, as `map_rewards_from_preference`'s own default in RiC's `ric/utils.py`): the
+  objective of largest weight asks for hi, every other i for min(M w_i, 1) (hi_i - lo_i) + lo_i;
+  `l2`: w_i / ||w||_2 of the way from lo_i to hi_i, what RiC's `ric/evaluation.py` passes
+  (`method='l2'`) for the LLM fronts it reports, so the paper configs use it; `linear`: w_i of the
+  way. Values are rounded to one decimal, as RiC.
   The one model answers every preference, each with its own tag.
 
 - **Online rounds** (`ric.online_rounds`, following RiC's `main.py`, `generation.py` and
@@ -78,7 +80,7 @@ def desired_rewards(preference: ArrayLike, lo: ArrayLike, hi: ArrayLike, *, mapp
         preference: (M,) weights on the simplex.
         lo: (M,) lowest normalised training reward per objective.
         hi: (M,) highest normalised training reward per objective.
-        mapping: `linf` (the paper's), `l2` or `linear`; see the module docstring.
+        mapping: `linf`, `l2` (RiC's evaluation script's) or `linear`; see the module docstring.
 
     Returns:
         (M,) desired normalised rewards, rounded to one decimal.

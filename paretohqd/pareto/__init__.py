@@ -1,6 +1,7 @@
 """The objective-space core: Pareto layers, preferences, selection, front metrics, controllability.
 
-Pure numpy functions (arrays in, arrays out); `select.py` and `plot.py` add tables and files.
+Pure numpy functions (arrays in, arrays out; bad input is a ValueError); `paretohqd.select` adds
+tables, files and the picture. pyproject's `forbidden` contract keeps it free of our files and config.
 """
 
 from paretohqd.pareto.control import calibration, largest_hole, neighbour_pairs, order_tau

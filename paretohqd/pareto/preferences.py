@@ -7,14 +7,11 @@ the paper's 11 preferences (0.0, 1.0), (0.1, 0.9), ..., (1.0, 0.0).
 
 from __future__ import annotations
 
-import json
 import warnings
 from itertools import combinations
 from math import comb
-from pathlib import Path
 
 import numpy as np
-import yaml
 from numpy.typing import ArrayLike
 
 # Weights may miss a sum of 1 by this much (hand-typed 1/3s, float round-off).
@@ -104,6 +101,12 @@ def check_preferences(weights: ArrayLike, n_objectives: int) -> np.ndarray:
         ValueError: 1 bad preference(s):
           - preference 0 [0.5, 0.6]: sums to 1.1, not 1; rescale it so the weights sum to 1
     """
+    if isinstance(weights, np.ndarray) and weights.ndim == 2 and weights.shape[1] == n_objectives and len(weights):
+        # an array already on the simplex (checked once, then passed on: the bootstrap's thousand draws)
+        # needs no row-by-row report; anything else takes the loop below, which names each bad row
+        w = weights.astype(np.float64)  # (P, M) copy
+        if np.isfinite(w).all() and (w >= 0).all() and (np.abs(w.sum(axis=1) - 1.0) <= SUM_TOLERANCE).all():
+            return w
     rows = list(weights) if isinstance(weights, (list, tuple, np.ndarray)) else None
     if not rows:
         raise ValueError(f"preferences must be a non-empty list of weight vectors; got {weights!r}")
@@ -168,56 +171,3 @@ def preferences_from_config(value: int | str | list[list[float]], n_objectives: 
             raise ValueError(f"unknown preference preset {value!r}; presets are {sorted(PRESETS)}")
         value = PRESETS[value]
     return check_preferences(value, n_objectives)
-
-
-def read_preferences(path: str | Path) -> list[list[float]]:
-    """Weight vectors from a file, for `--preferences FILE`. The one I/O function here.
-
-    Accepted: YAML or JSON (a list of lists, or a mapping with a `preferences` list), or CSV
-    (one weight vector per row; a header row of names is skipped). Values are checked later, by
-    `check_preferences`, once the number of objectives is known.
-
-    Args:
-        path: a .yaml/.yml/.json/.csv/.txt file.
-
-    Returns:
-        The rows as lists of floats.
-
-    Raises:
-        ValueError: unreadable file, or content that is not a list of numeric rows.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read preferences file: {e.strerror or e}") from None
-    if path.suffix.lower() in (".csv", ".txt"):
-        return _rows_from_csv(text, path)
-    try:
-        data = yaml.safe_load(text)  # JSON is YAML, so one parser reads both
-    except (yaml.YAMLError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not valid YAML/JSON: {e}") from None
-    if isinstance(data, dict) and "preferences" in data:
-        data = data["preferences"]
-    if not isinstance(data, list) or not all(isinstance(r, list) for r in data) or not data:
-        raise ValueError(f"{path}: expected a list of weight vectors such as [[0.3, 0.7], [0.5, 0.5]]")
-    try:
-        return [[float(x) for x in row] for row in data]
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: every weight must be a number") from None
-
-
-def _rows_from_csv(text: str, path: Path) -> list[list[float]]:
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    rows = []
-    for n, line in enumerate(lines):
-        cells = [c.strip() for c in line.split(",")]
-        try:
-            rows.append([float(c) for c in cells])
-        except ValueError:
-            if n == 0:  # a header of objective names
-                continue
-            raise ValueError(f"{path}: row {n + 1} {line!r} is not a list of numbers") from None
-    if not rows:
-        raise ValueError(f"{path}: no weight vectors found")
-    return rows

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from paretohqd.config import ConfigError
-from paretohqd.io import InputError
 from paretohqd.pareto.preferences import simplex_grid
 
 TOL = 1e-9
@@ -28,12 +26,12 @@ def parse_weights(text: str, objectives: list[str]) -> np.ndarray:
         [0.3, 0.7]
 
     Raises:
-        InputError: not numbers, the wrong count, a negative weight, or a sum other than 1.
+        ValueError: not numbers, the wrong count, a negative weight, or a sum other than 1.
     """
     try:
         values = [float(x) for x in str(text).split(",")]
     except ValueError:
-        raise InputError(f"weights {text!r}: not numbers; give one weight per objective "
+        raise ValueError(f"weights {text!r}: not numbers; give one weight per objective "
                          f"({', '.join(objectives)}), e.g. {_example(objectives)}") from None
     return check_weights(values, objectives)
 
@@ -47,20 +45,20 @@ def check_weights(weights, objectives: list[str]) -> np.ndarray:
         >>> check_weights([0.5, 0.6], ["helpful", "harmless"])
         Traceback (most recent call last):
         ...
-        paretohqd.io.InputError: weights 0.5,0.6 sum to 1.1; give non-negative weights summing to 1, one per objective (helpful, harmless), e.g. 0.5,0.5
+        ValueError: weights 0.5,0.6 sum to 1.1; give non-negative weights summing to 1, one per objective (helpful, harmless), e.g. 0.5,0.5
 
     Raises:
-        InputError: the wrong count, a negative or non-finite weight, or a sum off 1 by more than 1e-6.
+        ValueError: the wrong count, a negative or non-finite weight, or a sum off 1 by more than 1e-6.
     """
     w = np.asarray(weights, dtype=np.float64).reshape(-1)  # (M,)
     shown = ",".join(f"{x:g}" for x in w)
     fix = f"one per objective ({', '.join(objectives)}), e.g. {_example(objectives)}"
     if len(w) != len(objectives):
-        raise InputError(f"weights {shown}: {len(w)} weights for {len(objectives)} objectives; give {fix}")
+        raise ValueError(f"weights {shown}: {len(w)} weights for {len(objectives)} objectives; give {fix}")
     if not np.isfinite(w).all() or (w < 0).any():
-        raise InputError(f"weights {shown}: a weight is negative or not finite; give non-negative weights summing to 1, {fix}")
+        raise ValueError(f"weights {shown}: a weight is negative or not finite; give non-negative weights summing to 1, {fix}")
     if abs(w.sum() - 1) > 1e-6:
-        raise InputError(f"weights {shown} sum to {w.sum():.6g}; give non-negative weights summing to 1, {fix}")
+        raise ValueError(f"weights {shown} sum to {w.sum():.6g}; give non-negative weights summing to 1, {fix}")
     return w / w.sum()
 
 
@@ -134,17 +132,17 @@ def delaunay_cell(prefs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndar
         outside the hull of the preferences.
 
     Raises:
-        ConfigError: scipy missing, or preferences that span no cell (all on one line).
+        ValueError: scipy missing, or preferences that span no cell (all on one line).
     """
     try:
         from scipy.spatial import Delaunay, QhullError
     except ImportError:
-        raise ConfigError("mixing an explicit list of 3+ objective preferences needs scipy: pip install scipy") from None
+        raise ValueError("mixing an explicit list of 3+ objective preferences needs scipy: pip install scipy") from None
     m = prefs.shape[1]
     try:
         tri = Delaunay(prefs[:, :-1])
     except QhullError:
-        raise ConfigError(f"select.preferences: the {len(prefs)} trained preferences span no {m - 1}-d cell "
+        raise ValueError(f"select.preferences: the {len(prefs)} trained preferences span no {m - 1}-d cell "
                           f"(they lie on a lower-dimensional face), so no other preference can be mixed from them") from None
     x = w[None, :-1]  # (1, M-1)
     s = int(tri.find_simplex(x, tol=TOL)[0])

@@ -23,7 +23,7 @@ import pandas as pd
 from paretohqd.io import read_table, write_text
 from paretohqd.report.evidence import control_tables
 from paretohqd.report.judged import judge_tables
-from paretohqd.pareto.plot import thin
+from paretohqd.select.plot import thin
 
 # Selected training samples whose texts are shown per preference and stage (the closest to the
 # ray first); the points of all of them are drawn.

@@ -23,6 +23,7 @@ import numpy as np
 from paretohqd.evaluate.front import bootstrap_means, percentile_interval
 from paretohqd.pareto.control import calibration, largest_hole, order_tau
 from paretohqd.pareto.metrics import epsilon_additive, igd_plus, pareto_subset
+from paretohqd.pareto.preferences import check_preferences
 from paretohqd.report.summary import prompt_matrix
 
 INDICATORS = ("calibration_deg", "calibration_from_base_deg", "order_tau", "largest_hole", "igd_plus",
@@ -54,46 +55,47 @@ def measure_control(entries: list[dict], runs: list[dict], norms: dict[str, dict
             e["control"], boots = None, {}
         else:
             origin = None if e["base"] is None else [e["base"]["mean"][o] for o in names]  # (M,)
-            stat = _statistic(np.array(weights), box, reference, origin)
-            point = stat(np.array([[r["mean"][o] for o in names] for r in e["models"]]))  # {name: float}
-            per_draw = [stat(means) for means in boot]
+            # checked once here: each draw's indicators take the checked array's fast path
+            stat = _statistic(check_preferences(weights, len(names)), box, reference, origin)
+            point, parts = stat(np.array([[r["mean"][o] for o in names] for r in e["models"]]))
+            per_draw = [stat(means)[0] for means in boot]
             boots = {k: np.array([d[k] for d in per_draw]) for k in INDICATORS}
             e["control"] = {k: {"value": _finite(point[k]), "ci95": _interval(boots[k]), "vs_first": None}
                             for k in INDICATORS}
-            e["control"].update(_details(e["models"], weights, box, names))
+            e["control"].update(_details(e["models"], parts, names))
         draws.append((prompts, boots))
     _paired(entries, runs, draws)
 
 
 def _statistic(weights: np.ndarray, box: dict, reference: np.ndarray,
-               base: list[float] | None) -> Callable[[np.ndarray], dict[str, float]]:
-    """The `INDICATORS` of one (P, M) set of mean points, in the fronts box; `base` (M,) is the
-    origin of `calibration_from_base_deg` (NaN without one)."""
+               base: list[float] | None) -> Callable[[np.ndarray], tuple[dict[str, float], dict]]:
+    """The `INDICATORS` of one (P, M) set of mean points, in the fronts box, and the parts they
+    summarise (per-preference angles, per-objective taus, the hole's row pair) for `_details`;
+    `base` (M,) is the origin of `calibration_from_base_deg` (NaN without one)."""
     lo, hi = box["lower"], box["upper"]
 
-    def stat(points: np.ndarray) -> dict[str, float]:
-        return {"calibration_deg": calibration(weights, points, lower=lo, upper=hi)[1],
-                "calibration_from_base_deg": (float("nan") if base is None
-                                              else calibration(weights, points, lower=lo, upper=hi, origin=base)[1]),
-                "order_tau": order_tau(weights, points)[1],
-                "largest_hole": largest_hole(weights, points, lower=lo, upper=hi)[0] if len(points) > 1 else float("nan"),
-                "igd_plus": igd_plus(points, reference, lower=lo, upper=hi),
-                "epsilon_additive": epsilon_additive(points, reference, lower=lo, upper=hi)}
+    def stat(points: np.ndarray) -> tuple[dict[str, float], dict]:
+        angles, mean_angle = calibration(weights, points, lower=lo, upper=hi)  # (P,), float
+        taus, tau = order_tau(weights, points)  # (M,), float
+        hole, pair = largest_hole(weights, points, lower=lo, upper=hi) if len(points) > 1 else (float("nan"), None)
+        values = {"calibration_deg": mean_angle,
+                  "calibration_from_base_deg": (float("nan") if base is None
+                                                else calibration(weights, points, lower=lo, upper=hi, origin=base)[1]),
+                  "order_tau": tau, "largest_hole": hole,
+                  "igd_plus": igd_plus(points, reference, lower=lo, upper=hi),
+                  "epsilon_additive": epsilon_additive(points, reference, lower=lo, upper=hi)}
+        return values, {"angles": angles, "taus": taus, "hole_pair": pair}
 
     return stat
 
 
-def _details(models: list[dict], weights: list, box: dict, names: list[str]) -> dict:
-    """Point estimates that have no interval: per-preference angles and taus, the hole's ends."""
-    points = np.array([[r["mean"][o] for o in names] for r in models])  # (P, M)
-    angles, _ = calibration(weights, points, lower=box["lower"], upper=box["upper"])  # (P,)
-    taus, _ = order_tau(weights, points)  # (M,)
-    between = None
-    if len(points) > 1:
-        pair = largest_hole(weights, points, lower=box["lower"], upper=box["upper"])[1]
-        between = [models[int(i)]["model"] for i in pair]
-    return {"box": "fronts", "angles_deg": dict(zip((r["model"] for r in models), _finite_list(angles))),
-            "order_tau_per_objective": dict(zip(names, _finite_list(taus))), "largest_hole_between": between}
+def _details(models: list[dict], parts: dict, names: list[str]) -> dict:
+    """Point estimates that have no interval (the point's `parts` from `_statistic`): per-preference
+    angles and taus, the hole's ends."""
+    pair = parts["hole_pair"]
+    between = None if pair is None else [models[int(i)]["model"] for i in pair]
+    return {"box": "fronts", "angles_deg": dict(zip((r["model"] for r in models), _finite_list(parts["angles"]))),
+            "order_tau_per_objective": dict(zip(names, _finite_list(parts["taus"]))), "largest_hole_between": between}
 
 
 def _base_values(run: dict, prompts: list[str], names: list[str]) -> np.ndarray | None:

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from numpy.typing import ArrayLike  # noqa: E402
 
 from paretohqd.io import atomic_path  # noqa: E402
-from paretohqd.pareto.plot import thin  # noqa: E402
+from paretohqd.select.plot import thin  # noqa: E402
 
 _MARKERS = "osD^vP"
 

@@ -51,10 +51,12 @@ class HFRewardModel:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        # cut long inputs at the start: the end of the dialogue and the response matter most
-        self.tokenizer.truncation_side = "left"
+        # `left` (the default) cuts long inputs at the start: the end of the dialogue and the response matter most
+        self.tokenizer.truncation_side = cfg.truncation_side
         self.max_length = min(cfg.max_length, getattr(self.tokenizer, "model_max_length", cfg.max_length))
-        self.fingerprint = state_fingerprint(self.model, "hf", format, logit, self.max_length, str(self.model.dtype))
+        # `left` was the only side before `rewards.truncation_side` existed: leaving it out keeps those caches valid
+        side = () if cfg.truncation_side == "left" else (cfg.truncation_side,)
+        self.fingerprint = state_fingerprint(self.model, "hf", format, logit, self.max_length, str(self.model.dtype), *side)
 
     def inputs(self, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[str], list[str] | None]:
         """The texts the tokenizer sees: (first, second) of a pair, or (responses, None)."""

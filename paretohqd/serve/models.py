@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from paretohqd.io import InputError
-from paretohqd.pareto.simplex import parse_weights
 from paretohqd.serve.limits import WEIGHT_GRID
 from paretohqd.serve.protocol import APIError
-from paretohqd.use import choose, open_run
+from paretohqd.use import checked_weights, choose, open_run
 
 BASE = "base"
 """The model name of the policy before training."""
@@ -70,7 +69,7 @@ class Models:
             return BASE, BASE, None
         if name.startswith("w="):
             try:
-                choice = choose(self.r, self.finals, on_grid(parse_weights(name[2:], self.r.objectives)))
+                choice = choose(self.r, self.finals, on_grid(checked_weights(name[2:], self.r.objectives)))
             except InputError as e:
                 raise APIError(400, f"model {name!r}: {e}", param="model", code="invalid_weights") from None
         else:

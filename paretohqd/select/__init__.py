@@ -17,7 +17,8 @@ from paretohqd.config import Config, ConfigError, SelectConfig, dump_config
 from paretohqd.io import InputError, read_table, write_json, write_parquet, write_text
 from paretohqd.pareto.control import calibration, largest_hole
 from paretohqd.pareto.layers import pool_layers
-from paretohqd.pareto.preferences import preferences_from_config, read_preferences
+from paretohqd.pareto.preferences import preferences_from_config
+from paretohqd.select.preferences_file import read_preferences
 from paretohqd.pareto.rays import normalisation_box, select_direction, select_scalarised
 
 SELECTORS = {"direction": select_direction, "scalarised": select_scalarised}
@@ -108,7 +109,7 @@ def select_file(scores_path: str | Path, objectives: list[str], cfg: Config, out
     Returns:
         The path of selection.parquet.
     """
-    from paretohqd.pareto.plot import plot_selection  # matplotlib only when a picture is made
+    from paretohqd.select.plot import plot_selection  # matplotlib only when a picture is made
 
     if cfg.select.method == "random":
         raise ConfigError("select.method random (the full-data ablation) is a run setting; "
