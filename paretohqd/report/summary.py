@@ -18,6 +18,7 @@ from paretohqd.evaluate.front import (LEVEL, ZSCORE_REF, bootstrap_hypervolume, 
                                       front_spread, fronts_box, percentile_interval, zscore_stats)
 from paretohqd.io import InputError, read_table
 from paretohqd.pareto.metrics import pareto_subset
+from paretohqd.runfolder.manifest import read_manifest
 
 _EVAL_FILES = ("meta.json", "bounds.json", "disjoint.json", "responses.parquet")
 
@@ -41,8 +42,7 @@ def load_run(root: str | Path) -> dict:
         raise InputError(f"{root / 'evaluate' / 'responses.parquet'} lacks objective column(s) {lacking}")
     interpolation = root / "evaluate" / "interpolation.json"  # only after `paretohqd evaluate RUN --interpolation`
     run["interpolation"] = json.loads(interpolation.read_text()) if interpolation.exists() else None
-    manifest = root / "manifest.json"
-    run["manifest"] = json.loads(manifest.read_text()) if manifest.exists() else {"steps": {}}
+    run["manifest"] = read_manifest(root)  # with the records of steps run as units (`manifest.d/`)
     return run
 
 
