@@ -27,8 +27,8 @@ def unit_command(run_args: list[str], wave: str, index_var: str) -> str:
     wave and the index, read from the scheduler's variable `index_var` when the task starts.
 
     Examples:
-        >>> unit_command(["run", "my config.yaml"], "stage1", "SLURM_ARRAY_TASK_ID")
-        "paretohqd run 'my config.yaml' --wave stage1 --unit-index \\"$SLURM_ARRAY_TASK_ID\\""
+        >>> print(unit_command(["run", "my config.yaml"], "stage1", "SLURM_ARRAY_TASK_ID"))
+        paretohqd run 'my config.yaml' --wave stage1 --unit-index "$SLURM_ARRAY_TASK_ID"
     """
     return shlex.join(["paretohqd", *run_args, "--wave", wave, "--unit-index"]) + f' "${index_var}"'
 

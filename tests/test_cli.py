@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from paretohqd.cli import app
 
-COMMANDS = {"data prepare", "reward train", "score", "select", "run", "compare", "evaluate", "report", "generate", "export", "serve"}
+COMMANDS = {"data prepare", "reward train", "score", "select", "run", "plan", "compare", "evaluate", "report", "generate", "export", "serve"}
 
 
 def _commands(group, prefix="") -> set[str]:

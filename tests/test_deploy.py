@@ -3,7 +3,8 @@ as far as a machine without Slurm, Kubernetes or SkyPilot allows: the Slurm scri
 fake `sbatch` that records each submission (array size, dependency, command); the Kubernetes and
 SkyPilot files parse as YAML of the expected shape. Every array task's command is run by a shell,
 as the scheduler would run it, with a fake `paretohqd` that records its arguments; those
-arguments must be a valid `paretohqd run ... --check` naming the wave's unit at that index."""
+arguments must be a `paretohqd run` the CLI accepts and that runs the wave's unit at that index
+(`pipeline.run` mocked; one of them is checked for real with `--check`)."""
 
 import os
 import subprocess
@@ -43,12 +44,16 @@ def _task_args(command: str, env: dict, var: str, index: int, tmp_path: Path) ->
     return (tmp_path / "args").read_text().split("\0")[:-1]
 
 
-def _check(args: list[str], unit: str) -> None:
-    """`args` is a valid `paretohqd run` of `unit` (checked, not run)."""
+def _check(args: list[str], unit: str, monkeypatch) -> None:
+    """`args` is a `paretohqd run` the CLI accepts, which runs `unit` (`pipeline.run` mocked)."""
+    from paretohqd import pipeline
+
+    ran = []
+    monkeypatch.setattr(pipeline, "run", lambda cfg, config_args, unit: ran.append(unit))
     assert args[0] == "run"
-    res = CliRunner().invoke(app, [*args, "--check"])
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert f"unit {unit} of" in res.output, res.output
+    assert ran == [unit]
 
 
 def _tiny(tmp_path, chaos_assets) -> tuple[dict, list[str]]:
@@ -60,7 +65,7 @@ def _plan_args(sets: list[str]) -> list[str]:
     return ["plan", "configs/demo.yaml", *(x for s in sets for x in ("--set", s))]
 
 
-def test_the_slurm_script_submits_one_array_per_wave_chained_by_afterok(tmp_path, chaos_assets):
+def test_the_slurm_script_submits_one_array_per_wave_chained_by_afterok(tmp_path, chaos_assets, monkeypatch):
     p, sets = _tiny(tmp_path, chaos_assets)
     script = tmp_path / "run.sh"
     assert CliRunner().invoke(app, [*_plan_args(sets), "--slurm", str(script)]).exit_code == 0
@@ -76,11 +81,16 @@ def test_the_slurm_script_submits_one_array_per_wave_chained_by_afterok(tmp_path
         assert ("--gres=gpu:1" in call) == (wave in ("score", "stage1", "stage2-generate", "stage2-score", "stage2",
                                                      "evaluate"))
         for i, unit in enumerate(ids):
-            _check(_task_args(opts["--wrap"], env, "SLURM_ARRAY_TASK_ID", i, tmp_path), unit)
-    assert "wave report: job 1012, 1 task(s)" in res.stdout
+            _check(_task_args(opts["--wrap"], env, "SLURM_ARRAY_TASK_ID", i, tmp_path), unit, monkeypatch)
+    assert f"wave report: job {1000 + len(p['waves']) - 1}, 1 task(s)" in res.stdout
+    # and the real command, checked without the mock: the config, models and data, and the unit
+    monkeypatch.undo()
+    res = CliRunner().invoke(app, [*_task_args(calls[3][-1].split("=", 1)[1], env, "SLURM_ARRAY_TASK_ID", 1, tmp_path),
+                                   "--check"])
+    assert res.exit_code == 0 and "unit stage1/pref-01 of" in res.output, res.output
 
 
-def test_the_kubernetes_jobs_are_indexed_one_per_wave_applied_in_order(tmp_path, chaos_assets):
+def test_the_kubernetes_jobs_are_indexed_one_per_wave_applied_in_order(tmp_path, chaos_assets, monkeypatch):
     p, sets = _tiny(tmp_path, chaos_assets)
     out = tmp_path / "k8s"
     assert CliRunner().invoke(app, [*_plan_args(sets), "--k8s", str(out)]).exit_code == 0
@@ -92,16 +102,17 @@ def test_the_kubernetes_jobs_are_indexed_one_per_wave_applied_in_order(tmp_path,
         job = yaml.safe_load(path.read_text())
         assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed"
         assert job["spec"]["completions"] == job["spec"]["parallelism"] == len(ids)
-        assert submit[4 + 2 * n:6 + 2 * n] == [f"kubectl apply -f {path.name}",
-                                               submit[5 + 2 * n]]  # applied in order, each waited for
-        assert f"job/{job['metadata']['name']}" in submit[5 + 2 * n]
+        # applied in order, each waited for before the next
+        assert submit[4 + 2 * n] == f"kubectl apply -f {path.name}"
+        assert submit[5 + 2 * n].startswith("kubectl wait --for=condition=complete")
+        assert submit[5 + 2 * n].endswith(f"job/{job['metadata']['name']}")
         container = job["spec"]["template"]["spec"]["containers"][0]
         assert container["command"][:2] == ["sh", "-c"]
         for i, unit in enumerate(ids):
-            _check(_task_args(container["command"][2], env, "JOB_COMPLETION_INDEX", i, tmp_path), unit)
+            _check(_task_args(container["command"][2], env, "JOB_COMPLETION_INDEX", i, tmp_path), unit, monkeypatch)
 
 
-def test_the_skypilot_pipeline_has_a_task_per_wave_one_node_per_unit(tmp_path, chaos_assets):
+def test_the_skypilot_pipeline_has_a_task_per_wave_one_node_per_unit(tmp_path, chaos_assets, monkeypatch):
     p, sets = _tiny(tmp_path, chaos_assets)
     out = tmp_path / "sky.yaml"
     assert CliRunner().invoke(app, [*_plan_args(sets), "--skypilot", str(out)]).exit_code == 0
@@ -110,7 +121,6 @@ def test_the_skypilot_pipeline_has_a_task_per_wave_one_node_per_unit(tmp_path, c
     env = _bin(tmp_path)
     for task, (wave, ids) in zip(tasks, p["waves"].items()):
         assert task["num_nodes"] == len(ids) and task["resources"]["use_spot"] is True
-        assert list(task["file_mounts"]) == [f"~/sky_workdir/{tmp_path}/runs".replace("//", "/")] or \
-            list(task["file_mounts"]) == [str(tmp_path / "runs")]
+        assert list(task["file_mounts"]) == [str(tmp_path / "runs")]  # runs_dir (absolute here), on every node
         for i, unit in enumerate(ids):
-            _check(_task_args(task["run"], env, "SKYPILOT_NODE_RANK", i, tmp_path), unit)
+            _check(_task_args(task["run"], env, "SKYPILOT_NODE_RANK", i, tmp_path), unit, monkeypatch)

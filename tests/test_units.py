@@ -7,6 +7,7 @@ each two-unit wave as two processes at once; the run ends as the same run made w
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -175,7 +176,8 @@ def test_units_lock_only_themselves_and_keep_the_whole_run_out(tmp_path, chaos_a
     assert _cli("run", *_args(sets), "--unit", "score").exit_code == 0
     for lock, args, says in ((root / ".units" / ".select.lock", ["--unit", "select"], "is in use by"),
                              (tmp_path / "runs" / ".locks.lock", [], "is being read by")):
-        holder = subprocess.Popen(["flock", "-s" if not args else "-x", str(lock), "sleep", "60"])
+        # its own process group: `sleep` inherits the locked file, so both are stopped at the end
+        holder = subprocess.Popen(["flock", "-s" if not args else "-x", str(lock), "sleep", "60"], start_new_session=True)
         try:
             for _ in range(200):  # until flock holds it
                 if subprocess.run(["flock", "-n", "-x", str(lock), "true"]).returncode:
@@ -184,6 +186,6 @@ def test_units_lock_only_themselves_and_keep_the_whole_run_out(tmp_path, chaos_a
             res = _cli("run", *_args(sets), *args)
             assert res.exit_code == 2 and says in res.stderr, res.output
         finally:
-            holder.kill()
+            os.killpg(holder.pid, signal.SIGKILL)
             holder.wait()
     assert _cli("run", *_args(sets), "--unit", "select").exit_code == 0
