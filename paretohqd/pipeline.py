@@ -69,8 +69,8 @@ def _run(cfg: Config, tokenizer) -> Path:
 def _run_unit(cfg: Config, unit: str, config_args: str) -> Path:
     """One unit of the run (`paretohqd.units`), once those it needs are done: the whole pipeline
     passes over every other step (`runfolder.Only`) and stops after this one. Units of one run
-    share its folder's lock (a whole run, which takes it alone, waits for none of them) and each
-    takes its own, so that any number run at once, each unit once.
+    share its folder's lock (a whole run, which takes it alone, is refused while units run, and they
+    while it runs) and each takes its own, so that any number run at once, each unit once.
 
     Raises:
         InputError: a unit it needs is not done (one line naming them).
