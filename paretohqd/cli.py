@@ -109,19 +109,70 @@ def run_job(
     config: Path = typer.Argument(..., help="Run config (YAML), e.g. configs/demo.yaml."),
     set_: list[str] = SetOpt,
     check: bool = typer.Option(False, "--check", help="Only check the config, models, data and run folder (what every run checks first), then stop."),
+    unit: Optional[str] = typer.Option(None, "--unit", help="Run only this unit of `paretohqd plan` (e.g. stage1/pref-03), "
+                                       "once the units it needs are done (else exit 2 naming them)."),
+    wave: Optional[str] = typer.Option(None, "--wave", help="With --unit-index: run the unit at that index of this wave "
+                                       "(an array job's task, e.g. --wave stage1 --unit-index $SLURM_ARRAY_TASK_ID)."),
+    unit_index: Optional[int] = typer.Option(None, "--unit-index", help="With --wave: the unit's index in the wave."),
 ) -> None:
-    """The whole method: prepare, score, select, stage 1, stage 2, evaluate, report; resumable, in runs/NAME/."""
+    """The whole method: prepare, score, select, stage 1, stage 2, evaluate, report; resumable, in runs/NAME/.
+    With --unit (or --wave and --unit-index): one unit of it, as a scheduler's task."""
     from paretohqd.pipeline import preflight, run
+    from paretohqd.units import pick, run_units
 
     cfg = load_config(config, set_)
     # how this config was given, so a suggested command (e.g. `reward train`) reads the same one
     config_args = " ".join(shlex.quote(a) for a in ["--config", str(config), *(x for s in set_ for x in ("--set", s))])
+    if unit is not None and (wave is not None or unit_index is not None):
+        raise ConfigError("give --unit ID, or --wave NAME with --unit-index N, not both")
+    if unit is None and (wave is not None) != (unit_index is not None):
+        raise ConfigError("--wave and --unit-index go together: --wave NAME --unit-index N")
+    if wave is not None:
+        unit = pick(run_units(cfg), wave=wave, index=unit_index).id
     if check:
         cfg, _ = preflight(cfg, config_args=config_args)
-        console.print(f"{config}: ready to run (method {cfg.method}, policy {cfg.policy.model}, "
+        what = f"unit {pick(run_units(cfg), unit).id} of " if unit is not None else ""
+        console.print(f"{config}: {what}ready to run (method {cfg.method}, policy {cfg.policy.model}, "
                       f"{len(cfg.rewards.models)} reward models, run folder {cfg.runs_dir}/{cfg.name})")
         return
-    run(cfg, config_args=config_args)
+    run(cfg, config_args=config_args, unit=unit)
+
+
+@app.command("plan")
+@user_errors
+def plan_units(
+    config: Path = typer.Argument(..., help="Run config (YAML), e.g. configs/paper-hh-2obj.yaml."),
+    set_: list[str] = SetOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON instead of a table."),
+    costs: str = typer.Option("smollm2-cpu", "--costs", help="Cost model of the estimates: smollm2-cpu (measured on "
+                              "2 CPU cores) or llama2-7b-h100-assumed (assumed, not measured)."),
+    slurm: Optional[Path] = typer.Option(None, "--slurm", help="Write a Slurm script here: one job array per wave."),
+    k8s: Optional[Path] = typer.Option(None, "--k8s", help="Write Kubernetes Indexed Jobs (one per wave) and "
+                                       "submit.sh into this folder."),
+    skypilot: Optional[Path] = typer.Option(None, "--skypilot", help="Write a SkyPilot managed-jobs pipeline here."),
+) -> None:
+    """The run's units for a scheduler: what each needs first, its resources, estimated device time, whether done."""
+    import json
+
+    from paretohqd import deploy
+    from paretohqd.io import write_text
+    from paretohqd.plan import plan, plan_table
+
+    p = plan(load_config(config, set_), costs)
+    run_args = ["run", str(config), *(x for s in set_ for x in ("--set", s))]
+    written = []
+    if slurm is not None:
+        written.append(write_text(deploy.slurm_script(p, run_args), slurm))
+    if k8s is not None:
+        written += [write_text(text, k8s / name) for name, text in deploy.k8s_jobs(p, run_args).items()]
+    if skypilot is not None:
+        written.append(write_text(deploy.skypilot_yaml(p, run_args), skypilot))
+    if as_json:
+        print(json.dumps(p, indent=2))
+        return
+    console.print(plan_table(p))
+    for path in written:
+        console.print(f"wrote {path}")
 
 
 @app.command("compare")

@@ -44,7 +44,7 @@ from paretohqd.devices import init_processes
 from paretohqd.report.evidence import DIGITS, value_cell
 from paretohqd.report.render import (control_md, hv_cell, hv_column, hv_delta_cell, md_table, norm_cell,
                                      normalisation_lines)
-from paretohqd.runfolder import RunFolder
+from paretohqd.runfolder import RunFolder, read_manifest
 
 SHARED_FILES = ("data/all.parquet", "data/train.parquet", "data/heldout.parquet", "data/scores.parquet",
                 "data/scores.stats.json", "evaluate/bounds.json", "evaluate/responses/base.parquet")
@@ -90,7 +90,7 @@ def share(src: Path, dst: RunFolder, files: list[str], steps: tuple[str, ...]) -
         except OSError:  # another file system, or links not allowed: a copy shares the same bytes
             shutil.copy2(a, b)
         linked.append(rel)
-    for name, entry in json.loads((src / "manifest.json").read_text())["steps"].items():
+    for name, entry in read_manifest(src)["steps"].items():  # (units' records too)
         if name not in dst.manifest["steps"] and any(name == s or name.startswith(s + "/") for s in steps):
             dst.record(name, {**entry, "shared_from": str(src)})
     return linked

@@ -166,10 +166,10 @@ def _acquire(fd: int, path: Path, folder: str | Path, wait: bool, say: Callable[
     if not wait:
         if shared:
             raise BusyError(f"{folder} is being written by {who}; wait for it to finish (or stop it: a stopped run "
-                            f"resumes where it was), then read it")
+                            f"resumes where it was), then read it (or run a unit of it)")
         if _signature(path).get("mode") == "read":
             raise BusyError(f"{folder} is being read by {who}; a run folder is not written while it is read: "
-                            f"stop the reader (e.g. the server) first")
+                            f"stop the reader (e.g. the server, or a unit of the run: `run --unit`) first")
         raise BusyError(f"{folder} is in use by {who}; one process writes a folder at a time: wait for it to "
                         f"finish or stop it (a stopped run resumes where it was)")
     if say is not None:

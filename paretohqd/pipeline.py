@@ -3,6 +3,7 @@
 `method:` names what trains the per-preference models (`paretohqd.methods.METHODS`): ParetoHqD,
 an ablation or a baseline. Preparing, scoring, evaluating and the report are the same for all.
 Each step is recorded in the run folder's manifest and skipped once done (`runfolder.RunFolder`).
+`run(cfg, unit=ID)` runs one step alone, a unit of `paretohqd plan` (`paretohqd.units`).
 `evaluate_run` is `paretohqd evaluate RUN`: the last two steps on a finished run.
 """
 
@@ -25,14 +26,15 @@ from paretohqd.policy.sft import check_report_to
 from paretohqd.policy.vllm import check_backend
 from paretohqd.progress import console
 from paretohqd.report import write_report
-from paretohqd.rewards import OFFLINE, head_marker
+from paretohqd.rewards import OFFLINE
 from paretohqd.rewards.heads import ensure_trained
 from paretohqd.rewards.score import write_scores
-from paretohqd.runfolder import RunFolder
+from paretohqd.runfolder import Only, RunFolder, UnitDone
+from paretohqd.units import done, pick, rewards_marker, run_units
 
 
-def run(cfg: Config, *, config_args: str = "--config CONFIG") -> Path:
-    """Run (or resume) every step of `cfg.method`; returns the run folder.
+def run(cfg: Config, *, config_args: str = "--config CONFIG", unit: str | None = None) -> Path:
+    """Run (or resume) every step of `cfg.method`, or only `unit` (`_run_unit`); returns the run folder.
 
     The run folder is locked (`lock.hold`) before anything is written in it, and an existing one
     before the checks, so that a second process on a running run is refused at once.
@@ -45,7 +47,10 @@ def run(cfg: Config, *, config_args: str = "--config CONFIG") -> Path:
         BusyError: another process is writing the run folder.
         ConfigError: whatever `preflight` finds, or a config that differs from the run folder's.
         LaunchError: several processes were launched but could not form a group.
+        InputError: (`unit`) a unit it needs is not done.
     """
+    if unit is not None:
+        return _run_unit(cfg, unit, config_args)
     _join_processes()  # first: launched processes that cannot form a group stop before writing anything
     root = Path(cfg.runs_dir) / cfg.name
     # a folder that exists may be another process's run: refused before the checks (at once); a new
@@ -60,6 +65,38 @@ def _run(cfg: Config, tokenizer) -> Path:
     r = RunFolder(cfg, free=methods.unread_sections(cfg))
     with attach(r):  # `executor`: the method's independent units here, or as tasks on a cluster
         return _steps(r, tokenizer)
+
+
+def _run_unit(cfg: Config, unit: str, config_args: str) -> Path:
+    """One unit of the run (`paretohqd.units`), once those it needs are done: the whole pipeline
+    passes over every other step (`runfolder.Only`) and stops after this one. Units of one run
+    share its folder's lock (a whole run, which takes it alone, is refused while units run, and they
+    while it runs) and each takes its own, so that any number run at once, each unit once.
+
+    Raises:
+        InputError: a unit it needs is not done (one line naming them).
+    """
+    _join_processes()
+    root = Path(cfg.runs_dir) / cfg.name
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with hold(root, shared=True):
+        cfg, tokenizer = preflight(cfg, config_args=config_args)
+        units = run_units(cfg)
+        u = pick(units, unit)
+        finished = done(units, root)
+        waiting = [n for n in u.needs if not finished[n]]
+        if waiting:
+            raise InputError(f"unit {u.id}: waits for {', '.join(waiting)} (not done in {root}); "
+                             "start it after those (`paretohqd plan CONFIG` shows what is done)")
+        others = tuple(p for v in units if v.id != u.id for p in (v.done, v.folder) if p is not None)
+        with hold(root / ".units" / u.id.replace("/", "_").replace(" ", "_")):
+            r = RunFolder(cfg, free=methods.unread_sections(cfg), only=Only(u.step, others))
+            try:
+                _steps(r, tokenizer)
+            except UnitDone:
+                pass
+            console.print(f"unit {u.id}: done")
+            return r.root
 
 
 def _steps(r: RunFolder, tokenizer) -> Path:
@@ -82,13 +119,11 @@ def _steps(r: RunFolder, tokenizer) -> Path:
         console.print(f"  {counts['kept']:,} samples; {what}")
 
     r.step("prepare", r.train_data, prepare_step)
-    offline = [n for n in cfg.rewards.models.values() if n in OFFLINE]
-    if offline:
-        # heads are shared by every run on this machine (rewards.dir): trained once, then skipped;
-        # the done-marker is a missing head's, or any head's if none is missing
-        missing = [n for n in offline if not head_marker(cfg.rewards, n).exists()]
-        r.step("rewards", head_marker(cfg.rewards, (missing or offline)[0]),
-               lambda: ensure_trained(cfg.rewards, offline, sources=cfg.data.sources))
+    marker = rewards_marker(cfg)
+    if marker is not None:
+        # heads are shared by every run on this machine (rewards.dir): trained once, then skipped
+        offline = [n for n in cfg.rewards.models.values() if n in OFFLINE]
+        r.step("rewards", marker, lambda: ensure_trained(cfg.rewards, offline, sources=cfg.data.sources))
     # column objectives take their labels here; generated answers (stage 2, evaluation) get their scorers'
     r.step("score", r.scores, lambda: write_scores(cfg, read_table(r.train_data), r.scores, labels=True))
     methods.module(cfg).train(r, tokenizer)

@@ -5,8 +5,8 @@ from typer.testing import CliRunner
 
 from paretohqd.cli import app
 
-COMMANDS = {"data prepare", "reward train", "score", "select", "run", "compare", "evaluate", "report", "generate", "export", "serve",
-            "judge"}
+COMMANDS = {"data prepare", "reward train", "score", "select", "run", "plan", "compare", "evaluate", "report", "generate", "export",
+            "serve", "judge"}
 
 
 def _commands(group, prefix="") -> set[str]:

@@ -4,13 +4,14 @@ share: their final models, one per preference (`per_preference`)."""
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from types import ModuleType
 from typing import Protocol
 
 import numpy as np
 
 from paretohqd.config import Config
-from paretohqd.runfolder import FinalModel, RunFolder, pref_name
+from paretohqd.runfolder import FinalModel, RunFolder, Unit, pref_name
 
 
 class MethodModule(Protocol):
@@ -31,13 +32,18 @@ class MethodModule(Protocol):
 
 
 class MayOffer(Protocol):
-    """What a method module may offer too (`methods.several_processes`, `pipeline.preflight`)."""
+    """What a method module may offer too (`methods.several_processes`, `pipeline.preflight`,
+    `units.run_units`)."""
 
     def check(self, cfg: Config) -> list[str]:
         """Problems with its settings, reported before anything runs."""
 
     def several_processes(self, cfg: Config) -> bool:
         """Whether it trains under a launcher's process group (default: it can)."""
+
+    def units(self, cfg: Config, root: Path) -> list[Unit]:
+        """Its steps as units a scheduler may start one by one (`paretohqd plan`); without it a
+        run of the method runs whole."""
 
 
 def problems(module: ModuleType) -> list[str]:

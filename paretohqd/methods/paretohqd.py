@@ -27,7 +27,7 @@ from paretohqd.policy.generate import answer
 from paretohqd.policy.sft import finetune_rows
 from paretohqd.progress import console
 from paretohqd.rewards.score import write_scores
-from paretohqd.runfolder import FinalModel, RunFolder, pref_name
+from paretohqd.runfolder import FinalModel, RunFolder, Unit, pref_name
 from paretohqd.select import write_selection
 
 
@@ -88,7 +88,7 @@ def _stage2(r: RunFolder, tokenizer) -> None:
         for j, i in enumerate(reps):
             # each representative answers every sampled prompt, or its own slice of them
             mine = prompts if cfg.stage2.prompts_per == "model" else prompts.iloc[j::len(reps)]
-            pool = r.path("stage2", f"generated-{pref_name(i)}.parquet")
+            pool = r.path(_POOL.format(pref_name(i)))
             pools.append(pool)
             r.step(f"stage2/generate {pref_name(i)}", pool,
                    lambda i=i, pool=pool, mine=mine: _generate_pool(cfg, tokenizer, mine, r.path("stage1", pref_name(i)), i, pool))
@@ -133,7 +133,41 @@ def _train_stage(r: RunFolder, tokenizer, stage: str, scores_path, steps: int, i
                 finetune_rows(r.cfg, tokenizer, rows, out, steps=steps, seed=r.cfg.seed + i, init_adapter=init,
                               **r.log_to(f"{stage}/{pref_name(i)}"))
 
-            r.step(f"{stage}/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json", fit, every_process=True)
+            r.step(_model_step(stage, i, w), out / "train.json", fit, every_process=True)
+
+
+_POOL = "stage2/generated-{}.parquet"  # a representative's stage-2 answers, by its model's name
+
+
+def _model_step(stage: str, i: int, w: np.ndarray) -> str:
+    # the preference's weights in the name, for the reader of the manifest and its times table
+    return f"{stage}/{pref_name(i)} w={w.round(3).tolist()}"
+
+
+def units(cfg: Config, root: Path) -> list[Unit]:
+    """The steps of `train` as units (`paretohqd plan`), in the order `train` runs them: selection,
+    one model per preference, then (stage 2) one answer pool per representative, the pools'
+    scores and selection, and one model per preference again. The selection needs the run's
+    scored data (its `score` unit, which `units.run_units` adds)."""
+    prefs = preferences_from_config(cfg.select.preferences, len(cfg.rewards.models))  # (P, M)
+
+    def models(stage: str, needs: tuple[str, ...]) -> list[Unit]:
+        return [Unit(f"{stage}/{pref_name(i)}", _model_step(stage, i, w), stage,
+                     (*needs, *([f"stage1/{pref_name(i)}"] if stage == "stage2" else [])), "train",
+                     root / stage / pref_name(i) / "train.json", root / stage / pref_name(i))
+                for i, w in enumerate(prefs)]
+
+    out = [Unit("select", "select", "select", (), None, root / "stage1" / "selection.parquet"), *models("stage1", ("select",))]
+    if not cfg.stage2.enabled:
+        return out
+    pools = [Unit(f"stage2/generate {pref_name(i)}", f"stage2/generate {pref_name(i)}", "stage2-generate",
+                  (f"stage1/{pref_name(i)}",), "generate", root / _POOL.format(pref_name(i))) for i in representatives(prefs)]
+    return [*out, *pools,
+            Unit("stage2/score", "stage2/score", "stage2-score", tuple(u.id for u in pools), "generate",
+                 root / "stage2" / "scores.parquet"),
+            Unit("stage2/select", "stage2/select", "stage2-select", ("stage2/score",), None,
+                 root / "stage2" / "selection.parquet"),
+            *models("stage2", ("stage2/select",))]
 
 
 def final_models(r: RunFolder) -> list[FinalModel]:

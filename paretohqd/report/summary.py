@@ -18,6 +18,7 @@ from paretohqd.evaluate.front import (LEVEL, ZSCORE_REF, bootstrap_hypervolume, 
                                       front_spread, fronts_box, percentile_interval, zscore_stats)
 from paretohqd.io import InputError, read_table
 from paretohqd.pareto.metrics import pareto_subset
+from paretohqd.runfolder.manifest import read_manifest
 
 _EVAL_FILES = ("meta.json", "bounds.json", "disjoint.json", "responses.parquet")
 
@@ -43,8 +44,7 @@ def load_run(root: str | Path) -> dict:
     run["interpolation"] = json.loads(interpolation.read_text()) if interpolation.exists() else None
     # only after `paretohqd judge RUN` (or evaluate.judge.enabled): one summary per reference and judge
     run["judge"] = [json.loads(p.read_text()) for p in sorted((root / "judge").glob("vs-*.json"))]
-    manifest = root / "manifest.json"
-    run["manifest"] = json.loads(manifest.read_text()) if manifest.exists() else {"steps": {}}
+    run["manifest"] = read_manifest(root)  # with the records of steps run as units (`manifest.d/`)
     return run
 
 

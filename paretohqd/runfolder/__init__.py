@@ -6,7 +6,9 @@ size and checksum of every file it wrote. A rerun skips finished steps whose fil
 their record, and redoes (saying why) one whose files are missing or changed; a killed run resumes
 from the last finished step, and inside a step from its last checkpoint (training) or chunk
 (generation). Independent steps (`fan_out`) may run together elsewhere (`paretohqd.executor`):
-this process records them all the same.
+this process records them all the same. A step may also run alone, as a unit (`Only`, `paretohqd
+run CONFIG --unit ID`): several units of one run at once, each in its own process, each recording
+itself in a file of its own.
 
 The parts: `layout` (the preference models' names, `FinalModel`, and the config the folder is bound
 to), `manifest` (the records, the files' digests, what a step wrote) and `memo` (whether a step is
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,12 +31,29 @@ from paretohqd.config import Config, ConfigError
 from paretohqd.io import InputError, interrupted_dirs, recover_dirs, write_json
 from paretohqd.pareto.preferences import preferences_from_config
 from paretohqd.progress import console
-from paretohqd.runfolder.layout import FinalModel, bind_config, config_differences, pref_name
+from paretohqd.runfolder.layout import FinalModel, Unit, bind_config, config_differences, pref_name
 from paretohqd.runfolder.manifest import (fanned_outputs, manifest_entry, output_files, read_manifest, step_outputs,
-                                          times_table)
-from paretohqd.runfolder.memo import FINISHED, UNRECORDED, verdict
+                                          times_table, unit_outputs, unit_record)
+from paretohqd.runfolder.memo import FINISHED, UNRECORDED, finished, verdict
 
-__all__ = ["FinalModel", "RunFolder", "Runner", "config_differences", "manifest_entry", "pref_name", "read_manifest"]
+__all__ = ["FinalModel", "Only", "RunFolder", "Runner", "Unit", "UnitDone", "config_differences", "finished",
+           "manifest_entry", "pref_name", "read_manifest"]
+
+
+@dataclass(frozen=True)
+class Only:
+    """The one step a process runs (a unit of `paretohqd plan`); the run's other steps are passed over."""
+
+    step: str
+    """The step's name in the manifest."""
+    others: tuple[Path, ...] = ()
+    """Other units' done-markers and model folders: never this step's outputs, even where they
+    share its folder and changed while it ran (they run at the same time)."""
+
+
+class UnitDone(Exception):
+    """Raised by `RunFolder.step` once the `Only` step is done: the steps after it (which read its
+    outputs and those of steps this process passed over) are not this process's to run."""
 
 
 Runner = Callable[[str, list[Callable[[], object]]], list]
@@ -50,6 +70,8 @@ class RunFolder:
         read_only: a reader's view of a finished run (`serve`, `generate`, `export`, `paretohqd.load`,
             `evaluate --prompts`): nothing in the folder is written, moved or deleted; its steps
             cannot run (`step`, `record`).
+        only: run this step alone (a unit); it records itself in `manifest.d/`, and only the
+            folder's config is written besides its outputs (when the folder has none yet).
 
     Raises:
         ConfigError: the folder was made with another config (the keys that differ are named).
@@ -57,11 +79,12 @@ class RunFolder:
     """
 
     def __init__(self, cfg: Config, root: str | Path | None = None, *, free: tuple[str, ...] = (),
-                 read_only: bool = False):
+                 read_only: bool = False, only: Only | None = None):
         self.cfg = cfg
         self.free = free  # config sections that do not bind this folder (`config_differences`)
         self.root = Path(root) if root is not None else Path(cfg.runs_dir) / cfg.name
         self.read_only = read_only
+        self.only = only
         self.objectives: list[str] = list(cfg.rewards.models)
         try:
             self.preferences: np.ndarray = preferences_from_config(cfg.select.preferences, len(self.objectives))  # (P, M)
@@ -74,10 +97,12 @@ class RunFolder:
                                  f"replaced): run `paretohqd run {self.root / 'config.yaml'}` to finish it")
         else:
             self.root.mkdir(parents=True, exist_ok=True)
-            if self.state.is_main_process:
+            # a unit leaves the others' folders alone: one may be replacing its own right now
+            if self.state.is_main_process and only is None:
                 for folder in recover_dirs(self.root):  # a folder swap a kill cut short (`io.atomic_dir`)
                     console.print(f"[yellow]recovered {folder} (a replacement of it was interrupted)[/]")
-        bind_config(cfg, self.root, self.state, free=free, read_only=read_only)
+        bind_config(cfg, self.root, self.state, free=free,
+                    read_only=read_only or (only is not None and (self.root / "config.yaml").exists()))
         self.manifest = read_manifest(self.root)
         self.n_devices = self.state.num_processes
         self.runner: Runner | None = None
@@ -130,10 +155,12 @@ class RunFolder:
         alone runs the other steps while the rest wait, so no file is written twice. The manifest
         charges every held device either way, and records how many worked (`manifest_entry`).
         """
+        if self.only is not None and name != self.only.step:
+            return  # another unit's: its own process runs it (`Only`)
         self._writable(name)
         # the main process decides and the others follow: all take the same branch, or their
         # barriers and collectives would pair up wrongly (and none may look after `done` is written)
-        found = [verdict(self.root, self.manifest, name, done) if self.state.is_main_process else None]
+        found = [verdict(self.root, self.manifest, name, done, self._forget) if self.state.is_main_process else None]
         if self.n_devices > 1:
             from accelerate.utils import broadcast_object_list
 
@@ -141,13 +168,15 @@ class RunFolder:
         self.state.wait_for_everyone()
         if found[0] == FINISHED:
             console.print(f"[dim]skip {name} (done)[/]")
+            self._unit_done()
             return
         if found[0] == UNRECORDED:  # finished, but stopped before its record: recorded now, not redone
             console.print(f"[dim]skip {name} (done; recorded now, the run stopped before recording it)[/]")
             entry = {**manifest_entry(0.0, self.n_devices, 1), "recorded_late": True}
             if self.state.is_main_process:
-                entry["outputs"] = step_outputs(self.root, self.manifest, name, output_files(self.root), done)
+                entry["outputs"] = self._outputs(name, output_files(self.root), done)
             self.record(name, entry)
+            self._unit_done()
             return
         if found[0] is not None:
             console.print(f"[yellow]redo {name}: {found[0]}[/]")
@@ -171,8 +200,18 @@ class RunFolder:
             for key in ("device_s", "busy_device_s"):
                 entry[key] = round(entry[key] + sum(t["wall_s"] * t["n_devices"] for t in self._tasks), 3)
         if self.state.is_main_process:
-            entry["outputs"] = step_outputs(self.root, self.manifest, name, before, done)
+            entry["outputs"] = self._outputs(name, before, done)
         self.record(name, entry)
+        self._unit_done()
+
+    def _outputs(self, name: str, before: dict, done: Path) -> dict[str, dict]:
+        if self.only is None:
+            return step_outputs(self.root, self.manifest, name, before, done)
+        return unit_outputs(self.root, before, done, self.only.others)
+
+    def _unit_done(self) -> None:
+        if self.only is not None:
+            raise UnitDone(self.only.step)
 
     # Independent units, run together by a runner (`executor.kind: ray`) -------------------------------
 
@@ -220,14 +259,27 @@ class RunFolder:
         _raise_first(results)
 
     def record(self, name: str, entry: dict) -> None:
-        """Add (or replace) one step's record in `manifest.json` (main process only)."""
+        """Add (or replace) one step's record in `manifest.json` (main process only); a unit's in its
+        own file (`manifest.d/`), the whole run's replacing it."""
         self._writable(name)
         if self._in_task:
             raise RuntimeError(f"step {name!r} would be recorded inside a task; its driver records it")
         if not self.state.is_main_process:
             return
         self.manifest["steps"][name] = entry
+        if self.only is not None:
+            write_json({"steps": {name: entry}}, unit_record(self.root, name))
+            return
         write_json(self.manifest, self.path("manifest.json"))
+        unit_record(self.root, name).unlink(missing_ok=True)
+
+    def _forget(self, name: str) -> None:
+        """Drop step `name`'s record (it is redone): from its unit's file, and from `manifest.json`
+        unless this process is a unit (which writes only its own file)."""
+        del self.manifest["steps"][name]
+        unit_record(self.root, name).unlink(missing_ok=True)
+        if self.only is None:
+            write_json(self.manifest, self.path("manifest.json"))
 
     def _writable(self, name: str) -> None:
         if self.read_only:

@@ -46,6 +46,28 @@ class FinalModel:
     that asks it for any weights on the simplex; None for a model trained for its preference alone."""
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One unit of a run (`paretohqd plan`): a step that a scheduler may start on its own, once the
+    units it needs are done (`paretohqd run CONFIG --unit ID`)."""
+
+    id: str
+    """Its name on the command line, the same in every call (`stage1/pref-03`)."""
+    step: str
+    """Its step's name in the manifest (`stage1/pref-03 w=[0.3, 0.7]`)."""
+    wave: str
+    """Its group of units that may all run at once (`stage1`): a job array."""
+    needs: tuple[str, ...]
+    """The ids of the units whose outputs it reads."""
+    kind: str | None
+    """`train` or `generate` (its resources: `executor.train` / `executor.generate`), or None: a
+    light step (data, scoring, selection, the report)."""
+    done: Path
+    """The file that exists once it finished."""
+    folder: Path | None = None
+    """The folder it alone writes (a model's), if any."""
+
+
 def bind_config(cfg: Config, root: Path, state: PartialState, *, free: tuple[str, ...] = (),
                 read_only: bool = False) -> None:
     """Check that `root` holds `cfg`'s outputs (or none yet) and, unless `read_only`, write its

@@ -1,5 +1,9 @@
 """A run folder's `manifest.json`: which steps finished, what each cost, and the size and checksum of
 every file each wrote; and how the files a step wrote are told apart from the rest of the folder.
+
+A step run alone as a unit (`paretohqd run CONFIG --unit ID`, several at once on shared storage)
+records itself in a file of its own, `manifest.d/STEP.json`, so that no two processes write one
+file; `read_manifest` reads them together with `manifest.json` (a unit's record wins: it is newer).
 """
 
 from __future__ import annotations
@@ -7,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from pathlib import Path
 
 from rich.table import Table
@@ -16,6 +21,18 @@ from paretohqd.io import InputError, file_digest
 
 # files of the run folder that no step owns: bookkeeping, and the report written after the steps
 _NOT_OUTPUTS = {"manifest.json", "config.yaml", "seed.json", "report.json", "report.md", "report.html", "front.png"}
+UNIT_RECORDS = "manifest.d"
+"""The folder of the units' own records, beside `manifest.json`."""
+
+
+def unit_record(root: Path, name: str) -> Path:
+    """Where step `name` records itself when it runs as a unit: one file per step.
+
+    Examples:
+        >>> unit_record(Path("runs/demo"), "stage1/pref-03 w=[0.3, 0.7]").as_posix()
+        'runs/demo/manifest.d/stage1_pref-03_w_0.3_0.7.json'
+    """
+    return root / UNIT_RECORDS / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', name).strip('_')}.json"
 
 
 def mismatch(path: Path, want: dict) -> str | None:
@@ -29,12 +46,19 @@ def mismatch(path: Path, want: dict) -> str | None:
 
 
 def read_manifest(root: Path) -> dict:
-    """A run folder's manifest (an empty one for a new folder).
+    """A run folder's manifest (an empty one for a new folder): `manifest.json` with the units'
+    records (`manifest.d/*.json`) read into it.
 
     Raises:
-        InputError: it exists but cannot be read.
+        InputError: one of them exists but cannot be read.
     """
-    path = root / "manifest.json"
+    manifest = _read_one(root / "manifest.json")
+    for path in sorted((root / UNIT_RECORDS).glob("*.json")):
+        manifest["steps"].update(_read_one(path)["steps"])
+    return manifest
+
+
+def _read_one(path: Path) -> dict:
     if not path.exists():
         return {"steps": {}}
     try:
@@ -76,7 +100,8 @@ def output_files(root: Path) -> dict[str, tuple[int, int, int]]:
     out = {}
     for folder, dirs, files in os.walk(root):
         top = folder == str(root)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and not d.endswith(".ckpt") and not (top and d == "logs")]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not d.endswith(".ckpt")
+                   and not (top and d in ("logs", UNIT_RECORDS))]
         for name in files:
             if name.startswith(".") or (top and name in _NOT_OUTPUTS):
                 continue
@@ -103,6 +128,17 @@ def step_outputs(root: Path, manifest: dict, name: str, before: dict, done: Path
             folder = str(done.parent.relative_to(root))
             mine |= {rel for rel in after if rel not in owned and Path(rel).is_relative_to(folder)}
     return {rel: file_digest(root / rel) for rel in sorted(mine) if (root / rel).is_file()}
+
+
+def unit_outputs(root: Path, before: dict, done: Path, others: tuple[Path, ...]) -> dict[str, dict]:
+    """A unit's outputs with their digests: `done` and the files changed since `before` in its
+    folder, but none of `others` (other units' done-markers and model folders): units that run at
+    the same time write into one folder (stage 2's pools), and each records only its own."""
+    rel = done.relative_to(root)
+    theirs = [o.relative_to(root) for o in others if inside(root, o)]
+    mine = {f for f, sig in output_files(root).items() if before.get(f) != sig
+            and Path(f).is_relative_to(rel.parent) and not any(Path(f).is_relative_to(t) for t in theirs)}
+    return {f: file_digest(root / f) for f in sorted(mine | {str(rel)}) if (root / f).is_file()}
 
 
 def fanned_outputs(root: Path, manifest: dict, before: dict, dones: list[Path]) -> list[dict[str, dict]]:

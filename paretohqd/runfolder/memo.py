@@ -6,17 +6,25 @@ step cannot reuse them).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
-from paretohqd.io import write_json
 from paretohqd.runfolder.manifest import inside, mismatch
 
 FINISHED, UNRECORDED = "finished", "unrecorded"
 
 
-def verdict(root: Path, manifest: dict, name: str, done: Path) -> str | None:
+def finished(root: Path, manifest: dict, name: str, done: Path) -> bool:
+    """Whether step `name` is finished (recorded or not), as `verdict` would find it, but deleting
+    nothing: what `paretohqd plan` shows, and what a unit asks of its inputs."""
+    entry = manifest["steps"].get(name)
+    if entry is None or not inside(root, done):
+        return done.exists()
+    return done.exists() and not any(mismatch(root / f, want) for f, want in entry.get("outputs", {}).items())
+
+
+def verdict(root: Path, manifest: dict, name: str, done: Path, forget: Callable[[str], None]) -> str | None:
     """`FINISHED`, `UNRECORDED`, None (never ran: run it) or why step `name` must be redone; in the
-    last case its bad files and `done` are deleted and its record dropped from `manifest` (and
-    `manifest.json`)."""
+    last case its bad files and `done` are deleted and its record dropped (`forget(name)`)."""
     entry = manifest["steps"].get(name)
     if not inside(root, done):  # a shared cache's marker (offline reward heads): its own checks
         return FINISHED if done.exists() else None
@@ -33,7 +41,6 @@ def verdict(root: Path, manifest: dict, name: str, done: Path) -> str | None:
     for f, _ in bad:
         (root / f).unlink(missing_ok=True)
     done.unlink(missing_ok=True)
-    del manifest["steps"][name]
-    write_json(manifest, root / "manifest.json")
+    forget(name)
     more = f" (and {len(bad) - 1} more file(s))" if len(bad) > 1 else ""
     return f"{bad[0][0]} {bad[0][1]}{more}; doing it again"
