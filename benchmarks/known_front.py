@@ -98,20 +98,42 @@ def plot(points: np.ndarray, front: np.ndarray, pool: np.ndarray, chosen: dict, 
     plt.close(fig)
 
 
-def compare_rows(folder: Path, objectives: list[str], lo: np.ndarray, hi: np.ndarray) -> list[tuple]:
-    """(method, largest hole, calibration) of each run beside a compare folder NAME-compare."""
+def compare_rows(folder: Path, objectives: list[str], lo: np.ndarray, hi: np.ndarray, *, boot: int = 1000,
+                 seed: int = 0) -> list[tuple]:
+    """(method, largest hole, calibration, their 95% intervals, and the paired difference to the first
+    method with its 95% interval) of each run beside a compare folder NAME-compare, in the data box.
+    Intervals: percentile bootstrap over the prompts every run answered, the same draws for every
+    method (so the differences are paired)."""
     prefix = folder.name.removesuffix("-compare")
-    rows = []
+    per_prompt, prefs = {}, {}
     for run in sorted(folder.parent.glob(f"{prefix}-*")):
         answers = run / "evaluate" / "responses.parquet"
         if run == folder or not answers.exists():
             continue
         df = read_table(answers)
         df = df[df["preference_index"] >= 0]
-        g = df.groupby("preference_index")
-        means = (g[objectives].mean().to_numpy() - lo) / np.where(hi > lo, hi - lo, 1.0)  # (P, M)
-        prefs = np.array([w for w in g["weights"].first()], dtype=np.float64)  # (P, M)
-        rows.append((run.name.removeprefix(prefix + "-"), *indicators(means, prefs)))
+        name = run.name.removeprefix(prefix + "-")
+        # (prompts, P, M): each model's answer scores per prompt, normalised by the data box
+        table = df.pivot_table(index="prompt_id", columns="preference_index", values=objectives)
+        per_prompt[name] = table
+        prefs[name] = np.array(list(df.groupby("preference_index")["weights"].first()), dtype=np.float64)  # (P, M)
+    if not per_prompt:
+        return []
+    prompts = sorted(set.intersection(*(set(t.index) for t in per_prompt.values())))
+    scale = np.where(hi > lo, hi - lo, 1.0)
+    arrays = {n: (np.stack([t.loc[prompts, o].to_numpy() for o in objectives], axis=-1) - lo) / scale
+              for n, t in per_prompt.items()}  # name -> (prompts, P, M)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(prompts), size=(boot, len(prompts)))  # the same draws for every method
+    values = {n: np.array([indicators(a[d].mean(axis=0), prefs[n]) for d in draws]) for n, a in arrays.items()}  # (boot, 2)
+    points = {n: np.array(indicators(a.mean(axis=0), prefs[n])) for n, a in arrays.items()}  # (2,)
+    first = next(iter(values))
+    rows = []
+    for n in arrays:
+        ci = np.percentile(values[n], [2.5, 97.5], axis=0)  # (2, 2)
+        paired = None if n == first else (points[n] - points[first],
+                                          np.percentile(values[n] - values[first], [2.5, 97.5], axis=0))
+        rows.append((n, points[n], ci, *(paired or (None, None)), len(prompts)))
     return rows
 
 
@@ -150,9 +172,15 @@ def main() -> int:
         hole, calib = indicators(means, prefs)
         print(f"{name:<12} {hole:>12.3f} {calib:>18.1f}")
     if args.compare is not None:
-        print(f"trained models ({args.compare}), per-preference means of the evaluation answers:")
-        for method, hole, calib in compare_rows(args.compare, objectives, lo, hi):
-            print(f"{method:<16} {hole:>12.3f} {calib:>18.1f}")
+        print(f"trained models ({args.compare}), per-preference means of the evaluation answers, data box; "
+              "[95% bootstrap over the prompts all runs answered]; vs first: paired difference")
+        for method, point, ci, diff, dci, n in compare_rows(args.compare, objectives, lo, hi, seed=args.seed):
+            line = (f"{method:<16} hole {point[0]:.3f} [{ci[0, 0]:.3f}, {ci[1, 0]:.3f}]  "
+                    f"calibration {point[1]:.1f} [{ci[0, 1]:.1f}, {ci[1, 1]:.1f}] deg  ({n} prompts)")
+            if diff is not None:
+                line += (f"  vs first: hole {diff[0]:+.3f} [{dci[0, 0]:+.3f}, {dci[1, 0]:+.3f}], "
+                         f"calibration {diff[1]:+.1f} [{dci[0, 1]:+.1f}, {dci[1, 1]:+.1f}]")
+            print(line)
     if args.plot is not None:
         plot(z, front, pool, chosen, prefs, objectives, args.plot)
         print(f"wrote {args.plot}")

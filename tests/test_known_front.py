@@ -50,8 +50,10 @@ def test_script_end_to_end(tmp_path, monkeypatch, capsys):
     run.mkdir(parents=True)
     (tmp_path / "x-compare").mkdir()
     prefs = [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
-    pd.DataFrame({"preference_index": [-1, 0, 0, 1, 2], "weights": [None, prefs[0], prefs[0], prefs[1], prefs[2]],
-                  "a": [0.5, 0.0, 0.0, 0.5, 1.0], "b": [0.5, 1.0, 1.0, 0.5, 0.0]}).to_parquet(run / "responses.parquet")
+    pd.DataFrame({"preference_index": [-1, 0, 0, 1, 1, 2, 2], "prompt_id": ["p0", "p0", "p1", "p0", "p1", "p0", "p1"],
+                  "weights": [None, prefs[0], prefs[0], prefs[1], prefs[1], prefs[2], prefs[2]],
+                  "a": [0.5, 0.0, 0.0, 0.5, 0.5, 1.0, 1.0], "b": [0.5, 1.0, 1.0, 0.5, 0.5, 0.0, 0.0]}
+                 ).to_parquet(run / "responses.parquet")
     argv = ["known_front.py", str(tmp_path / "scores.parquet"), "--objectives", "a,b", "--preferences", "5",
             "--k", "10", "--plot", str(tmp_path / "kf.png"), "--compare", str(tmp_path / "x-compare")]
     monkeypatch.setattr(sys, "argv", argv)
@@ -61,7 +63,9 @@ def test_script_end_to_end(tmp_path, monkeypatch, capsys):
     row = next(line for line in out.splitlines() if line.startswith("paretohqd"))
     lo, hi = scores[["a", "b"]].min().to_numpy(), scores[["a", "b"]].max().to_numpy()
     means = (np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]) - lo) / (hi - lo)
-    assert float(row.split()[1]) == pytest.approx(kf.indicators(means, np.array(prefs))[0], abs=1e-3)
+    hole, calib = kf.indicators(means, np.array(prefs))
+    assert row.split()[1:3] == ["hole", f"{hole:.3f}"] and f"calibration {calib:.1f}" in row
+    assert "200 prompts" not in row and "(2 prompts)" in row  # the prompts every run answered
 
 
 @pytest.mark.parametrize("path, objectives", [("configs/known-front.yaml", ["length", "diversity"]),
@@ -72,4 +76,7 @@ def test_known_front_configs(path, objectives):
     assert all(locate(name, RewardsConfig())[0] == "rule" for name in cfg.rewards.models.values())
     assert sorted(cfg.compare.methods) == sorted(["paretohqd", "scalarised", "stage1-only", "full-data", "ric",
                                                   "rewarded-soups"])
-    assert sum(estimate_seconds(cfg).values()) <= 75 * 60
+    # sized for 2 CPU cores: the control question (ParetoHqD against the weighted sum) within ~2.5 h
+    # by the cost model (it measured 1 h 40 min for both at 200 prompts, docs/results/known-front-*)
+    est = estimate_seconds(cfg)
+    assert est["paretohqd"] + est["scalarised"] <= 150 * 60
