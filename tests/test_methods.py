@@ -194,7 +194,7 @@ def test_every_registered_module_keeps_the_contract_and_is_import_checked():
 
 
 def test_each_method_section_is_read_by_the_method_its_docstring_names():
-    """config.py keeps the baselines' sections in one block, each docstring naming its method module
+    """paretohqd/config/baselines.py keeps the baselines' sections, each docstring naming its method module
     (`Config` is read below the methods layer); the registry's `reads` must agree with those names."""
     from paretohqd.config import Config
 
