@@ -71,7 +71,7 @@ def attach(r: RunFolder) -> Iterator[None]:
 
 
 def executor_problems(cfg: ExecutorConfig, n_processes: int) -> list[str]:
-    """What stops `cfg` before a run starts (`pipeline.preflight`), one line each.
+    """What stops `cfg` before a run starts (`preflight.preflight`), one line each.
 
     Examples:
         >>> executor_problems(ExecutorConfig(kind="ray"), 2)[0].split(";")[0]

@@ -14,7 +14,7 @@ evaluates the models its `final_models` lists.
   time); `n_samples`, the scored training set's size once known, for methods whose work grows with it.
 
 and may offer `contract.MayOffer`'s: `check(cfg) -> list[str]`, problems with its settings that
-`pipeline.preflight` reports before anything runs, and `several_processes(cfg)`. A test checks
+`preflight.preflight` reports before anything runs, and `several_processes(cfg)`. A test checks
 every registered module against the contract, and that pyproject's import contract keeps each
 method module independent of the others.
 

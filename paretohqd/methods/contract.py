@@ -32,7 +32,7 @@ class MethodModule(Protocol):
 
 
 class MayOffer(Protocol):
-    """What a method module may offer too (`methods.several_processes`, `pipeline.preflight`,
+    """What a method module may offer too (`methods.several_processes`, `preflight.preflight`,
     `units.run_units`)."""
 
     def check(self, cfg: Config) -> list[str]:

@@ -355,7 +355,7 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
 
 
 def check(cfg: Config) -> list[str]:
-    """Problems `pipeline.preflight` reports before anything runs: a pair objective to train on (the one
+    """Problems `preflight.preflight` reports before anything runs: a pair objective to train on (the one
     place `modpo.objective` is checked against rewards.models)."""
     try:
         objective(cfg)
