@@ -110,25 +110,7 @@ def check_preferences(weights: ArrayLike, n_objectives: int) -> np.ndarray:
     rows = list(weights) if isinstance(weights, (list, tuple, np.ndarray)) else None
     if not rows:
         raise ValueError(f"preferences must be a non-empty list of weight vectors; got {weights!r}")
-    problems = []
-    for i, row in enumerate(rows):
-        try:
-            w = np.asarray(row, dtype=np.float64)
-        except (TypeError, ValueError):
-            problems.append(f"preference {i} {row!r}: not a list of numbers")
-            continue
-        shown = w.tolist() if w.ndim == 1 else row
-        if w.ndim != 1 or len(w) != n_objectives:
-            got = len(w) if w.ndim == 1 else f"shape {w.shape}"
-            problems.append(f"preference {i} {shown}: has {got} weights but there are "
-                            f"{n_objectives} objectives; give one weight per objective")
-        elif not np.isfinite(w).all():
-            problems.append(f"preference {i} {shown}: weights must be finite")
-        elif (w < 0).any():
-            problems.append(f"preference {i} {shown}: negative weight; weights must be >= 0")
-        elif abs(w.sum() - 1.0) > RENORMALISE_TOLERANCE + 1e-12:  # 0.33 * 3 lies 1e-2 + 9e-18 away
-            problems.append(f"preference {i} {shown}: sums to {w.sum():.6g}, not 1; "
-                            "rescale it so the weights sum to 1")
+    problems = [p for i, row in enumerate(rows) if (p := _row_problem(i, row, n_objectives))]
     if problems:
         raise ValueError(f"{len(problems)} bad preference(s):\n  - " + "\n  - ".join(problems))
     out = np.array(rows, dtype=np.float64)  # (P, M)
@@ -140,6 +122,26 @@ def check_preferences(weights: ArrayLike, n_objectives: int) -> np.ndarray:
                       "renormalised to sum to 1", UserWarning, stacklevel=2)
         out = out / sums[:, None]
     return out
+
+
+def _row_problem(i: int, row, n_objectives: int) -> str | None:
+    """What is wrong with preference `i` (one line naming it and the fix), or None."""
+    try:
+        w = np.asarray(row, dtype=np.float64)
+    except (TypeError, ValueError):
+        return f"preference {i} {row!r}: not a list of numbers"
+    shown = w.tolist() if w.ndim == 1 else row
+    if w.ndim != 1 or len(w) != n_objectives:
+        got = len(w) if w.ndim == 1 else f"shape {w.shape}"
+        return (f"preference {i} {shown}: has {got} weights but there are "
+                f"{n_objectives} objectives; give one weight per objective")
+    if not np.isfinite(w).all():
+        return f"preference {i} {shown}: weights must be finite"
+    if (w < 0).any():
+        return f"preference {i} {shown}: negative weight; weights must be >= 0"
+    if abs(w.sum() - 1.0) > RENORMALISE_TOLERANCE + 1e-12:  # 0.33 * 3 lies 1e-2 + 9e-18 away
+        return f"preference {i} {shown}: sums to {w.sum():.6g}, not 1; rescale it so the weights sum to 1"
+    return None
 
 
 def preferences_from_config(value: int | str | list[list[float]], n_objectives: int) -> np.ndarray:

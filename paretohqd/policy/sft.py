@@ -162,6 +162,7 @@ def train_loop(objective: Objective, out: Path, *, policy: PolicyConfig, cfg: Tr
     With `cfg.report_to` set and a `log_dir`, each step's loss, learning rate, gradient norm, tokens/s
     and metrics go to that tracker as `{log_tag}/loss`, ... in the tracker run `log_run` (main process).
     `on_step(step, loss, **metrics)` is called after each step.
+    (Over 60 lines on purpose: resume, step, checkpoint and logging read in order, top to bottom.)
     """
     if (out / "train.json").exists():
         return json.loads((out / "train.json").read_text())
