@@ -80,3 +80,26 @@ def test_known_front_configs(path, objectives):
     # by the cost model (it measured 1 h 40 min for both at 200 prompts, docs/results/known-front-*)
     est = estimate_seconds(cfg)
     assert est["paretohqd"] + est["scalarised"] <= 150 * 60
+
+
+def test_compare_rows_pair_the_prompt_draws(tmp_path):
+    """Two runs with the same answers differ by exactly 0 in every paired draw (unpaired draws would
+    not), and a run whose models all answer alike has a larger hole than one stepping along."""
+    prefs = [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+    rng = np.random.default_rng(0)
+
+    def answers(means):  # 20 prompts, noise around each preference's mean point
+        rows = [{"preference_index": i, "prompt_id": f"p{j}", "weights": prefs[i],
+                 "a": means[i][0] + rng.normal(0, 0.05), "b": means[i][1] + rng.normal(0, 0.05)}
+                for i in range(3) for j in range(20)]
+        return pd.DataFrame(rows)
+
+    stepping = answers([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    for name, df in (("a", stepping), ("b", stepping), ("c", answers([[0.0, 1.0]] * 2 + [[1.0, 0.0]]))):
+        (tmp_path / f"x-{name}" / "evaluate").mkdir(parents=True)
+        df.to_parquet(tmp_path / f"x-{name}" / "evaluate" / "responses.parquet")
+    rows = {r[0]: r for r in kf.compare_rows(tmp_path / "x-compare", ["a", "b"], np.zeros(2), np.ones(2), boot=200)}
+    _, point_b, _, diff_b, dci_b, n = rows["b"]
+    assert n == 20 and np.allclose(diff_b, 0) and np.allclose(dci_b, 0)
+    _, point_c, _, diff_c, dci_c, _ = rows["c"]
+    assert np.allclose(diff_c, point_c - rows["a"][1]) and diff_c[0] > 0.5 and dci_c[0, 0] > 0  # the hole, with evidence
