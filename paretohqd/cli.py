@@ -120,7 +120,8 @@ def run_job(
 ) -> None:
     """The whole method: prepare, score, select, stage 1, stage 2, evaluate, report; resumable, in runs/NAME/.
     With --unit (or --wave and --unit-index): one unit of it, as a scheduler's task."""
-    from paretohqd.pipeline import preflight, run
+    from paretohqd.pipeline import run
+    from paretohqd.preflight import preflight
     from paretohqd.units import pick, run_units
 
     cfg = load_config(config, set_)

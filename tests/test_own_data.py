@@ -87,7 +87,7 @@ def test_own_parquet_with_label_columns_runs_end_to_end(tmp_path, hh_dir, tiny_p
 
 def test_check_names_a_missing_table(tmp_path, tiny_policy):
     from paretohqd.config import ConfigError, load_config
-    from paretohqd.pipeline import preflight
+    from paretohqd.preflight import preflight
 
     cfg = load_config(None, [f"data.sources=[{{path: {tmp_path / 'nope.parquet'}, format: table}}]",
                              f"policy.model={tiny_policy}", f"runs_dir={tmp_path}", f"rewards.dir={tmp_path}"])
