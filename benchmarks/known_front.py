@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from paretohqd.config import SelectConfig, load_config
+from paretohqd.evaluate.front import _draws, percentile_interval
 from paretohqd.io import read_table
 from paretohqd.pareto.control import calibration, largest_hole
 from paretohqd.pareto.hull import hull_inside_share
@@ -123,18 +124,21 @@ def compare_rows(folder: Path, objectives: list[str], lo: np.ndarray, hi: np.nda
     scale = np.where(hi > lo, hi - lo, 1.0)
     arrays = {n: (np.stack([t.loc[prompts, o].to_numpy() for o in objectives], axis=-1) - lo) / scale
               for n, t in per_prompt.items()}  # name -> (prompts, P, M)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(prompts), size=(boot, len(prompts)))  # the same draws for every method
+    draws = np.concatenate(list(_draws(len(prompts), boot, seed)))  # (boot, prompts): the same for every method
     values = {n: np.array([indicators(a[d].mean(axis=0), prefs[n]) for d in draws]) for n, a in arrays.items()}  # (boot, 2)
     points = {n: np.array(indicators(a.mean(axis=0), prefs[n])) for n, a in arrays.items()}  # (2,)
     first = next(iter(values))
     rows = []
     for n in arrays:
-        ci = np.percentile(values[n], [2.5, 97.5], axis=0)  # (2, 2)
-        paired = None if n == first else (points[n] - points[first],
-                                          np.percentile(values[n] - values[first], [2.5, 97.5], axis=0))
+        ci = _intervals(values[n])  # (2, 2)
+        paired = None if n == first else (points[n] - points[first], _intervals(values[n] - values[first]))
         rows.append((n, points[n], ci, *(paired or (None, None)), len(prompts)))
     return rows
+
+
+def _intervals(samples: np.ndarray) -> np.ndarray:
+    """(B, K) bootstrap samples -> (2, K): each column's 95% percentile interval, lower row first."""
+    return np.array([percentile_interval(column) for column in samples.T]).T
 
 
 def main() -> int:
