@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import kendalltau
 
-from paretohqd.pareto.control import calibration, kendall_tau, largest_hole, neighbour_pairs, order_tau
+from paretohqd.pareto.control import calibration, kendall_tau, largest_hole, neighbour_pairs, order_tau, reach
 from paretohqd.pareto.metrics import epsilon_additive, igd_plus
 from paretohqd.pareto.preferences import simplex_grid
 
@@ -222,6 +222,42 @@ def test_largest_hole_does_not_depend_on_the_row_order(seed):
     prefs, pts = simplex_grid(2, 6), rng.uniform(0, 10, size=(6, 2))
     perm = rng.permutation(6)
     assert largest_hole(prefs[perm], pts[perm], **BOX)[0] == pytest.approx(largest_hole(prefs, pts, **BOX)[0])
+
+
+def test_reach_against_a_loop_over_every_pair():
+    """The longest normalised distance between any two points (an obvious double loop), in any box."""
+    rng = np.random.default_rng(5)
+    for m in (2, 3):
+        pts = rng.uniform(0, 10, size=(6, m))
+        lo, hi = np.full(m, -2.0), np.full(m, 12.0)
+        z = (pts - lo) / (hi - lo)
+        loop = max(math.dist(z[i], z[j]) for i, j in combinations(range(len(z)), 2))
+        assert reach(pts, lower=lo, upper=hi) == pytest.approx(loop)
+    assert reach([[3, 4]], **BOX) == 0.0
+
+
+def test_reach_tells_models_that_answer_alike_from_a_walk_along_the_front():
+    """The case the hole alone misreads: five models on one point have no hole and no reach."""
+    prefs = simplex_grid(2, 5)
+    alike = [[5, 5]] * 5
+    walk = [[10 * a, 10 * (1 - a)] for a in np.linspace(0, 1, 5)]
+    assert largest_hole(prefs, alike, **BOX)[0] == 0.0 == reach(alike, **BOX)
+    assert reach(walk, **BOX) == pytest.approx(math.sqrt(2))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 7))
+def test_reach_is_never_below_the_largest_hole_and_ignores_the_row_order(seed, p):
+    rng = np.random.default_rng(seed)
+    prefs, pts = simplex_grid(2, p), rng.uniform(0, 10, size=(p, 2))
+    r = reach(pts, **BOX)
+    assert r >= largest_hole(prefs, pts, **BOX)[0] - 1e-12
+    assert reach(pts[rng.permutation(p)], **BOX) == pytest.approx(r)
+
+
+def test_reach_bad_bounds_say_what_to_fix():
+    with pytest.raises(ValueError, match="'upper' must exceed 'lower'"):
+        reach([[1, 1], [2, 2]], lower=[0, 5], upper=[10, 5])
 
 
 # --- IGD+ and additive epsilon ------------------------------------------------------------------------

@@ -389,7 +389,8 @@ def test_controllability_and_change_from_base_by_hand(tmp_path):
     against the direction (.25, .25) to W = (.5, .5), acos(2 / sqrt(20)) = 63.43 deg, mean 21.14.
     tau: a 1; b's objective 1 reads 3, 3, 1 over w_1 1, .5, 0: one tie, two agreeing pairs,
     2 / sqrt(3 * 2) = 0.8165 (objective 2 the same). Largest hole: a's steps 0.7071; b's from
-    (1, 0) to (0, 1), sqrt 2, between pref-01 and pref-02. Reference front: the 3 distinct points
+    (1, 0) to (0, 1), sqrt 2, between pref-01 and pref-02. Reach: both span (1, 0) to (0, 1), sqrt 2
+    (b's hole is its whole reach). Reference front: the 3 distinct points
     of a; b misses (.5, .5) by .5 in one objective: IGD+ .5 / 3, epsilon+ .5.
     Change from base: a's means average (2, 2), its base (1.5, 1.5): +0.5 each; b's (7/3, 5/3):
     +0.833, +0.167. Rewards are mean +- 1 with the same sign for every model on a prompt, so each
@@ -414,6 +415,7 @@ def test_controllability_and_change_from_base_by_hand(tmp_path):
                                              "harmless": pytest.approx(2 / math.sqrt(6))}
     assert ca["largest_hole"]["value"] == pytest.approx(math.sqrt(0.5))
     assert cb["largest_hole"]["value"] == pytest.approx(math.sqrt(2)) and cb["largest_hole_between"] == ["pref-01", "pref-02"]
+    assert ca["reach"]["value"] == pytest.approx(math.sqrt(2)) == cb["reach"]["value"]
     assert ca["igd_plus"]["value"] == 0.0 and cb["igd_plus"]["value"] == pytest.approx(0.5 / 3)
     assert ca["epsilon_additive"]["value"] == 0.0 and cb["epsilon_additive"]["value"] == pytest.approx(0.5)
     d = cb["largest_hole"]["vs_first"]

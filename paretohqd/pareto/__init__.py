@@ -4,7 +4,7 @@ Pure numpy functions (arrays in, arrays out; bad input is a ValueError); `pareto
 tables, files and the picture. pyproject's `forbidden` contract keeps it free of our files and config.
 """
 
-from paretohqd.pareto.control import calibration, largest_hole, neighbour_pairs, order_tau
+from paretohqd.pareto.control import calibration, largest_hole, neighbour_pairs, order_tau, reach
 from paretohqd.pareto.layers import nondominated_layers, pareto_pool, pool_layers
 from paretohqd.pareto.metrics import epsilon_additive, hypervolume, igd_plus, pareto_subset, sparsity, spacing
 from paretohqd.pareto.preferences import check_preferences, preferences_from_config, simplex_grid
@@ -23,6 +23,7 @@ __all__ = [
     "order_tau",
     "pareto_pool",
     "pareto_subset",
+    "reach",
     "pool_layers",
     "preferences_from_config",
     "ray_distances",

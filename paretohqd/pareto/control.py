@@ -10,6 +10,9 @@ geometry; issue 26):
   preferences (1: more weight always bought more of that objective).
 - `largest_hole`: the longest step between neighbouring preferences' achieved points (a gap in the
   front that no preference reaches).
+- `reach`: the longest distance between any two preferences' achieved points (how much of the
+  trade-off the preferences span). Read the hole beside it: models that all answer alike have no
+  hole and no reach, which is no control at all.
 
 Geometry. Points are min-max normalised, z = (r - lower) / (upper - lower), so the box is the unit
 box. The preference w names the compromise point W = w (raw: lower + w * (upper - lower)). Its
@@ -237,6 +240,39 @@ def largest_hole(
     steps = np.linalg.norm(z[pairs[:, 0]] - z[pairs[:, 1]], axis=1)  # (E,)
     i = int(np.argmax(steps))
     return float(steps[i]), pairs[i]
+
+
+def reach(achieved: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike) -> float:
+    """The largest Euclidean distance, in the normalised box, between any two achieved points: how
+    far along the trade-off the preferences move the model. Never below `largest_hole` (which is
+    one of these distances); a small hole is control only when the reach is not small too.
+
+    Args:
+        achieved: (P, M) raw mean rewards reached for the preferences, P >= 1.
+        lower: (M,) raw values mapped to 0.
+        upper: (M,) raw values mapped to 1 (each above `lower`).
+
+    Returns:
+        the distance (0.0 for one point).
+
+    Raises:
+        ValueError: points that are not a (P, M) finite array, bad bounds.
+
+    Examples:
+        Five models evenly from (0, 10) to (10, 0) in the box [0, 10]^2 reach sqrt(2); five that all
+        answer near (5, 5) reach little, though their largest hole is small too.
+
+        >>> round(reach([[0, 10], [2.5, 7.5], [5, 5], [7.5, 2.5], [10, 0]], lower=[0, 0], upper=[10, 10]), 4)
+        1.4142
+        >>> round(reach([[5, 5], [5.2, 4.9], [5.1, 5.0]], lower=[0, 0], upper=[10, 10]), 4)
+        0.0224
+    """
+    pts = as_points(achieved, name="achieved")  # (P, M)
+    lo, hi = normalisation_box(pts, lower=lower, upper=upper)  # (M,), (M,)
+    if (hi <= lo).any():
+        raise ValueError(f"'upper' must exceed 'lower' in every objective; got lower={lo.tolist()}, upper={hi.tolist()}")
+    z = (pts - lo) / (hi - lo)  # (P, M)
+    return float(np.linalg.norm(z[:, None, :] - z[None, :, :], axis=2).max())  # P is a handful of models
 
 
 def _pair(preferences: ArrayLike, achieved: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

@@ -41,11 +41,11 @@ def _signed(x: float, digits: int) -> str:
 
 
 CONTROL_TITLES = {"calibration_deg": "calibration (deg)", "calibration_from_base_deg": "calibration from base (deg)",
-                  "order_tau": "order tau", "largest_hole": "largest hole", "igd_plus": "IGD+",
+                  "order_tau": "order tau", "largest_hole": "largest hole", "reach": "reach", "igd_plus": "IGD+",
                   "epsilon_additive": "epsilon+"}
 """Column titles of the controllability table, by `report.indicators.INDICATORS` key."""
-DIGITS = {"calibration_deg": 1, "calibration_from_base_deg": 1, "order_tau": 3, "largest_hole": 3, "igd_plus": 3,
-          "epsilon_additive": 3}
+DIGITS = {"calibration_deg": 1, "calibration_from_base_deg": 1, "order_tau": 3, "largest_hole": 3, "reach": 3,
+          "igd_plus": 3, "epsilon_additive": 3}
 """Decimals each indicator is printed with (degrees to a tenth; the rest are in [-1, 1] or box units)."""
 
 
@@ -138,8 +138,10 @@ def control_tables(report: dict) -> list[dict]:
         "the preferences, averaged over objectives (report.json has each objective's; for 2 objectives they "
         "agree on a front); 1 = more weight always bought more. `largest hole`: the "
         "longest normalised step between neighbouring preferences' means (a stretch of front no preference "
-        "reaches). `IGD+` / `epsilon+`: average / worst normalised shortfall from the nondominated union of "
-        "every model here. Lower is better for all but tau. Intervals: the hypervolume's prompt bootstrap; "
+        "reaches). `reach`: the longest normalised distance between any two preferences' means (how much of "
+        "the trade-off they span: models that all answer alike have a small hole and a small reach). "
+        "`IGD+` / `epsilon+`: average / worst normalised shortfall from the nondominated union of "
+        "every model here. Lower is better for all but tau and reach. Intervals: the hypervolume's prompt bootstrap; "
         f"`vs first`: paired difference to the first method; '{NO_EVIDENCE}': the interval holds 0.")
     change = ("Per objective, the mean over a method's preference models minus its base model's mean, on the same "
               "held-out prompts (raw rewards), with a paired bootstrap interval (the same prompt draws for both): "

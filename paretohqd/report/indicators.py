@@ -21,14 +21,14 @@ from typing import Callable
 import numpy as np
 
 from paretohqd.evaluate.front import bootstrap_means, percentile_interval
-from paretohqd.pareto.control import calibration, largest_hole, order_tau
+from paretohqd.pareto.control import calibration, largest_hole, order_tau, reach
 from paretohqd.pareto.metrics import epsilon_additive, igd_plus, pareto_subset
 from paretohqd.pareto.preferences import check_preferences
 from paretohqd.report.summary import prompt_matrix
 
-INDICATORS = ("calibration_deg", "calibration_from_base_deg", "order_tau", "largest_hole", "igd_plus",
+INDICATORS = ("calibration_deg", "calibration_from_base_deg", "order_tau", "largest_hole", "reach", "igd_plus",
               "epsilon_additive")
-"""The keys of an entry's `control`, each {value, ci95, vs_first}; lower is better except tau."""
+"""The keys of an entry's `control`, each {value, ci95, vs_first}; lower is better except tau and reach."""
 
 
 def measure_control(entries: list[dict], runs: list[dict], norms: dict[str, dict]) -> None:
@@ -81,7 +81,7 @@ def _statistic(weights: np.ndarray, box: dict, reference: np.ndarray,
         values = {"calibration_deg": mean_angle,
                   "calibration_from_base_deg": (float("nan") if base is None
                                                 else calibration(weights, points, lower=lo, upper=hi, origin=base)[1]),
-                  "order_tau": tau, "largest_hole": hole,
+                  "order_tau": tau, "largest_hole": hole, "reach": reach(points, lower=lo, upper=hi),
                   "igd_plus": igd_plus(points, reference, lower=lo, upper=hi),
                   "epsilon_additive": epsilon_additive(points, reference, lower=lo, upper=hi)}
         return values, {"angles": angles, "taus": taus, "hole_pair": pair}
