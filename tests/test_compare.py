@@ -39,7 +39,7 @@ def compared(tmp_path_factory, small_hh, tiny_policy):
             "train.warmup_steps=0", "stage2.enabled=false", f"evaluate.prompts={N_PROMPTS}",
             "evaluate.bootstrap=20", "generate.max_new_tokens=8", "generate.batch_size=4", "ric.steps=3",
             f"morlhf.preferences={MORLHF_PREFS}", "morlhf.steps=1", "morlhf.batch_size=4", "morlhf.num_generations=2",
-            "morlhf.lr=1e-3", "morlhf.sft_steps=2", "ric.online_prompts=6", "ric.online_origin=4", "ric.online_steps=2",
+            "morlhf.lr=1e-3", "sft_start.steps=2", "ric.online_prompts=6", "ric.online_origin=4", "ric.online_steps=2",
             f"compare.methods=[{', '.join(METHODS)}]"]
     args = ["compare", "configs/compare-cpu.yaml"]
     for s in sets:
@@ -205,19 +205,31 @@ def test_morlhf_trains_configured_preferences_with_grpo_from_sft(compared, metho
     root = compared / f"{NAME}-{method}"
     trained = json.loads((root / "morlhf" / "pref-00" / "train.json").read_text())
     assert trained["weights"] == MORLHF_PREFS[0] and trained["steps"] == 1
-    assert trained["aggregation"] == aggregation and trained["init"] == str(root / "morlhf" / "sft")
+    assert trained["aggregation"] == aggregation and trained["init"] == str(root / "sft")
     assert np.isfinite(trained["reward_last"])
     assert not (root / "morlhf" / "pref-01").exists()
     # the saved model is the SFT adapter plus the RL one, summed exactly: rank 16 + 16, and its
     # first block is the SFT adapter's B (the RL block is B_rl, which starts at 0 and trained)
     merged = json.loads((root / "morlhf" / "pref-00" / "merge.json").read_text())
-    assert merged["weights"] == [1.0, 1.0] and merged["adapters"][0] == str(root / "morlhf" / "sft")
+    assert merged["weights"] == [1.0, 1.0] and merged["adapters"][0] == str(root / "sft")
     assert json.loads((root / "morlhf" / "pref-00" / "adapter_config.json").read_text())["r"] == 32
-    sft, both = _lora_b(root / "morlhf" / "sft"), _lora_b(root / "morlhf" / "pref-00")
+    sft, both = _lora_b(root / "sft"), _lora_b(root / "morlhf" / "pref-00")
     assert all(np.allclose(b[:, :16].numpy(), s.numpy()) for s, b in zip(sft, both))
     assert any(b[:, 16:].abs().sum() > 0 for b in both)
-    chosen = json.loads((root / "morlhf" / "sft" / "train.json").read_text())
+    chosen = json.loads((root / "sft" / "train.json").read_text())
     assert chosen["steps"] == 2
+
+
+def test_the_sft_start_is_trained_once_and_shared(compared):
+    """Rewarded Soups' RL (the first of them) trains the SFT start; MORLHF, MORLHF-GDPO and MODPO
+    (`modpo.init: sft`) get the same files linked in."""
+    first = compared / f"{NAME}-rewarded-soups"
+    assert "shared_from" not in json.loads((first / "manifest.json").read_text())["steps"]["sft"]
+    for method in ("morlhf", "morlhf-gdpo", "modpo"):
+        root = compared / f"{NAME}-{method}"
+        assert json.loads((root / "manifest.json").read_text())["steps"]["sft"]["shared_from"] == str(first)
+        for f in (first / "sft").iterdir():
+            assert (root / "sft" / f.name).stat().st_ino == f.stat().st_ino  # one model, linked
 
 
 def test_method_config_names_runs_and_sets_implied_keys():
