@@ -250,3 +250,29 @@ def test_compare_cpu_fits_two_hours_on_this_machine():
     assert sum(seconds.values()) <= 2 * 3600, seconds
     # the estimate counts work: sharing stage 1 makes stage1-only the cheapest run
     assert min(seconds, key=seconds.get) == "stage1-only"
+
+
+def test_sft_start_is_linked_where_it_is_used_with_the_same_settings(tmp_path):
+    """`compare` links an earlier run's SFT start (files and manifest entry) into a later run that starts
+    from one with the same deciding settings; not into one that does not use it, nor one whose
+    `sft_start` differs (no models trained here: the donor's files are stand-ins)."""
+    from paretohqd import methods
+
+    def run(method: str, *sets: str) -> RunFolder:
+        sub = compare.method_config(load_config(None, [f"runs_dir={tmp_path}", "name=x", *sets]), method)
+        return RunFolder(sub, free=methods.unread_sections(sub))
+
+    donor = run("morlhf")
+    (donor.root / "sft").mkdir()
+    for name in ("adapter_model.safetensors", "train.json"):
+        (donor.root / "sft" / name).write_text(name)
+    donor.record("sft", {"wall_s": 1.0})
+    roots, subs = {"morlhf": donor.root}, {"morlhf": donor.cfg}
+    modpo_run = run("modpo")
+    compare._share_sft_start(roots, subs, modpo_run)
+    assert (modpo_run.root / "sft" / "train.json").stat().st_ino == (donor.root / "sft" / "train.json").stat().st_ino
+    assert modpo_run.manifest["steps"]["sft"]["shared_from"] == str(donor.root)
+    for other in (run("modpo", "modpo.init=base", "name=y"), run("paretohqd", "name=z"),
+                  run("modpo", "sft_start.steps=3", "name=w")):
+        compare._share_sft_start(roots, subs, other)
+        assert not (other.root / "sft").exists() and "sft" not in other.manifest["steps"]

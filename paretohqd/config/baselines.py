@@ -1,6 +1,7 @@
 """The baselines' sections (`ric`, `soups`, `morlhf`, `modpo`), one class per method, each naming its
-method module, and `sft_start`, the SFT model that MORLHF, Rewarded Soups' RL and MODPO share. They live here, not beside their methods, because every layer below `methods` reads
-`Config` and may not import a method (pyproject's layers contract)."""
+method module, and `sft_start`, the SFT model that MORLHF, Rewarded Soups' RL and MODPO share. They
+live here, not beside their methods, because every layer below `methods` reads `Config` and may not
+import a method (pyproject's layers contract)."""
 
 from __future__ import annotations
 

@@ -38,19 +38,16 @@ floor with the other weights scaled to keep their ratios and the sum 1 (`trained
 preference (0, 1) trains as (0.1, 0.9), the same weights as its neighbour, so the grid's end point
 repeats that model rather than leaving the simplex. `train.json` records both weight vectors.
 
-**Initial policy and reference** (`modpo.init`): with `sft` (the default), as the authors, the
-run's SFT model (`methods.start`, shared with MORLHF): their scripts SFT first and pass that model as
-`--sft_model_name`, which `MODPOTrainer` both trains (a fresh LoRA on it) and uses as the reference
-(`scripts/modpo/summarize_w_length_penalty/run.sh`: SFT, merge, MODPO; the beavertails script starts
-from an SFT model it downloads). The SFT adapter is merged into the base weights and the preference's
-fresh LoRA trains on top; with `init: base` it trains on the base policy. Either way the reference
-is the same model with that LoRA adapter disabled (as TRL and MODPO do with PEFT models), so
-pi_ref is the SFT model (or the base) and no second model is held in memory. The saved model is the
-SFT adapter and the MODPO one summed exactly (`start.save_on_start`), a plain adapter on the base.
+**Initial policy and reference** (`modpo.init`): `sft` (the default) is the authors' setup, whose
+scripts SFT first and pass that model as `--sft_model_name`, both trained (a fresh LoRA on it) and
+the reference (`scripts/modpo/summarize_w_length_penalty/run.sh`: SFT, merge, MODPO). Ours is the
+run's SFT model (`methods.start`, shared with MORLHF), merged into the base weights under the
+preference's fresh LoRA; `base` trains on the base policy. The reference is that model with the
+LoRA disabled (as TRL and MODPO do with PEFT models): no second model in memory. The saved model
+is the SFT and MODPO adapters summed exactly (`start.save_on_start`), a plain adapter on the base.
 
-**Steps** (`modpo.epochs`): the authors train for epochs over the pairs (`num_train_epochs`: 3 in
-`scripts/modpo/beavertails/modpo.py`, 2 in the summarisation run.sh); with `modpo.epochs` set, a
-preference trains ceil(epochs x pairs / batch_size) steps (`epoch_steps`), else `modpo.steps`.
+**Steps**: with `modpo.epochs` (the authors' `num_train_epochs`, 3 in
+`scripts/modpo/beavertails/modpo.py`), ceil(epochs x pairs / batch_size) (`epoch_steps`); else `modpo.steps`.
 
 Training is the SFT loop (`paretohqd.policy.sft.train_loop`) with this
 loss: the same encoding and left-padded micro-batches under `train.micro_batch_tokens`, mixed
@@ -274,10 +271,9 @@ def train_pairs(
     def loss(model, acc, idx: list[int]) -> tuple[torch.Tensor, list[float]]:
         # chosen then rejected, in one forward pass
         batch = on_device(collate([pairs[i][0] for i in idx] + [pairs[i][1] for i in idx], pad_id), acc.device)
-        # the reference: the same weights with the adapter off, i.e. the SFT model (`init`) or the base, no
-        # gradients. Computed here, not once per run ahead of training: a forward costs about a third of a
-        # pair's forward + backward, and this keeps resuming and the micro-batches as they are, no extra file
-        # (with `modpo.epochs` > 1, a precomputed table would save the later epochs' reference passes)
+        # the reference: the adapter off, i.e. the SFT model (`init`) or the base, no gradients. Here, not
+        # precomputed once per run: it costs a third of the pair's forward + backward and needs no file to
+        # write, resume and check (a table would save only the reference passes of epochs after the first)
         policy_model = acc.unwrap_model(model)
         with torch.no_grad(), policy_model.disable_adapter():
             ref = sequence_logps(policy_model, batch)  # (2b,)

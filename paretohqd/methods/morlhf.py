@@ -130,7 +130,8 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
             trainer.model.save_pretrained(tmp, safe_serialization=True)
             write_json(stats, tmp / "train.json")
         return stats
-    save_on_start(cfg.policy, init, out, stats, lambda delta: trainer.model.save_pretrained(delta, safe_serialization=True))
+    save_on_start(cfg.policy, init, out, stats,
+                  lambda delta: trainer.model.save_pretrained(delta, safe_serialization=True))
     return stats
 
 
