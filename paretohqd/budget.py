@@ -75,7 +75,9 @@ def step_seconds(cfg: Config, costs: CostModel) -> dict[str, float]:
 def estimate_seconds(cfg: Config, costs: CostModel = CostModel(), n_samples: int | None = None) -> dict[str, float]:
     """Estimated seconds per method of `cfg.compare.methods`, in order (plus the base model's
     answers once, with the first run). `n_samples` (the scored training set's size, known once the
-    data is prepared) is needed by `full-data-epochs` only: NaN for it without."""
+    data is prepared) is needed by `full-data-epochs` and `modpo.epochs` only: NaN for them without.
+    The SFT start (`methods.start`) is counted for the first method that trains it: `compare` links it
+    into the others."""
     out = {}
     grpo_tokens = cfg.morlhf.max_completion_length or cfg.generate.max_new_tokens
     sft_trained = False  # whether an earlier method trains the SFT start (`methods.start`)
