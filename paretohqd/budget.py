@@ -75,15 +75,21 @@ def step_seconds(cfg: Config, costs: CostModel) -> dict[str, float]:
 def estimate_seconds(cfg: Config, costs: CostModel = CostModel(), n_samples: int | None = None) -> dict[str, float]:
     """Estimated seconds per method of `cfg.compare.methods`, in order (plus the base model's
     answers once, with the first run). `n_samples` (the scored training set's size, known once the
-    data is prepared) is needed by `full-data-epochs` only: NaN for it without."""
+    data is prepared) is needed by `full-data-epochs` and `modpo.epochs` only: NaN for them without.
+    The SFT start (`methods.start`) is counted for the first method that trains it: `compare` links it
+    into the others."""
     out = {}
     grpo_tokens = cfg.morlhf.max_completion_length or cfg.generate.max_new_tokens
+    sft_trained = False  # whether an earlier method trains the SFT start (`methods.start`)
     for i, method in enumerate(cfg.compare.methods):
         sub = configure(cfg, method)
         w = module(sub).work(sub, n_samples)
         train = w.get("train_samples", 0)
         if METHODS[method].shares_stage1_of in cfg.compare.methods[:i]:
             train -= w.get("stage1_samples", 0)  # `compare` shares that method's stage-1 models
+        if sft_trained:
+            train -= w.get("sft_start_samples", 0)  # and the SFT start, trained once
+        sft_trained = sft_trained or w.get("sft_start_samples", 0) > 0
         generated = w.get("generated_tokens", 0) + w["models"] * cfg.evaluate.prompts * cfg.generate.max_new_tokens
         out[method] = (costs.run_overhead_s + train * costs.sft_sample_s + generated * costs.generated_token_s
                        + w.get("grpo_completions", 0) * costs.grpo_completion_s * grpo_tokens / 64

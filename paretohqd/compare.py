@@ -11,7 +11,9 @@ normalises its rewards with the scores' statistics), although the machine did it
 
 `stage1-only` is ParetoHqD stopped after stage 1: when `paretohqd` ran before it with the same
 selection and training settings, its stage-1 models are shared the same way (and charged to it;
-`Method.shares_stage1_of`).
+`Method.shares_stage1_of`). So is the SFT model that MORLHF, Rewarded Soups' RL and MODPO start
+from (`methods.start`, `RUN/sft`): trained by the first of them, linked into the others whose settings
+that decide it (`SFT_KEYS`) agree.
 The untuned base model's answers are shared too (same model, prompts and seed); evaluation is
 not part of the compute column.
 
@@ -37,7 +39,7 @@ from paretohqd.budget import H100_LLAMA2_7B, budget_markdown, budget_table, esti
 from paretohqd.config import Config, ConfigError, dump_config
 from paretohqd.io import read_table, write_json, write_text
 from paretohqd.lock import hold
-from paretohqd.methods import REFERENCE
+from paretohqd.methods import REFERENCE, start
 from paretohqd.progress import console as default_console
 from paretohqd.report import write_report
 from paretohqd.devices import init_processes
@@ -51,6 +53,8 @@ SHARED_FILES = ("data/all.parquet", "data/train.parquet", "data/heldout.parquet"
 SHARED_STEPS = ("prepare", "rewards", "score")
 # the config sections that decide ParetoHqD's stage-1 models
 STAGE1_KEYS = ("seed", "data", "policy", "rewards", "select", "train")
+# the config sections that decide the SFT start (the chosen answers of the training data's pairs)
+SFT_KEYS = ("seed", "data", "policy", "train", "sft_start")
 HEADER = ["method", "what", "hypervolume [95%]", "HV - first [95%]", "collapse rate", "compute (device h)",
           "compute vs ParetoHqD"]
 # after HEADER: the other normalisations' hypervolumes (headers with their reference points), spread
@@ -96,8 +100,19 @@ def share(src: Path, dst: RunFolder, files: list[str], steps: tuple[str, ...]) -
     return linked
 
 
-def _stage1_files(root: Path) -> list[str]:
-    return [str(p.relative_to(root)) for p in sorted((root / "stage1").rglob("*")) if p.is_file()]
+def _files(root: Path, folder: str) -> list[str]:
+    return [str(p.relative_to(root)) for p in sorted((root / folder).rglob("*")) if p.is_file()]
+
+
+def _share_sft_start(roots: dict[str, Path], subs: dict[str, Config], dst: RunFolder) -> None:
+    """Link the SFT start of an earlier run with the same `SFT_KEYS` into `dst`, if its method starts
+    from one (its `work` counts `sft_start_samples`)."""
+    if not methods.module(dst.cfg).work(dst.cfg).get("sft_start_samples"):
+        return
+    for method, root in roots.items():
+        if (root / start.FOLDER / "train.json").exists() and _same(subs[method], dst.cfg, SFT_KEYS):
+            share(root, dst, _files(root, start.FOLDER), (start.FOLDER,))
+            return
 
 
 def _same(a: Config, b: Config, keys: tuple[str, ...]) -> bool:
@@ -107,8 +122,9 @@ def _same(a: Config, b: Config, keys: tuple[str, ...]) -> bool:
 
 def print_estimate(cfg: Config, *, paper_table: bool = False) -> None:
     """Print `budget.estimate_seconds` per method (the training set's size, which `full-data-epochs`
-    needs, from the first run's scored data once it exists), and with `paper_table` the one-GPU
-    estimate beside the paper's GPU hours (`print_budget_table`, what `compare --estimate` shows)."""
+    and `modpo.epochs` need, from the first run's scored data once it exists), and with `paper_table`
+    the one-GPU estimate beside the paper's GPU hours (`print_budget_table`, what `compare --estimate`
+    shows)."""
     first = method_config(cfg, cfg.compare.methods[0])
     scores = Path(first.runs_dir) / first.name / "data" / "scores.parquet"
     n_samples = len(read_table(scores)) if scores.exists() else None
@@ -117,7 +133,8 @@ def print_estimate(cfg: Config, *, paper_table: bool = False) -> None:
     default_console.print(f"compare: {len(est)} methods; estimate for SmolLM2-135M on 2 CPU cores: "
                           f"{sum(known.values()) / 3600:.1f} h (" + ", ".join(f"{m} {s / 60:.0f} min" if s < 7200 else f"{m} {s / 3600:.1f} h" for m, s in known.items())
                           + "); other models and machines scale it"
-                          + ("; full-data-epochs: known once the first run has scored its data" if len(known) < len(est) else ""))
+                          + (f"; {', '.join(m for m in est if m not in known)}: known once the first run has scored its "
+                             "data" if len(known) < len(est) else ""))
     if paper_table:
         print_budget_table(cfg, n_samples)
 
@@ -164,7 +181,8 @@ def _compare(cfg: Config) -> Path:
                     share(first, dst, list(SHARED_FILES), SHARED_STEPS)
                     donor = methods.METHODS[method].shares_stage1_of
                     if donor in roots and _same(subs[donor], sub, STAGE1_KEYS):
-                        share(roots[donor], dst, _stage1_files(roots[donor]), ("select", "stage1"))
+                        share(roots[donor], dst, _files(roots[donor], "stage1"), ("select", "stage1"))
+                    _share_sft_start(roots, subs, dst)
                 state.wait_for_everyone()
             default_console.rule(f"[bold]compare: {method}[/] ({Path(sub.runs_dir) / sub.name})")
             roots[method] = pipeline.run(sub)

@@ -22,7 +22,7 @@ def test_table_is_the_estimate_beside_the_papers_hours(config):
     ref = seconds["paretohqd"]
     paper_ref = budget.PAPER_GPU_HOURS["paretohqd"][0]
     for r in rows:
-        if math.isnan(seconds[r.method]):  # full-data-epochs: needs the scored data's size
+        if math.isnan(seconds[r.method]):  # full-data-epochs and modpo.epochs: need the scored data's size
             assert math.isnan(r.hours)
             continue
         assert r.hours == pytest.approx(seconds[r.method] / 3600) and r.vs_reference == pytest.approx(seconds[r.method] / ref)
@@ -56,3 +56,30 @@ def test_compare_estimate_prints_the_table(config):
     assert res.exit_code == 0, res.output
     table = budget.budget_markdown(budget.budget_table(load_config(config), budget.H100_LLAMA2_7B))
     assert table in res.output and "Traceback" not in res.output
+
+
+def test_modpo_epochs_set_its_steps_from_the_pairs():
+    """modpo.epochs: ceil(epochs x pairs / batch) steps a preference; the pairs counted as n_samples / 2
+    (an upper bound) in the estimate, unknown (NaN) before the data is scored."""
+    from paretohqd.methods import configure, modpo
+
+    cfg = configure(load_config(None, ["modpo.epochs=2.5", "modpo.batch_size=4", "modpo.init=base",
+                                       "select.preferences=3"]), "modpo")
+    assert modpo._budget(cfg, 10) == (7, 4)  # ceil(2.5 x 10 / 4) = ceil(6.25)
+    assert modpo.work(cfg, 20) == {"dpo_pairs": 3 * 7 * 4, "train_samples": 0, "sft_start_samples": 0, "models": 3}
+    assert math.isnan(modpo.work(cfg)["dpo_pairs"])
+    fixed = configure(load_config(None, ["modpo.steps=5", "modpo.batch_size=4", "select.preferences=3"]), "modpo")
+    assert modpo._budget(fixed, 10) == (5, 4) and modpo.work(fixed, 20)["dpo_pairs"] == 3 * 5 * 4
+
+
+def test_the_sft_start_is_estimated_once_per_comparison():
+    """MORLHF trains the SFT start; MODPO after it in the same comparison gets it linked in, so its
+    estimate lacks exactly those samples, and alone it pays for them."""
+    costs = budget.CostModel()
+    both = budget.estimate_seconds(load_config(None, ["compare.methods=[morlhf, modpo]", "sft_start.steps=30"]))
+    alone = budget.estimate_seconds(load_config(None, ["compare.methods=[modpo]", "sft_start.steps=30"]))
+    sft = 30 * load_config(None).train.batch_size * costs.sft_sample_s
+    evaluation = load_config(None).evaluate.prompts * load_config(None).generate.max_new_tokens * costs.generated_token_s
+    assert both["modpo"] == pytest.approx(alone["modpo"] - evaluation - sft)  # (the base's answers go with the first)
+    base = budget.estimate_seconds(load_config(None, ["compare.methods=[morlhf, modpo]", "modpo.init=base"]))
+    assert base["modpo"] == pytest.approx(alone["modpo"] - evaluation - sft)  # init base: no SFT at all

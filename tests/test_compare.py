@@ -39,7 +39,7 @@ def compared(tmp_path_factory, small_hh, tiny_policy):
             "train.warmup_steps=0", "stage2.enabled=false", f"evaluate.prompts={N_PROMPTS}",
             "evaluate.bootstrap=20", "generate.max_new_tokens=8", "generate.batch_size=4", "ric.steps=3",
             f"morlhf.preferences={MORLHF_PREFS}", "morlhf.steps=1", "morlhf.batch_size=4", "morlhf.num_generations=2",
-            "morlhf.lr=1e-3", "morlhf.sft_steps=2", "ric.online_prompts=6", "ric.online_origin=4", "ric.online_steps=2",
+            "morlhf.lr=1e-3", "sft_start.steps=2", "ric.online_prompts=6", "ric.online_origin=4", "ric.online_steps=2",
             f"compare.methods=[{', '.join(METHODS)}]"]
     args = ["compare", "configs/compare-cpu.yaml"]
     for s in sets:
@@ -205,19 +205,31 @@ def test_morlhf_trains_configured_preferences_with_grpo_from_sft(compared, metho
     root = compared / f"{NAME}-{method}"
     trained = json.loads((root / "morlhf" / "pref-00" / "train.json").read_text())
     assert trained["weights"] == MORLHF_PREFS[0] and trained["steps"] == 1
-    assert trained["aggregation"] == aggregation and trained["init"] == str(root / "morlhf" / "sft")
+    assert trained["aggregation"] == aggregation and trained["init"] == str(root / "sft")
     assert np.isfinite(trained["reward_last"])
     assert not (root / "morlhf" / "pref-01").exists()
     # the saved model is the SFT adapter plus the RL one, summed exactly: rank 16 + 16, and its
     # first block is the SFT adapter's B (the RL block is B_rl, which starts at 0 and trained)
     merged = json.loads((root / "morlhf" / "pref-00" / "merge.json").read_text())
-    assert merged["weights"] == [1.0, 1.0] and merged["adapters"][0] == str(root / "morlhf" / "sft")
+    assert merged["weights"] == [1.0, 1.0] and merged["adapters"][0] == str(root / "sft")
     assert json.loads((root / "morlhf" / "pref-00" / "adapter_config.json").read_text())["r"] == 32
-    sft, both = _lora_b(root / "morlhf" / "sft"), _lora_b(root / "morlhf" / "pref-00")
+    sft, both = _lora_b(root / "sft"), _lora_b(root / "morlhf" / "pref-00")
     assert all(np.allclose(b[:, :16].numpy(), s.numpy()) for s, b in zip(sft, both))
     assert any(b[:, 16:].abs().sum() > 0 for b in both)
-    chosen = json.loads((root / "morlhf" / "sft" / "train.json").read_text())
+    chosen = json.loads((root / "sft" / "train.json").read_text())
     assert chosen["steps"] == 2
+
+
+def test_the_sft_start_is_trained_once_and_shared(compared):
+    """Rewarded Soups' RL (the first of them) trains the SFT start; MORLHF, MORLHF-GDPO and MODPO
+    (`modpo.init: sft`) get the same files linked in."""
+    first = compared / f"{NAME}-rewarded-soups"
+    assert "shared_from" not in json.loads((first / "manifest.json").read_text())["steps"]["sft"]
+    for method in ("morlhf", "morlhf-gdpo", "modpo"):
+        root = compared / f"{NAME}-{method}"
+        assert json.loads((root / "manifest.json").read_text())["steps"]["sft"]["shared_from"] == str(first)
+        for f in (first / "sft").iterdir():
+            assert (root / "sft" / f.name).stat().st_ino == f.stat().st_ino  # one model, linked
 
 
 def test_method_config_names_runs_and_sets_implied_keys():
@@ -238,3 +250,29 @@ def test_compare_cpu_fits_two_hours_on_this_machine():
     assert sum(seconds.values()) <= 2 * 3600, seconds
     # the estimate counts work: sharing stage 1 makes stage1-only the cheapest run
     assert min(seconds, key=seconds.get) == "stage1-only"
+
+
+def test_sft_start_is_linked_where_it_is_used_with_the_same_settings(tmp_path):
+    """`compare` links an earlier run's SFT start (files and manifest entry) into a later run that starts
+    from one with the same deciding settings; not into one that does not use it, nor one whose
+    `sft_start` differs (no models trained here: the donor's files are stand-ins)."""
+    from paretohqd import methods
+
+    def run(method: str, *sets: str) -> RunFolder:
+        sub = compare.method_config(load_config(None, [f"runs_dir={tmp_path}", "name=x", *sets]), method)
+        return RunFolder(sub, free=methods.unread_sections(sub))
+
+    donor = run("morlhf")
+    (donor.root / "sft").mkdir()
+    for name in ("adapter_model.safetensors", "train.json"):
+        (donor.root / "sft" / name).write_text(name)
+    donor.record("sft", {"wall_s": 1.0})
+    roots, subs = {"morlhf": donor.root}, {"morlhf": donor.cfg}
+    modpo_run = run("modpo")
+    compare._share_sft_start(roots, subs, modpo_run)
+    assert (modpo_run.root / "sft" / "train.json").stat().st_ino == (donor.root / "sft" / "train.json").stat().st_ino
+    assert modpo_run.manifest["steps"]["sft"]["shared_from"] == str(donor.root)
+    for other in (run("modpo", "modpo.init=base", "name=y"), run("paretohqd", "name=z"),
+                  run("modpo", "sft_start.steps=3", "name=w")):
+        compare._share_sft_start(roots, subs, other)
+        assert not (other.root / "sft").exists() and "sft" not in other.manifest["steps"]

@@ -47,3 +47,14 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_length_window_checked():
     with pytest.raises(ConfigError, match="min_response_tokens"):
         load_config(None, ["data.min_response_tokens=600"])
+
+
+def test_morlhf_sft_steps_of_older_configs_load_as_sft_start_steps(tmp_path):
+    """`morlhf.sft_steps` became `sft_start.steps` (the SFT model MODPO shares): an older run's
+    config.yaml still loads, meaning what it meant, and a null is dropped."""
+    p = tmp_path / "old.yaml"
+    p.write_text("morlhf:\n  init: sft\n  sft_steps: 7\n")
+    cfg = load_config(p)
+    assert cfg.sft_start.steps == 7 and "sft_steps" not in cfg.morlhf.model_dump()
+    p.write_text("morlhf:\n  sft_steps: null\nsft_start:\n  steps: 3\n")
+    assert load_config(p).sft_start.steps == 3

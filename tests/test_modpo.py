@@ -127,6 +127,15 @@ def test_pairs_keep_training_ids_of_the_pair_objective_chosen_first(tmp_path):
         "modpo.objective: 'humor' is not an objective; choose one of rewards.models (helpful, harmless)"]
 
 
+def test_steps_and_epochs_are_one_setting():
+    with pytest.raises(ConfigError, match=r"modpo: .*steps \(5\) and epochs \(2.0\) both set .*modpo.epochs=null"):
+        load_config(None, ["modpo.steps=5", "modpo.epochs=2"])
+    with pytest.raises(ConfigError, match="modpo.epochs: Input should be greater than 0"):
+        load_config(None, ["modpo.epochs=0"])
+    with pytest.raises(ConfigError, match="modpo.init: Input should be 'base' or 'sft'"):
+        load_config(None, ["modpo.init=dpo"])
+
+
 # Whole runs --------------------------------------------------------------------------------------
 
 
@@ -134,7 +143,9 @@ def test_pairs_keep_training_ids_of_the_pair_objective_chosen_first(tmp_path):
 def test_tiny_run_trains_evaluates_and_reports(objectives, tmp_path, chaos_assets):
     a = chaos_assets
     sets = tiny_run_overrides(a, tmp_path / "runs", tmp_path / "rewards", f"modpo{objectives}")
-    sets += ["method=modpo", "modpo.steps=2", "modpo.batch_size=2", "modpo.lr=1e-2"]
+    sets += ["method=modpo", "modpo.batch_size=2", "modpo.lr=1e-2", "sft_start.steps=2"]
+    # two objectives: modpo.steps from the SFT start; three: modpo.epochs, from the base
+    sets += ["modpo.steps=2"] if objectives == 2 else ["modpo.epochs=0.1", "modpo.init=base"]
     if objectives == 3:  # a third objective (the helpful model again): the margin comes from two reward models
         sets += [f"rewards.models={{helpful: {a['helpful']}, harmless: {a['harmless']}, humor: {a['helpful']}}}",
                  "select.preferences=[[0.0, 0.5, 0.5], [0.6, 0.2, 0.2]]"]
@@ -143,9 +154,13 @@ def test_tiny_run_trains_evaluates_and_reports(objectives, tmp_path, chaos_asset
     train_ids = set(pd.read_parquet(root / "data" / "train.parquet")["id"])
     assert len(pairs) and set(pairs["source"]) == {"helpful-base"}
     assert set(pairs["chosen_id"]) <= train_ids and set(pairs["rejected_id"]) <= train_ids
+    steps = 2 if objectives == 2 else math.ceil(0.1 * len(pairs) / 2)
+    steps_recorded = json.loads((root / "manifest.json").read_text())["steps"]
+    assert ("sft" in steps_recorded) == (objectives == 2) == (root / "sft" / "train.json").exists()
     for i in range(2):
         trained = json.loads((root / "modpo" / f"pref-{i:02d}" / "train.json").read_text())
-        assert trained["steps"] == 2 and trained["objective"] == "helpful" and len(trained["losses"]) == 2
+        assert trained["steps"] == steps and trained["objective"] == "helpful" and len(trained["losses"]) == steps
+        assert trained["init"] == (str(root / "sft") if objectives == 2 else "base")
         assert all(math.isfinite(x) for x in trained["losses"]) and 0 <= trained["accuracy_last"] <= 1
         assert (root / "modpo" / f"pref-{i:02d}" / "adapter_model.safetensors").exists()
     first = json.loads((root / "modpo" / "pref-00" / "train.json").read_text())
@@ -156,17 +171,74 @@ def test_tiny_run_trains_evaluates_and_reports(objectives, tmp_path, chaos_asset
     assert all(len(m["mean"]) == objectives and all(map(math.isfinite, m["mean"].values())) for m in models)
     meta = json.loads((root / "evaluate" / "meta.json").read_text())
     assert meta["variant"] == "modpo" and meta["description"].startswith("MODPO (DPO on helpful pairs")
+    assert ("from SFT (2 steps)" in meta["description"]) == (objectives == 2)
     df = pd.read_parquet(root / "evaluate" / "responses.parquet")
     assert sorted(df["model"].unique()) == ["base", "pref-00", "pref-01"]
 
 
-def test_training_resumes_from_its_checkpoint(tmp_path, tiny_policy, monkeypatch):
-    """A kill after step 1's checkpoint (train.save_every 1) loses no step: the rerun starts at step 2."""
+PAIRS = [(([5, 6, 7, 8], 2), ([5, 6, 9], 2)), (([10, 11, 12], 1), ([10, 13, 14, 15], 1))]
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(tmp_path_factory, tiny_policy):
+    """A LoRA adapter on the tiny policy with random, nonzero B: an SFT model that differs from the base."""
+    from peft import get_peft_model
+
+    from paretohqd.config import TrainConfig
+    from paretohqd.policy.load import load_policy
+    from paretohqd.policy.sft import lora_config
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_policy(tiny_policy), lora_config(TrainConfig()))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3)
+    folder = tmp_path_factory.mktemp("sft") / "sft"
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_init_sft_starts_from_the_sft_model_and_holds_to_it(tmp_path, tiny_policy, sft_adapter, monkeypatch):
+    """With `init`, the first step's policy and reference log-probabilities are the SFT model's (the SFT
+    adapter on the base, unmerged), not the base's; the saved model is the SFT adapter plus MODPO's."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from paretohqd.config import PolicyConfig, TrainConfig
+    from paretohqd.policy.load import load_policy
+
+    seen = []
+    real = modpo.sequence_logps
+    monkeypatch.setattr(modpo, "sequence_logps", lambda model, batch: seen.append((real(model, batch), batch)) or seen[-1][0])
+    modpo.train_pairs(PAIRS, np.array([0.3, -0.2]), tmp_path / "pref-00", policy=PolicyConfig(model=tiny_policy),
+                      cfg=TrainConfig(warmup_steps=0, mixed_precision="no"), steps=1, batch_size=2, lr=1e-2, beta=0.1,
+                      pair_weight=0.5, seed=0, pad_id=0, init=sft_adapter)
+    (ref, batch), (policy, _) = seen[:2]  # step 1: the reference first (adapter off), then the policy
+    sft = PeftModel.from_pretrained(load_policy(tiny_policy), str(sft_adapter)).eval()
+    with torch.no_grad():
+        want, base = real(sft, batch), real(load_policy(tiny_policy).eval(), batch)  # (4,)
+    assert torch.allclose(ref, want, atol=1e-4) and torch.allclose(policy.detach(), want, atol=1e-4)
+    assert not torch.allclose(ref, base, atol=1e-2)  # so the base as reference would fail
+    out = tmp_path / "pref-00"
+    merged = json.loads((out / "merge.json").read_text())
+    assert merged["adapters"][0] == str(sft_adapter) and merged["weights"] == [1.0, 1.0]
+    assert json.loads((out / "train.json").read_text())["init"] == str(sft_adapter)
+    sft_b = [t for k, t in sorted(load_file(sft_adapter / "adapter_model.safetensors").items()) if "lora_B" in k]
+    both = [t for k, t in sorted(load_file(out / "adapter_model.safetensors").items()) if "lora_B" in k]
+    assert all(torch.allclose(b[:, :16], s) for s, b in zip(sft_b, both))  # rank 16 + 16: the SFT block first
+    assert not (tmp_path / ".pref-00.delta").exists()
+
+
+@pytest.mark.parametrize("init", [False, True])
+def test_training_resumes_from_its_checkpoint(init, tmp_path, tiny_policy, sft_adapter, monkeypatch):
+    """A kill after step 1's checkpoint (train.save_every 1) loses no step: the rerun starts at step 2
+    (from the base, or on the SFT model)."""
     from paretohqd.config import PolicyConfig, TrainConfig
 
-    pairs = [(([5, 6, 7, 8], 2), ([5, 6, 9], 2)), (([10, 11, 12], 1), ([10, 13, 14, 15], 1))]
+    pairs = PAIRS
     kw = dict(policy=PolicyConfig(model=tiny_policy), cfg=TrainConfig(save_every=1, warmup_steps=0), steps=2,
-              batch_size=2, lr=1e-2, beta=0.1, pair_weight=0.5, seed=0, pad_id=0)
+              batch_size=2, lr=1e-2, beta=0.1, pair_weight=0.5, seed=0, pad_id=0, init=sft_adapter if init else None)
 
     def fail(*a, **k):
         raise RuntimeError("killed")
@@ -179,3 +251,4 @@ def test_training_resumes_from_its_checkpoint(tmp_path, tiny_policy, monkeypatch
     stats = modpo.train_pairs(pairs, np.array([0.3, -0.2]), tmp_path / "pref-00", **kw)
     assert stats["resumed_at"] == 1 and len(stats["losses"]) == 1 and not (tmp_path / "pref-00.ckpt").exists()
     assert (tmp_path / "pref-00" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "pref-00" / "merge.json").exists() == init

@@ -13,6 +13,7 @@ import gzip
 import itertools
 import json
 
+import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 from typer.testing import CliRunner
@@ -66,7 +67,7 @@ def _args(config, tmp_path, base_policy, small_hh, test_split, extra=()):
             f"rewards.dir={tmp_path.parent / 'rewards'}", "rewards.epochs=3",
             "rewards.humor_positives=40", "rewards.humor_negatives=40",
             # budgets only
-            "select.k=2", "train.steps=1", "stage2.steps=1", "stage2.prompts=4", "evaluate.prompts=3",
+            "select.k=2", "train.steps=1", "sft_start.steps=1", "stage2.steps=1", "stage2.prompts=4", "evaluate.prompts=3",
             "evaluate.bootstrap=50", "generate.max_new_tokens=8", *extra]
     sets += [f"rewards.models.{o}={OFFLINE_HEADS[o]}" for o in cfg.rewards.models]
     args = ["run", config]
@@ -97,10 +98,10 @@ def test_paper_config_dry_run(config, tmp_path, base_policy, small_hh, test_spli
 
 def test_paper_config_modpo_dry_run(tmp_path, base_policy, small_hh, test_split):
     """MODPO as the paper config sets it, for three objectives (margins from two reward models, w_helpful = 0
-    floored), on the raw HH format; only its budget shrunk."""
+    floored), on the raw HH format, from the SFT start; only its budget shrunk (a tenth of an epoch)."""
     config = "configs/paper-hh-3obj.yaml"
     args = _args(config, tmp_path, base_policy, small_hh, test_split,
-                 ["method=modpo", "modpo.steps=1", "modpo.batch_size=2"])
+                 ["method=modpo", "modpo.epochs=0.1", "modpo.batch_size=2"])
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, (res.output, res.exception)
     root = tmp_path / "runs" / load_config(config).name
@@ -109,6 +110,8 @@ def test_paper_config_modpo_dry_run(tmp_path, base_policy, small_hh, test_split)
     trained = [json.loads((root / "modpo" / f"pref-{i:02d}" / "train.json").read_text()) for i in range(13)]
     assert {t["objective"] for t in trained} == {"helpful"} and min(t["pair_weight"] for t in trained) == 0.1
     assert all(abs(sum(t["trained_weights"]) - 1) < 1e-9 for t in trained)  # floored weights stay on the simplex
+    n_pairs = len(pd.read_parquet(root / "modpo" / "pairs.parquet"))
+    assert {(t["init"], t["steps"]) for t in trained} == {(str(root / "sft"), -(-n_pairs // 20))}  # ceil(0.1 n / 2)
 
 
 def test_chat_format_without_a_template_stops_before_anything_runs(tmp_path, base_policy, small_hh, test_split):
@@ -144,7 +147,8 @@ def test_paper_configs_set_the_baselines_at_their_authors_budgets():
         cfg = load_config(config)
         assert (cfg.ric.steps, cfg.train.batch_size) == (20_000, 8)  # RiC's README: 20,000 x 4 processes x 2
         assert (cfg.ric.online_steps, cfg.ric.mapping) == (4_000, "l2")  # the README's scale; ric/evaluation.py
-        assert (cfg.morlhf.sft_steps, cfg.morlhf.temperature) == (10_000, 0.7)  # RiC's sft.py: 80k; ppo/morlhf.py
+        assert (cfg.sft_start.steps, cfg.morlhf.temperature) == (10_000, 0.7)  # RiC's sft.py: 80k; ppo/morlhf.py
+        assert (cfg.modpo.init, cfg.modpo.epochs, cfg.modpo.steps) == ("sft", 3, None)  # MODPO's scripts
         assert "hh-rlhf" not in cfg.modpo.subsets  # the hub's pairs keep their subset
     three = load_config("configs/paper-hh-3obj.yaml")
     np.testing.assert_allclose(morlhf.preferences(three), [[1 / 3, 1 / 3, 1 / 3]], atol=1e-6)  # RiC's ppo/morlhf.py

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from paretohqd.config.baselines import ModpoConfig, MorlhfConfig, RicConfig, SoupsConfig
+from paretohqd.config.baselines import ModpoConfig, MorlhfConfig, RicConfig, SftStartConfig, SoupsConfig
 from paretohqd.config.executor import ExecutorConfig, TaskResources
 from paretohqd.config.judge import JUDGE_CRITERIA, JUDGE_FIELDS, JUDGE_TEMPLATE, JUDGE_WEIGHTING, JudgeConfig
 from paretohqd.config.paths import SHARED_DIR, cache_dir
@@ -24,7 +24,7 @@ from paretohqd.config.section import Section
 __all__ = ["SHARED_DIR", "Section", "SourceConfig", "DataConfig", "PolicyConfig", "SelectConfig", "TrainConfig",
            "GenerateConfig", "Stage2Config", "JUDGE_TEMPLATE", "JUDGE_CRITERIA", "JUDGE_WEIGHTING", "JUDGE_FIELDS",
            "JudgeConfig", "EvaluateConfig", "cache_dir", "RewardsConfig", "RicConfig", "SoupsConfig", "MorlhfConfig",
-           "ModpoConfig", "CompareConfig", "TaskResources", "ExecutorConfig", "Config", "ConfigError",
+           "SftStartConfig", "ModpoConfig", "CompareConfig", "TaskResources", "ExecutorConfig", "Config", "ConfigError",
            "parse_overrides", "load_config", "dump_config"]
 
 
@@ -291,6 +291,7 @@ class Config(Section):
     soups: SoupsConfig = SoupsConfig()
     morlhf: MorlhfConfig = MorlhfConfig()
     modpo: ModpoConfig = ModpoConfig()
+    sft_start: SftStartConfig = SftStartConfig()
     compare: CompareConfig = CompareConfig()
     executor: ExecutorConfig = ExecutorConfig()
 
@@ -302,6 +303,21 @@ class Config(Section):
             raise ValueError("must be a folder name: not empty, no / or \\, not . or .., at most 200 characters")
         return v
 
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        # morlhf.sft_steps became sft_start.steps when MODPO came to share MORLHF's SFT model: the configs of
+        # older runs (their config.yaml) and older files still load, meaning what they meant
+        morlhf = data.get("morlhf") if isinstance(data, dict) else None
+        if isinstance(morlhf, dict) and "sft_steps" in morlhf:
+            morlhf = dict(morlhf)
+            steps = morlhf.pop("sft_steps")
+            start = dict(data.get("sft_start") or {})
+            if steps is not None:
+                start.setdefault("steps", steps)
+            data = {**data, "morlhf": morlhf, "sft_start": start}
+        return data
 
     @model_validator(mode="after")
     def _judge_criteria(self) -> Config:

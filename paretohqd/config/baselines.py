@@ -1,6 +1,7 @@
 """The baselines' sections (`ric`, `soups`, `morlhf`, `modpo`), one class per method, each naming its
-method module. They live here, not beside their methods, because every layer below `methods` reads
-`Config` and may not import a method (pyproject's layers contract)."""
+method module, and `sft_start`, the SFT model that MORLHF, Rewarded Soups' RL and MODPO share. They
+live here, not beside their methods, because every layer below `methods` reads `Config` and may not
+import a method (pyproject's layers contract)."""
 
 from __future__ import annotations
 
@@ -69,9 +70,7 @@ class MorlhfConfig(Section):
     beta: float = Field(0.04, ge=0)
     """KL coefficient to the starting policy (RLHF's leash; 0 drops the reference forward pass)."""
     init: Literal["base", "sft"] = "sft"
-    """Where RL starts (and what the KL term holds it to): `sft`, as RiC's MORLHF, a model fine-tuned on the training data's chosen answers (HH labels), trained once per run and shared by every preference (and by Rewarded Soups' RL objectives); or `base`, the policy model itself."""
-    sft_steps: int | None = Field(None, ge=1)
-    """Optimizer steps of that SFT model (batch train.batch_size); default train.steps."""
+    """Where RL starts (and what the KL term holds it to): `sft`, as RiC's MORLHF, the run's SFT model (`sft_start`), shared by every preference, Rewarded Soups' RL objectives and MODPO; or `base`, the policy model itself."""
     aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
     """How GRPO turns the objectives' rewards into one advantage (TRL's `multi_objective_aggregation`): `sum_then_normalize` normalises w . r within each prompt's group; `normalize_then_sum` (GDPO, trl#4785) normalises each reward within the group first, so distinct reward combinations with equal sums keep distinct advantages. The `morlhf-gdpo` method sets the latter."""
 
@@ -81,6 +80,15 @@ class MorlhfConfig(Section):
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of num_generations "
                              f"({self.num_generations}): each prompt's completions form one group")
         return self
+
+
+class SftStartConfig(Section):
+    """The run's SFT model (`paretohqd.methods.start`): a LoRA fine-tuned on the training data's chosen answers
+    (HH labels), trained once per run (and once per `paretohqd compare`, whose runs share it), from which MORLHF
+    (`morlhf.init: sft`), Rewarded Soups' RL objectives and MODPO (`modpo.init: sft`) start."""
+
+    steps: int | None = Field(None, ge=1)
+    """Optimizer steps (batch train.batch_size); default train.steps."""
 
 
 class ModpoConfig(Section):
@@ -96,8 +104,16 @@ class ModpoConfig(Section):
                                "helpful-rejection-sampled": "helpful"}
     """Which objective a pair's chosen / rejected label is about, by its source: the HH subset, or a `pairs`
     file's name (other formats carry no pair labels). A source not named here gives no pairs."""
+    init: Literal["base", "sft"] = "sft"
+    """The initial policy and the reference of the implicit reward beta x log(pi / pi_ref): `sft`, as the authors
+    (their scripts start MODPO from an SFT model, `--sft_model_name`, and use it as the reference), the run's SFT
+    model (`sft_start`, shared with MORLHF); or `base`, the policy model itself."""
     steps: int | None = Field(None, ge=1)
-    """Optimizer steps per preference; default train.steps (ParetoHqD's stage-1 budget per preference)."""
+    """Optimizer steps per preference; default train.steps (ParetoHqD's stage-1 budget per preference), unless
+    `epochs` is set."""
+    epochs: float | None = Field(None, gt=0)
+    """Passes over the training pairs per preference: steps = ceil(epochs x pairs / batch_size), replacing `steps`
+    (the authors' scripts give epochs: 3 in scripts/modpo/beavertails/modpo.py). Default: `steps`."""
     batch_size: int | None = Field(None, ge=1)
     """Pairs per optimizer step, summed over devices (each pair is two responses); default train.batch_size."""
     lr: float = Field(1e-4, gt=0)
@@ -108,6 +124,13 @@ class ModpoConfig(Section):
     """Floor on w_k, which MODPO's loss divides by: a preference with w_k below it trains with w_k = this and
     its other weights scaled to keep their ratios and sum 1 (the authors train w on the simplex with w_k > 0);
     0.1 is the 11-point grid's smallest nonzero weight. See `paretohqd.methods.modpo`."""
+
+    @model_validator(mode="after")
+    def _one_length(self) -> ModpoConfig:
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError(f"steps ({self.steps}) and epochs ({self.epochs}) both set the training length; "
+                             "set the other to null (e.g. --set modpo.epochs=null)")
+        return self
 
 
 # Run-wide sections -------------------------------------------------------------------------------

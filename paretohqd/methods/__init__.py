@@ -57,10 +57,12 @@ METHODS: dict[str, Method] = {
     "full-data": Method(paretohqd, {"select.method": "random"}),
     "full-data-epochs": Method(paretohqd, {"select.method": "random", "select.random_budget": "epochs"}),
     "ric": Method(ric, reads=("ric",)),
-    "rewarded-soups": Method(soups, {"train.lora": True}, reads=("soups", "morlhf")),  # soups mix LoRA adapters
-    "morlhf": Method(morlhf, {"train.lora": True}, reads=("morlhf",)),
-    "morlhf-gdpo": Method(morlhf, {"train.lora": True, "morlhf.aggregation": "normalize_then_sum"}, reads=("morlhf",)),
-    "modpo": Method(modpo, {"train.lora": True}, reads=("modpo",)),  # the reference: the base under the disabled adapter
+    # soups mix LoRA adapters; the RL baselines and MODPO train a LoRA on the run's SFT model (`sft_start`)
+    "rewarded-soups": Method(soups, {"train.lora": True}, reads=("soups", "morlhf", "sft_start")),
+    "morlhf": Method(morlhf, {"train.lora": True}, reads=("morlhf", "sft_start")),
+    "morlhf-gdpo": Method(morlhf, {"train.lora": True, "morlhf.aggregation": "normalize_then_sum"},
+                          reads=("morlhf", "sft_start")),
+    "modpo": Method(modpo, {"train.lora": True}, reads=("modpo", "sft_start")),  # the reference: the adapter disabled
 }
 REFERENCE = "paretohqd"
 """The method `compare` states every method's compute relative to."""
@@ -99,7 +101,7 @@ def unread_sections(cfg: Config) -> tuple[str, ...]:
 
     Examples:
         >>> unread_sections(Config(method="ric"))
-        ('modpo', 'morlhf', 'soups')
+        ('modpo', 'morlhf', 'sft_start', 'soups')
     """
     read = {s for m in METHODS.values() for s in m.reads}
     return tuple(sorted(read - set(METHODS[cfg.method].reads)))

@@ -38,16 +38,27 @@ floor with the other weights scaled to keep their ratios and the sum 1 (`trained
 preference (0, 1) trains as (0.1, 0.9), the same weights as its neighbour, so the grid's end point
 repeats that model rather than leaving the simplex. `train.json` records both weight vectors.
 
-**Reference model**: the base policy, i.e. the same model with its LoRA adapter disabled (as TRL and
-MODPO do with PEFT models). Training is the SFT loop (`paretohqd.policy.sft.train_loop`) with this
+**Initial policy and reference** (`modpo.init`): `sft` (the default) is the authors' setup, whose
+scripts SFT first and pass that model as `--sft_model_name`, both trained (a fresh LoRA on it) and
+the reference (`scripts/modpo/summarize_w_length_penalty/run.sh`: SFT, merge, MODPO). Ours is the
+run's SFT model (`methods.start`, shared with MORLHF), merged into the base weights under the
+preference's fresh LoRA; `base` trains on the base policy. The reference is that model with the
+LoRA disabled (as TRL and MODPO do with PEFT models): no second model in memory. The saved model
+is the SFT and MODPO adapters summed exactly (`start.save_on_start`), a plain adapter on the base.
+
+**Steps**: with `modpo.epochs` (the authors' `num_train_epochs`, 3 in
+`scripts/modpo/beavertails/modpo.py`), ceil(epochs x pairs / batch_size) (`epoch_steps`); else `modpo.steps`.
+
+Training is the SFT loop (`paretohqd.policy.sft.train_loop`) with this
 loss: the same encoding and left-padded micro-batches under `train.micro_batch_tokens`, mixed
 precision, `train.report_to`, and checkpoints every `train.save_every` steps, so a kill loses at
-most that many steps. Its warm-up is `train.warmup_steps` cut to `modpo.steps` - 1, so a short run
+most that many steps. Its warm-up is `train.warmup_steps` cut to the steps - 1, so a short run
 still reaches `modpo.lr`.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -59,7 +70,9 @@ import torch
 from paretohqd.config import Config, ConfigError, PolicyConfig, TrainConfig
 from paretohqd.data.pairs import label_pairs
 from paretohqd.io import read_table, write_parquet
+from paretohqd.methods import start
 from paretohqd.methods.contract import per_preference
+from paretohqd.methods.start import save_on_start
 from paretohqd.pareto.preferences import preferences_from_config
 from paretohqd.policy.batches import IGNORE, collate, encode, on_device
 from paretohqd.policy.prompts import resolve_format
@@ -232,13 +245,15 @@ def train_pairs(
     pair_weight: float,
     seed: int,
     pad_id: int,
+    init: Path | None = None,
     on_step: Callable[[int, float, float], None] | None = None,
     record: dict | None = None,
     **log,
 ) -> dict:
     """Train one LoRA model with MODPO's loss on encoded (chosen, rejected) pairs in the SFT loop
     (`sft.train_loop`) and save it to `out` (atomically, with `train.json`); resumes from
-    `out/../<name>.ckpt` if a killed run left one.
+    `out/../<name>.ckpt` if a killed run left one. The policy starts from, and the reference is, the
+    base or (`init`) the SFT adapter merged into it; with `init` the saved adapter is both summed.
 
     Args:
         pairs: (chosen, rejected) encodings, each `batches.encode`'s (token ids, prompt length).
@@ -246,6 +261,7 @@ def train_pairs(
         cfg: the `train` section: LoRA, micro-batch budget, precision, warm-up, checkpoints.
         batch_size: pairs per optimizer step, summed over devices.
         pair_weight: w_k (> 0).
+        init: the SFT model's adapter (`start.sft_model`), or None for the base policy.
         on_step: called with (step, loss, reward accuracy) after each step.
         record: more entries for `train.json` (the preference, the weights used).
         log: `sft.train_loop`'s log_dir, log_run, log_tag.
@@ -255,10 +271,12 @@ def train_pairs(
     def loss(model, acc, idx: list[int]) -> tuple[torch.Tensor, list[float]]:
         # chosen then rejected, in one forward pass
         batch = on_device(collate([pairs[i][0] for i in idx] + [pairs[i][1] for i in idx], pad_id), acc.device)
-        # the reference is the base policy: the same weights with the adapter off, no gradients
-        base = acc.unwrap_model(model)
-        with torch.no_grad(), base.disable_adapter():
-            ref = sequence_logps(base, batch)  # (2b,)
+        # the reference: the adapter off, i.e. the SFT model (`init`) or the base, no gradients. Here, not
+        # precomputed once per run: it costs a third of the pair's forward + backward and needs no file to
+        # write, resume and check (a table would save only the reference passes of epochs after the first)
+        policy_model = acc.unwrap_model(model)
+        with torch.no_grad(), policy_model.disable_adapter():
+            ref = sequence_logps(policy_model, batch)  # (2b,)
         logps = sequence_logps(model, batch)  # (2b,)
         logits = pair_logits(*logps.chunk(2), *ref.chunk(2), margin_t[idx].to(acc.device),
                              beta=beta, pair_weight=pair_weight)  # (b,)
@@ -276,8 +294,16 @@ def train_pairs(
                           metrics=lambda counts, n_pairs: {"accuracy": counts["right"] / n_pairs}, summary=summary)
     # a run shorter than the warm-up still reaches its peak rate, at its last step
     cfg = cfg.model_copy(update={"lr": lr, "batch_size": batch_size, "warmup_steps": min(cfg.warmup_steps, steps - 1)})
-    return train_loop(objective, out, policy=policy, cfg=cfg, steps=steps, seed=seed, save=save_model, on_step=on_step,
-                      record={**(record or {}), "pairs": len(pairs)}, lr_key="modpo.lr", **log)
+
+    def save(model, out: Path, stats: dict) -> None:
+        if init is None:
+            save_model(model, out, stats)
+        else:  # the delta alone first (`save_model`, so a test's kill replaces both), then SFT + delta
+            save_on_start(policy, init, out, stats, lambda delta: save_model(model, delta, stats))
+
+    return train_loop(objective, out, policy=policy, cfg=cfg, steps=steps, seed=seed, save=save, start=init,
+                      on_step=on_step, record={**(record or {}), "pairs": len(pairs), "init": str(init or "base")},
+                      lr_key="modpo.lr", **log)
 
 
 # Method ------------------------------------------------------------------------------------------
@@ -289,20 +315,37 @@ def preferences(cfg: Config) -> np.ndarray:
     return preferences_from_config(chosen, len(cfg.rewards.models))
 
 
-def _budget(cfg: Config) -> tuple[int, int]:
-    """(steps, pairs per step) of each preference."""
-    return cfg.modpo.steps or cfg.train.steps, cfg.modpo.batch_size or cfg.train.batch_size
+def epoch_steps(epochs: float, n_pairs: int, batch_size: int) -> int:
+    """Optimizer steps of `epochs` passes over `n_pairs` pairs, `batch_size` a step: ceil(epochs x n_pairs /
+    batch_size), at least 1 (an epoch's last partial batch continues into the next: `batches.step_plan`
+    draws epochs of a seeded shuffle).
+
+    Examples:
+        >>> epoch_steps(3, 100, 8), epoch_steps(1, 16, 8), epoch_steps(0.5, 10, 4), epoch_steps(1, 0, 8)
+        (38, 2, 2, 1)
+    """
+    return max(1, math.ceil(epochs * n_pairs / batch_size))
+
+
+def _budget(cfg: Config, n_pairs: int) -> tuple[int, int]:
+    """(steps, pairs per step) of each preference, given the run's `n_pairs` training pairs."""
+    batch_size = cfg.modpo.batch_size or cfg.train.batch_size
+    if cfg.modpo.epochs is not None:
+        return epoch_steps(cfg.modpo.epochs, n_pairs, batch_size), batch_size
+    return cfg.modpo.steps or cfg.train.steps, batch_size
 
 
 def train(r: RunFolder, tokenizer) -> None:
-    """Build the pairs once, then train one model per preference."""
+    """Build the pairs and the SFT start once, then train one model per preference."""
     pairs_path = r.path("modpo", "pairs.parquet")
     r.step("modpo/pairs", pairs_path, lambda: _write_pairs(r, pairs_path))
+    # before the preferences: every one starts from it
+    init = start.sft_model(r, tokenizer, key="modpo.init") if r.cfg.modpo.init == "sft" else None
     with r.fan_out("train"):  # the preferences are independent (one task each under `executor: ray`)
         for i, w in enumerate(preferences(r.cfg)):
             out = r.path("modpo", pref_name(i))
             r.step(f"modpo/{pref_name(i)} w={w.round(3).tolist()}", out / "train.json",
-                   lambda w=w, out=out, i=i: train_preference(r, tokenizer, w, out, seed=r.cfg.seed + i),
+                   lambda w=w, out=out, i=i: train_preference(r, tokenizer, w, out, seed=r.cfg.seed + i, init=init),
                    every_process=True)
 
 
@@ -313,12 +356,13 @@ def _write_pairs(r: RunFolder, path: Path) -> None:
     write_parquet(pairs, path)
 
 
-def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *, seed: int) -> dict:
-    """One preference's model: its margins from the run's scores, then `train_pairs`."""
+def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *, seed: int,
+                     init: Path | None = None) -> dict:
+    """One preference's model: its margins from the run's scores, then `train_pairs` (from `init`)."""
     cfg = r.cfg
     k = r.objectives.index(objective(cfg))
-    steps, batch_size = _budget(cfg)
     pairs = read_table(r.path("modpo", "pairs.parquet"))
+    steps, batch_size = _budget(cfg, len(pairs))
     # the budget reaches steps x batch pairs: draw them here (seeded) and encode only those
     pairs = pairs.sample(n=min(len(pairs), steps * batch_size), random_state=seed).reset_index(drop=True)
     samples = read_table(r.train_data).set_index("id")
@@ -347,7 +391,7 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
                   f"{[n for j, n in enumerate(r.objectives) if j != k and trained[j] > 0]}")
     stats = train_pairs(encoded, margins(z_chosen, z_rejected, trained, k), out, policy=cfg.policy, cfg=cfg.train,
                         steps=steps, batch_size=batch_size, lr=cfg.modpo.lr, beta=cfg.modpo.beta, pair_weight=w_k,
-                        seed=seed, pad_id=tokenizer.pad_token_id, on_step=show,
+                        seed=seed, pad_id=tokenizer.pad_token_id, init=init, on_step=show,
                         record={"weights": weights.tolist(), "trained_weights": trained.tolist(),
                                 "objective": objective(cfg), "pair_weight": w_k},
                         **r.log_to(str(out.relative_to(r.root))))
@@ -369,12 +413,23 @@ def final_models(r: RunFolder) -> list[FinalModel]:
 
 
 def describe(cfg: Config) -> str:
-    steps, batch_size = _budget(cfg)
-    return (f"MODPO (DPO on {objective(cfg)} pairs with the other rewards as margin, beta {cfg.modpo.beta}, "
-            f"{steps} steps x {batch_size} pairs, {len(preferences(cfg))} preferences)")
+    m = cfg.modpo
+    batch_size = m.batch_size or cfg.train.batch_size
+    length = f"{m.epochs:g} epochs" if m.epochs is not None else f"{_budget(cfg, 0)[0]} steps"
+    begin = f"from SFT ({start.steps(cfg)} steps)" if m.init == "sft" else "from the base"
+    return (f"MODPO (DPO on {objective(cfg)} pairs with the other rewards as margin, {begin}, beta {m.beta}, "
+            f"{length} x {batch_size} pairs, {len(preferences(cfg))} preferences)")
 
 
 def work(cfg: Config, n_samples: int | None = None) -> dict[str, float]:
-    steps, batch_size = _budget(cfg)
+    """Pairs x steps of every preference, and the SFT start's samples; with `modpo.epochs` the pairs are
+    counted as `n_samples` / 2 (each pair is two scored samples): an upper bound, since pairs from a source
+    not labelled for the pair objective are left out (NaN without `n_samples`)."""
     n = len(preferences(cfg))
-    return {"dpo_pairs": n * steps * batch_size, "models": n}
+    if cfg.modpo.epochs is not None and n_samples is None:
+        pairs = float("nan")
+    else:
+        steps, batch_size = _budget(cfg, (n_samples or 0) // 2)
+        pairs = n * steps * batch_size
+    sft = start.samples(cfg) if cfg.modpo.init == "sft" else 0
+    return {"dpo_pairs": pairs, "train_samples": sft, "sft_start_samples": sft, "models": n}

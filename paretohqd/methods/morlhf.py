@@ -1,11 +1,11 @@
 """MORLHF: online RL on the scalarised reward w . r, one LoRA model per preference.
 
 As RiC's MORLHF (`ppo/morlhf.py`, whose `base_model_name` is "the path to the sft model; need to
-merge if using lora"), RL starts from an SFT model (`morlhf.init: sft`): one LoRA fine-tuned on
-the training data's chosen answers (`data.pairs`), trained once per run, merged into the base for
-RL so that the KL term holds the policy to the SFT model, not to the base. Each preference's RL
-adapter is then summed with the SFT adapter exactly (`policy.load.write_weighted_adapters`, rank
-r_sft + r_rl), so its folder is a plain adapter on the base like every other method's.
+merge if using lora"), RL starts from an SFT model (`morlhf.init: sft`): the run's SFT model
+(`methods.start`, shared with Rewarded Soups' RL and MODPO), merged into the base for RL so that the
+KL term holds the policy to the SFT model, not to the base. Each preference's RL adapter is then
+summed with the SFT adapter exactly (`start.save_on_start`, rank r_sft + r_rl), so its folder is a
+plain adapter on the base like every other method's.
 
 The paper's MORLHF runs PPO on w . r; we use TRL's GRPOTrainer (no value model, so it fits small
 machines): for each prompt `morlhf.num_generations` completions are sampled from the current
@@ -29,15 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from paretohqd.config import Config, ConfigError
-from paretohqd.data.pairs import label_pairs
+from paretohqd.config import Config
 from paretohqd.io import atomic_dir, read_table, write_json
+from paretohqd.methods import start
 from paretohqd.methods.contract import per_preference
+from paretohqd.methods.start import save_on_start
 from paretohqd.pareto.preferences import preferences_from_config
-from paretohqd.policy.load import write_weighted_adapters
+from paretohqd.policy.load import merge_adapter
 from paretohqd.policy.prompts import HH_STOP, cut_at_stop, hh_text, resolve_format
-from paretohqd.policy.sft import finetune_rows
-from paretohqd.progress import console
 from paretohqd.rewards.normalise import Normaliser
 from paretohqd.runfolder import FinalModel, RunFolder, pref_name
 
@@ -73,32 +72,6 @@ def reward_funcs(r: RunFolder, weights: np.ndarray) -> tuple[list, list[float]]:
         funcs.append(score)
         used.append(float(w))
     return funcs, used
-
-
-def sft_start(r: RunFolder, tokenizer) -> Path | None:
-    """The SFT model RL starts from (`morlhf/sft`, trained here once per run), or None for `init: base`.
-
-    Raises:
-        ConfigError: `init: sft` but the data sources have no (chosen, rejected) pairs to learn from.
-    """
-    cfg = r.cfg
-    if cfg.morlhf.init == "base":
-        return None
-    out = r.path("morlhf", "sft")
-
-    def fit() -> None:
-        data = read_table(r.train_data).set_index("id")
-        pairs = label_pairs(cfg.data, set(data.index))
-        if pairs.empty:
-            raise ConfigError("morlhf.init: sft fine-tunes on the chosen answers of (chosen, rejected) pairs, and "
-                              "data.sources has none (HH or `format: pairs` sources have them); set morlhf.init: base")
-        steps = cfg.morlhf.sft_steps or cfg.train.steps
-        chosen = pairs.sample(n=min(len(pairs), steps * cfg.train.batch_size), random_state=cfg.seed)["chosen_id"]
-        console.print(f"  MORLHF's SFT start: {len(chosen):,} chosen answers of {len(pairs):,} pairs, {steps} steps")
-        finetune_rows(cfg, tokenizer, data.loc[chosen], out, steps=steps, seed=cfg.seed, **r.log_to("morlhf/sft"))
-
-    r.step("morlhf/sft on chosen answers", out / "train.json", fit, every_process=True)
-    return out
 
 
 def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *, seed: int,
@@ -140,9 +113,7 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
     )
     model = load_policy(cfg.policy.model, dtype=cfg.policy.dtype, trust_remote_code=cfg.policy.trust_remote_code)
     if init is not None:  # RL's starting point and KL reference: the SFT model, merged
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(init)).merge_and_unload()
+        model = merge_adapter(model, init)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data,
                           processing_class=tokenizer, peft_config=lora_config(cfg.train))
     t0 = time.perf_counter()
@@ -159,16 +130,14 @@ def train_preference(r: RunFolder, tokenizer, weights: np.ndarray, out: Path, *,
             trainer.model.save_pretrained(tmp, safe_serialization=True)
             write_json(stats, tmp / "train.json")
         return stats
-    rl = out.with_name(f".{out.name}.rl")  # the RL delta alone, on the SFT model
-    trainer.model.save_pretrained(rl, safe_serialization=True)
-    write_weighted_adapters(cfg.policy, [init, rl], [[1.0, 1.0]], [out], meta={"train": stats})
-    write_json(stats, out / "train.json")  # the done-marker, last
-    shutil.rmtree(rl, ignore_errors=True)
+    save_on_start(cfg.policy, init, out, stats,
+                  lambda delta: trainer.model.save_pretrained(delta, safe_serialization=True))
     return stats
 
 
 def train(r: RunFolder, tokenizer) -> None:
-    init = sft_start(r, tokenizer)  # before the preferences: every one starts from it
+    init = start.sft_model(r, tokenizer, key="morlhf.init") if r.cfg.morlhf.init == "sft" else None
+    # (before the preferences: every one starts from it)
     with r.fan_out("train"):  # the preferences are independent (one task each under `executor: ray`)
         for i, w in enumerate(preferences(r.cfg)):
             out = r.path("morlhf", pref_name(i))
@@ -182,8 +151,8 @@ def final_models(r: RunFolder) -> list[FinalModel]:
 
 def rl_text(cfg: Config) -> str:
     m = cfg.morlhf
-    start = f"from SFT ({m.sft_steps or cfg.train.steps} steps)" if m.init == "sft" else "from the base"
-    return f"GRPO {start}, {m.steps} steps x {m.batch_size} completions, beta {m.beta}, {m.aggregation}"
+    begin = f"from SFT ({start.steps(cfg)} steps)" if m.init == "sft" else "from the base"
+    return f"GRPO {begin}, {m.steps} steps x {m.batch_size} completions, beta {m.beta}, {m.aggregation}"
 
 
 def describe(cfg: Config) -> str:
@@ -192,13 +161,13 @@ def describe(cfg: Config) -> str:
 
 def sft_samples(cfg: Config) -> int:
     """Samples x steps of the SFT start (0 for `init: base`)."""
-    return (cfg.morlhf.sft_steps or cfg.train.steps) * cfg.train.batch_size if cfg.morlhf.init == "sft" else 0
+    return start.samples(cfg) if cfg.morlhf.init == "sft" else 0
 
 
 def work(cfg: Config, n_samples: int | None = None) -> dict[str, float]:
     n = len(preferences(cfg))
     return {"grpo_completions": n * cfg.morlhf.steps * cfg.morlhf.batch_size, "train_samples": sft_samples(cfg),
-            "models": n}
+            "sft_start_samples": sft_samples(cfg), "models": n}
 
 
 def several_processes(cfg: Config) -> bool:

@@ -9,8 +9,8 @@ Every objective's model is a LoRA adapter on the same base W, so theta_i = W + d
 dW_i = s B_i A_i, and the soup is W + sum_i w_i dW_i, built exactly by
 `policy.load.write_weighted_adapters` (PEFT's `cat` combination; its `linear` one would add cross
 terms B_i A_j that no objective's model contains, so not an interpolation of the models). With
-`morlhf.init: sft` each objective's RL model starts from the shared SFT model, so dW_i holds the
-SFT delta too, and since sum_i w_i = 1 the soup keeps it whole.
+`morlhf.init: sft` each objective's RL model starts from the run's SFT model (`methods.start`), so dW_i
+holds the SFT delta too, and since sum_i w_i = 1 the soup keeps it whole.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pandas as pd
 
 from paretohqd.config import Config
 from paretohqd.io import read_table, write_parquet
-from paretohqd.methods import morlhf
+from paretohqd.methods import morlhf, start
 from paretohqd.methods.contract import per_preference
 from paretohqd.pareto.preferences import preferences_from_config
 from paretohqd.policy.load import write_weighted_adapters
@@ -68,7 +68,8 @@ def train(r: RunFolder, tokenizer) -> None:
     r.step("soups/select", selection,
            lambda: write_parquet(select_top(read_table(r.scores), r.objectives, cfg.select.k), selection))
     eye = np.eye(len(r.objectives))
-    init = morlhf.sft_start(r, tokenizer) if cfg.soups.train == "grpo" else None
+    grpo_init = cfg.soups.train == "grpo" and cfg.morlhf.init == "sft"
+    init = start.sft_model(r, tokenizer, key="morlhf.init") if grpo_init else None
     with r.fan_out("train"):  # the objectives' models are independent (one task each under `executor: ray`)
         for i, name in enumerate(r.objectives):
             out = objective_dir(r, i)
@@ -103,7 +104,7 @@ def work(cfg: Config, n_samples: int | None = None) -> dict[str, float]:
     if cfg.soups.train == "sft":
         return {"train_samples": m * cfg.train.steps * cfg.train.batch_size, "models": n_prefs}
     return {"grpo_completions": m * cfg.morlhf.steps * cfg.morlhf.batch_size, "train_samples": morlhf.sft_samples(cfg),
-            "models": n_prefs}
+            "sft_start_samples": morlhf.sft_samples(cfg), "models": n_prefs}
 
 
 def several_processes(cfg: Config) -> bool:

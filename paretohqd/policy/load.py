@@ -129,6 +129,15 @@ def load_policy(name: str, *, dtype: str = "float32", trust_remote_code: bool = 
         src, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **extra))
 
 
+def merge_adapter(model, adapter: str | Path):
+    """`model` with the LoRA `adapter` merged into its weights (PEFT's `merge_and_unload`): a plain model
+    computing base + adapter, on which a fresh adapter trains a delta that disabling it takes away again
+    (how MORLHF and MODPO start from the run's SFT model and keep it as their reference)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+
+
 def write_weighted_adapters(policy, adapters: list[Path], weights: list[list[float]], outs: list[Path],
                             meta: dict | None = None) -> None:
     """Write one adapter per row of `weights`: sum_i w_i dW_i of the LoRA `adapters`, exactly.

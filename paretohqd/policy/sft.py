@@ -33,7 +33,7 @@ from paretohqd.config import Config, ConfigError, PolicyConfig, TrainConfig
 from paretohqd.devices import native_bf16
 from paretohqd.io import atomic_dir, file_digest, write_json
 from paretohqd.policy.batches import IGNORE, collate, encode, micro_batches, on_device, step_plan
-from paretohqd.policy.load import load_policy
+from paretohqd.policy.load import load_policy, merge_adapter
 from paretohqd.policy.prompts import resolve_format, with_tag
 from paretohqd.progress import console
 
@@ -66,8 +66,10 @@ def lora_config(cfg: TrainConfig):
                       target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM")
 
 
-def build_model(policy: PolicyConfig, cfg: TrainConfig, init_adapter: str | Path | None = None):
-    """The policy with fresh LoRA adapters, those of `init_adapter` (trainable), or all weights."""
+def build_model(policy: PolicyConfig, cfg: TrainConfig, init_adapter: str | Path | None = None,
+                start: str | Path | None = None):
+    """The policy with fresh LoRA adapters, those of `init_adapter` (trainable), or all weights; with
+    `start` (an adapter, LoRA only) the fresh adapters go on the policy with `start` merged into it."""
     from peft import PeftModel, get_peft_model
 
     attention = cfg.attention if cfg.attention != "auto" else (None if torch.cuda.is_available() else "eager")
@@ -75,6 +77,8 @@ def build_model(policy: PolicyConfig, cfg: TrainConfig, init_adapter: str | Path
     source = str(init_adapter) if init_adapter is not None and not cfg.lora else policy.model
     model = load_policy(source, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code,
                         attn_implementation=attention)
+    if start is not None:
+        model = merge_adapter(model, start)
     if cfg.lora:
         if init_adapter is not None:
             return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
@@ -151,11 +155,12 @@ def lr_factor(step: int, steps: int, warmup_steps: int) -> float:
 
 def train_loop(objective: Objective, out: Path, *, policy: PolicyConfig, cfg: TrainConfig, steps: int, seed: int,
                save: Callable[[Any, Path, dict], None], init_adapter: str | Path | None = None,
-               on_step: Callable[..., None] | None = None, record: dict | None = None, lr_key: str = "train.lr",
+               start: str | Path | None = None, on_step: Callable[..., None] | None = None, record: dict | None = None, lr_key: str = "train.lr",
                log_dir: Path | None = None, log_run: str = "run", log_tag: str = "train") -> dict:
     """Train one model on `objective` with `cfg`'s optimiser settings (lr, batch_size, warm-up, LoRA,
     precision, checkpoints) and `save(model, out, stats)` it with its `train.json` (callers pass
     `save_model` as their module names it, so that it can be replaced there, e.g. by a test's kill).
+    `start`: an adapter merged into the policy before the fresh one is added (`build_model`).
 
     Resumes from `out/../<name>.ckpt` if a killed run left one; returns the training stats: `record`,
     each step's loss and gradient norm (both the whole step's, over every process) and `summary`'s.
@@ -171,7 +176,7 @@ def train_loop(objective: Objective, out: Path, *, policy: PolicyConfig, cfg: Tr
     if tracking:
         acc.init_trackers(log_run)
     set_seed(seed)
-    model, params, opt, sched = _optimised_model(acc, policy, cfg, steps, init_adapter)
+    model, params, opt, sched = _optimised_model(acc, policy, cfg, steps, init_adapter, start)
     ckpt = out.with_name(out.name + ".ckpt")
     start = load_checkpoint(ckpt, acc.unwrap_model(model), opt, sched)
     if start:
@@ -218,10 +223,10 @@ def train_loop(objective: Objective, out: Path, *, policy: PolicyConfig, cfg: Tr
 
 
 def _optimised_model(acc: Accelerator, policy: PolicyConfig, cfg: TrainConfig, steps: int,
-                     init_adapter: str | Path | None):
+                     init_adapter: str | Path | None, start: str | Path | None):
     """The model to train (prepared by `acc`), its trainable parameters, AdamW optimiser (prepared)
     and learning-rate schedule (`lr_factor`)."""
-    model = build_model(policy, cfg, init_adapter)
+    model = build_model(policy, cfg, init_adapter, start)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, cfg.warmup_steps))
