@@ -58,3 +58,9 @@ def test_morlhf_sft_steps_of_older_configs_load_as_sft_start_steps(tmp_path):
     assert cfg.sft_start.steps == 7 and "sft_steps" not in cfg.morlhf.model_dump()
     p.write_text("morlhf:\n  sft_steps: null\nsft_start:\n  steps: 3\n")
     assert load_config(p).sft_start.steps == 3
+    # MODPO started from the base policy then: an old run's config keeps that, a new config gets the SFT start
+    assert load_config(p).modpo.init == "base"
+    p.write_text("morlhf:\n  sft_steps: null\nmodpo:\n  init: sft\n")
+    assert load_config(p).modpo.init == "sft"
+    p.write_text("sft_start:\n  steps: 3\n")
+    assert load_config(p).modpo.init == "sft"

@@ -308,7 +308,9 @@ class Config(Section):
     @classmethod
     def _moved_keys(cls, data: Any) -> Any:
         # morlhf.sft_steps became sft_start.steps when MODPO came to share MORLHF's SFT model: the configs of
-        # older runs (their config.yaml) and older files still load, meaning what they meant
+        # older runs (their config.yaml) and older files still load, meaning what they meant. Every run's
+        # config.yaml of that time carries the old key, and MODPO then started from the base policy
+        # (modpo.init came with the move), so such a config keeps `base` unless it names an init.
         morlhf = data.get("morlhf") if isinstance(data, dict) else None
         if isinstance(morlhf, dict) and "sft_steps" in morlhf:
             morlhf = dict(morlhf)
@@ -316,7 +318,8 @@ class Config(Section):
             start = dict(data.get("sft_start") or {})
             if steps is not None:
                 start.setdefault("steps", steps)
-            data = {**data, "morlhf": morlhf, "sft_start": start}
+            modpo = {"init": "base", **(data.get("modpo") or {})}
+            data = {**data, "morlhf": morlhf, "sft_start": start, "modpo": modpo}
         return data
 
     @model_validator(mode="after")
