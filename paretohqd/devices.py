@@ -1,5 +1,6 @@
-"""What the process runs on: the device's name, whether it runs bfloat16 natively, and the
-process group a launcher (`torchrun`, `accelerate launch`) asked for."""
+"""What the process runs on: the device's name, whether it runs bfloat16 natively, the process
+group a launcher (`torchrun`, `accelerate launch`) asked for, and how a step's work is split over
+that group (`shard`, `Ranks`)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ class LaunchError(RuntimeError):
     """Several processes were launched but they could not form one group (one line for the user)."""
 
 
-# Steps that only the main process runs (preparing, selection) keep the others in a barrier, and a
-# share of generation can wait on a slow one: far past torch's default 10-30 minute collective timeout.
+# Steps that only the main process runs (preparing the data, training the offline reward heads,
+# selection) keep the others in a barrier for as long as they take, which can be hours for a large
+# set: far past torch's default 10-30 minute collective timeout.
 GROUP_TIMEOUT = dt.timedelta(hours=48)
 
 

@@ -20,8 +20,9 @@ from paretohqd.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINING = tuple(f"stage{s}/pref-0{i} w={w}" for s in (1, 2) for i, w in enumerate(("[0.0, 1.0]", "[1.0, 0.0]")))
-SPREAD = ("score", "stage2/generate pref-00", "stage2/generate pref-01", "stage2/score", "evaluate")
-"""The steps whose work the processes split (by generation batch, and by chunk of samples scored)."""
+SPREAD = ("score", "stage2/generate pref-00", "stage2/generate pref-01", "evaluate")
+"""The steps whose work the processes split (by generation batch, and by chunk of samples scored);
+`stage2/score` is one too, but its 8 answers are one chunk: one process scores them."""
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +48,13 @@ def tiny_rewards(tmp_path_factory) -> dict[str, str]:
 
 def _overrides(runs: Path, small_hh, policy: str, rewards: dict[str, str]) -> list[str]:
     # train.batch_size is the total over processes: 4 = 2 per process under torchrun; 2 batches of
-    # answers per model (4 stage-2 prompts, 3 held-out ones) and chunks of 4 samples scored, so that
-    # every split step has work for both processes
+    # answers per model (4 stage-2 prompts, 3 held-out ones) and 3 chunks of the ~160 training
+    # samples to score, so that both processes have work in those steps
     return [f"runs_dir={runs}", f"data.sources=[{small_hh}]", f"policy.model={policy}",
             f"rewards.models={{helpful: {rewards['helpful']}, harmless: {rewards['harmless']}}}",
-            "rewards.dtype=float32", "rewards.chunk_size=4", "select.preferences=2", "select.k=4", "train.steps=3",
+            "rewards.dtype=float32", "rewards.chunk_size=64", "select.preferences=2", "select.k=4", "train.steps=3",
             "train.batch_size=4", "train.warmup_steps=0", "train.lr=1e-2", 'train.mixed_precision="no"',
-            "stage2.prompts=4", "stage2.steps=2", "evaluate.prompts=3", "evaluate.bootstrap=0",
+            "stage2.prompts=4", "stage2.steps=1", "evaluate.prompts=3", "evaluate.bootstrap=0",
             "generate.max_new_tokens=8", "generate.batch_size=2"]
 
 
@@ -72,7 +73,7 @@ def test_two_cpu_processes_train_as_one_group(tmp_path, small_hh, tiny_policy, t
     # this checkout's paretohqd must run; COLUMNS: rich would wrap the printed lines at 80 columns
     env = {**os.environ, "AUDIT_LOG": str(audit), "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    res = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "device: cpu x2" in res.stdout
     assert res.stdout.count("run folder:") == 1  # one voice: the other process prints nothing
@@ -96,7 +97,7 @@ def test_two_cpu_processes_train_as_one_group(tmp_path, small_hh, tiny_policy, t
     # training, scoring, generation and evaluation hold and use both devices; the other steps ran on
     # the main one while the other waited
     steps = json.loads((two / "manifest.json").read_text())["steps"]
-    assert set(steps) == {"prepare", "select", "stage2/select", *TRAINING, *SPREAD}
+    assert set(steps) == {"prepare", "select", "stage2/score", "stage2/select", *TRAINING, *SPREAD}
     for name, e in steps.items():
         busy = 2 if name in TRAINING + SPREAD else 1
         assert (e["n_devices"], e["busy_devices"]) == (2, busy), name
