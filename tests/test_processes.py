@@ -87,7 +87,7 @@ def test_two_cpu_processes_train_as_one_group(tmp_path, small_hh, tiny_policy, t
                                      "stage1/pref-00", "stage1/pref-01", "stage2/generated-pref-00.parquet",
                                      "stage2/.generated-pref-00.batches/batch-00001.parquet", "stage2/scores.parquet",
                                      "stage2/pref-00", "evaluate/responses/base.parquet",
-                                     "evaluate/.base.batches/batch-00001.parquet", "evaluate/responses.parquet",
+                                     "evaluate/responses/.base.batches/batch-00001.parquet", "evaluate/responses.parquet",
                                      "report.json")}
     assert landed <= set(main)
     assert {p for p in main if main.count(p) > 1} == {str(two / "manifest.json")}
@@ -128,7 +128,7 @@ def test_two_cpu_processes_train_as_one_group(tmp_path, small_hh, tiny_policy, t
         # (a stage-2 answer's `model` is its adapter's folder, in the run's folder)
         a, b = (pd.read_parquet(root / table).drop(columns=["model"] if table.startswith("stage2") else [])
                 for root in (one, two))
-        pd.testing.assert_frame_equal(a, b)
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
     a, b = (json.loads((root / "report.json").read_text()) for root in (one, two))
     assert list(a["hypervolume"].values()) == list(b["hypervolume"].values())
     numbers = ("hypervolume", "collapse_rate", "models", "base")
