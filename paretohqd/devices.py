@@ -1,18 +1,24 @@
-"""What the process runs on: the device's name, whether it runs bfloat16 natively, and the
-process group a launcher (`torchrun`, `accelerate launch`) asked for."""
+"""What the process runs on: the device's name, whether it runs bfloat16 natively, the process
+group a launcher (`torchrun`, `accelerate launch`) asked for, and how a step's work is split over
+that group (`shard`, `Ranks`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class LaunchError(RuntimeError):
     """Several processes were launched but they could not form one group (one line for the user)."""
 
 
-# Non-training steps run on the main process while the others wait in a barrier: scoring or
-# evaluating a large set can take hours, far past torch's default 10-30 minute collective timeout.
+# Steps that only the main process runs (preparing the data, training the offline reward heads,
+# selection) keep the others in a barrier for as long as they take, which can be hours for a large
+# set: far past torch's default 10-30 minute collective timeout.
 GROUP_TIMEOUT = dt.timedelta(hours=48)
 
 
@@ -43,6 +49,92 @@ def init_processes():
         raise LaunchError(f"{world} processes were launched (WORLD_SIZE) but this one runs alone "
                           f"({state.distributed_type}); launch with `torchrun` or `accelerate launch`")
     return state
+
+
+def shard(n_items: int, rank: int, world: int) -> range:
+    """The items of rank `rank` of `world`: round robin (r, r + world, r + 2 world, ...), so that
+    neighbours, which are alike (batches sorted by length), go to different ranks.
+
+    Examples:
+        >>> list(shard(5, 0, 2)), list(shard(5, 1, 2)), list(shard(1, 1, 2))
+        ([0, 2, 4], [1, 3], [])
+    """
+    return range(rank, n_items, world)
+
+
+def unshard(parts: Sequence[Sequence[T]]) -> list[T]:
+    """The items in their first order again, from each rank's `shard` of them (`parts[r]`, in order).
+
+    Examples:
+        >>> unshard([["a", "c", "e"], ["b", "d"]])
+        ['a', 'b', 'c', 'd', 'e']
+    """
+    world = len(parts)
+    return [parts[i % world][i // world] for i in range(sum(len(p) for p in parts))]
+
+
+class Ranks:
+    """This process's place among the launched ones (`init_processes`), to split a step's work over
+    them: each runs its `shard` of the jobs, and the results are gathered in the jobs' order, so
+    that they are those of one process whatever the number of ranks (every job seeds itself).
+    The main process (rank 0) alone writes them. `shares` counts the jobs this process ran (the
+    manifest's `busy_devices` counts the ranks that had some). One process: `Ranks()`, no group.
+    """
+
+    def __init__(self, rank: int = 0, world: int = 1):
+        self.rank, self.world, self.shares = rank, world, 0
+
+    @classmethod
+    def of(cls, state) -> Ranks:
+        """The ranks of accelerate's `PartialState` (`init_processes`)."""
+        return cls(state.process_index, state.num_processes)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, obj: T) -> list[T]:
+        """Every rank's `obj`, by rank, on every rank (a collective: every rank calls it)."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list = [None] * self.world
+        dist.all_gather_object(out, obj)  # pickled: only what this run's own processes sent
+        return out
+
+    def broadcast(self, obj: T) -> T:
+        """The main process's `obj`, on every rank (a collective)."""
+        if self.world == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        """Wait until every rank is here (a collective)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def spread(self, jobs: Sequence[Callable[[], T]], done: Callable[[int, T], None] | None = None) -> list[T]:
+        """Run `jobs` over the ranks, `world` at a time (one each, by `shard`), and return every
+        result in the jobs' order on every rank. `done(i, result)` runs on the main process as each
+        round ends, in order: it saves a result at once, so that a kill loses one round.
+        """
+        results: list = []
+        for start in range(0, len(jobs), self.world):
+            block = jobs[start:start + self.world]
+            mine = [job() for job in (block[i] for i in shard(len(block), self.rank, self.world))]  # 0 or 1
+            self.shares += len(mine)
+            for i, result in enumerate(unshard(self.gather(mine)), start):
+                if done is not None and self.main:
+                    done(i, result)
+                results.append(result)
+        return results
 
 
 def device_name() -> str:

@@ -124,7 +124,8 @@ def _steps(r: RunFolder, tokenizer) -> Path:
         offline = [n for n in cfg.rewards.models.values() if n in OFFLINE]
         r.step("rewards", marker, lambda: ensure_trained(cfg.rewards, offline, sources=cfg.data.sources))
     # column objectives take their labels here; generated answers (stage 2, evaluation) get their scorers'
-    r.step("score", r.scores, lambda: write_scores(cfg, read_table(r.train_data), r.scores, labels=True))
+    r.step("score", r.scores, lambda: write_scores(cfg, read_table(r.train_data), r.scores, labels=True, ranks=r.ranks),
+           spread=True)
     methods.module(cfg).train(r, tokenizer)
     _evaluate_and_report(r, tokenizer)
     return r.root
@@ -226,7 +227,7 @@ def _join_processes() -> None:
 def _evaluate_and_report(r: RunFolder, tokenizer) -> Path:
     method = methods.module(r.cfg)
     r.step("evaluate", r.path("evaluate", "responses.parquet"),
-           lambda: evaluate(r, tokenizer, method.final_models(r), method.describe(r.cfg)))
+           lambda: evaluate(r, tokenizer, method.final_models(r), method.describe(r.cfg)), spread=True)
     if not r.state.is_main_process:
         return r.path("report.json")
     if r.cfg.evaluate.judge.enabled:

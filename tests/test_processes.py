@@ -1,7 +1,8 @@
-"""Several processes (issue 19): `torchrun --nproc_per_node 2` on CPU forms one gloo group, as two
-GPUs would form an NCCL one. The run trains each model over both processes, writes every file once
-from the main process, charges both devices in the manifest, and trains the same adapters as one
-process with the same total batch."""
+"""Several processes (issues 19, 29): `torchrun --nproc_per_node 2` on CPU forms one gloo group, as two
+GPUs would form an NCCL one. The run trains each model over both processes, splits scoring, stage-2
+generation and evaluation over them, writes every file once from the main process, charges both
+devices in the manifest, and trains the same adapters, generates the same answers and reports the
+same numbers as one process with the same total batch."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -17,7 +19,10 @@ from paretohqd import pipeline
 from paretohqd.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINING = ("stage1/pref-00 w=[0.0, 1.0]", "stage1/pref-01 w=[1.0, 0.0]")
+TRAINING = tuple(f"stage{s}/pref-0{i} w={w}" for s in (1, 2) for i, w in enumerate(("[0.0, 1.0]", "[1.0, 0.0]")))
+SPREAD = ("score", "stage2/generate pref-00", "stage2/generate pref-01", "evaluate")
+"""The steps whose work the processes split (by generation batch, and by chunk of samples scored);
+`stage2/score` is one too, but its 8 answers are one chunk: one process scores them."""
 
 
 @pytest.fixture(scope="module")
@@ -42,29 +47,33 @@ def tiny_rewards(tmp_path_factory) -> dict[str, str]:
 
 
 def _overrides(runs: Path, small_hh, policy: str, rewards: dict[str, str]) -> list[str]:
-    # train.batch_size is the total over processes: 4 = 2 per process under torchrun
+    # train.batch_size is the total over processes: 4 = 2 per process under torchrun; 2 batches of
+    # answers per model (4 stage-2 prompts, 3 held-out ones) and 3 chunks of the ~160 training
+    # samples to score, so that both processes have work in those steps
     return [f"runs_dir={runs}", f"data.sources=[{small_hh}]", f"policy.model={policy}",
             f"rewards.models={{helpful: {rewards['helpful']}, harmless: {rewards['harmless']}}}",
-            "rewards.dtype=float32", "select.preferences=2", "select.k=4", "train.steps=3", "train.batch_size=4",
-            "train.warmup_steps=0", "train.lr=1e-2", 'train.mixed_precision="no"', "stage2.enabled=false",
-            "evaluate.prompts=3", "evaluate.bootstrap=0", "generate.max_new_tokens=8", "generate.batch_size=4"]
+            "rewards.dtype=float32", "rewards.chunk_size=64", "select.preferences=2", "select.k=4", "train.steps=3",
+            "train.batch_size=4", "train.warmup_steps=0", "train.lr=1e-2", 'train.mixed_precision="no"',
+            "stage2.prompts=4", "stage2.steps=1", "evaluate.prompts=3", "evaluate.bootstrap=0",
+            "generate.max_new_tokens=8", "generate.batch_size=2"]
 
 
 def test_two_cpu_processes_train_as_one_group(tmp_path, small_hh, tiny_policy, tiny_rewards):
     sets = _overrides(tmp_path / "runs", small_hh, tiny_policy, tiny_rewards)
-    one = pipeline.run(load_config("configs/demo.yaml", sets + ["name=one"]))
+    # a score cache each: the second run scores its samples too, rather than read the first's
+    one = pipeline.run(load_config("configs/demo.yaml", sets + ["name=one", f"rewards.dir={tmp_path / 'cache-one'}"]))
 
     # --standalone: a free port on this machine, so parallel test sessions do not collide
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             str(Path(__file__).with_name("audit_writes.py")), "run", "configs/demo.yaml"]
-    for s in sets + ["name=two"]:
+    for s in sets + ["name=two", f"rewards.dir={tmp_path / 'cache-two'}"]:
         args += ["--set", s]
     audit = tmp_path / "audit"
     # PYTHONPATH: a script's own folder, not the repository, comes first on the import path, and
     # this checkout's paretohqd must run; COLUMNS: rich would wrap the printed lines at 80 columns
     env = {**os.environ, "AUDIT_LOG": str(audit), "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    res = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "device: cpu x2" in res.stdout
     assert res.stdout.count("run folder:") == 1  # one voice: the other process prints nothing
@@ -75,17 +84,22 @@ def test_two_cpu_processes_train_as_one_group(tmp_path, small_hh, tiny_policy, t
     assert not [path for _, path in audited[1] if Path(path).is_relative_to(two)]  # not even a temp file
     main = [path for event, path in audited[0] if event == "rename" and Path(path).is_relative_to(two)]
     landed = {str(two / f) for f in ("config.yaml", "seed.json", "data/train.parquet", "data/scores.parquet",
-                                     "stage1/pref-00", "stage1/pref-01", "evaluate/responses.parquet", "report.json")}
+                                     "stage1/pref-00", "stage1/pref-01", "stage2/generated-pref-00.parquet",
+                                     "stage2/.generated-pref-00.batches/batch-00001.parquet", "stage2/scores.parquet",
+                                     "stage2/pref-00", "evaluate/responses/base.parquet",
+                                     "evaluate/responses/.base.batches/batch-00001.parquet", "evaluate/responses.parquet",
+                                     "report.json")}
     assert landed <= set(main)
     assert {p for p in main if main.count(p) > 1} == {str(two / "manifest.json")}
     assert not [p for p in two.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
     assert json.loads((two / "seed.json").read_text())["processes"] == 2
 
-    # training holds and uses both devices; the other steps ran on the main one while the other waited
+    # training, scoring, generation and evaluation hold and use both devices; the other steps ran on
+    # the main one while the other waited
     steps = json.loads((two / "manifest.json").read_text())["steps"]
-    assert set(steps) == {"prepare", "score", "select", *TRAINING, "evaluate"}
+    assert set(steps) == {"prepare", "select", "stage2/score", "stage2/select", *TRAINING, *SPREAD}
     for name, e in steps.items():
-        busy = 2 if name in TRAINING else 1
+        busy = 2 if name in TRAINING + SPREAD else 1
         assert (e["n_devices"], e["busy_devices"]) == (2, busy), name
         assert e["device_s"] == pytest.approx(2 * e["wall_s"], abs=2e-3)
         assert e["busy_device_s"] == pytest.approx(busy * e["wall_s"], abs=2e-3)
@@ -106,6 +120,19 @@ def test_two_cpu_processes_train_as_one_group(tmp_path, small_hh, tiny_policy, t
         diffs = {k: float((wa[k] - wb[k]).abs().max()) for k in wa}
         assert max(diffs.values()) < 5e-5, sorted(diffs.items(), key=lambda kv: -kv[1])[:3]
         assert any(wa[k].abs().sum() > 0 for k in wa if "lora_B" in k)  # it trained (B starts at 0)
+
+    # each batch (and chunk scored) answered by either process as one process answers it: the same
+    # stage-2 answers and scores, the same evaluation answers and scores, the same report numbers
+    for table in ("data/scores.parquet", "stage2/generated-pref-00.parquet", "stage2/generated-pref-01.parquet",
+                  "stage2/scores.parquet", "evaluate/responses.parquet"):
+        # (a stage-2 answer's `model` is its adapter's folder, in the run's folder)
+        a, b = (pd.read_parquet(root / table).drop(columns=["model"] if table.startswith("stage2") else [])
+                for root in (one, two))
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    a, b = (json.loads((root / "report.json").read_text()) for root in (one, two))
+    assert list(a["hypervolume"].values()) == list(b["hypervolume"].values())
+    numbers = ("hypervolume", "collapse_rate", "models", "base")
+    assert [{k: m[k] for k in numbers} for m in a["methods"]] == [{k: m[k] for k in numbers} for m in b["methods"]]
 
 
 def test_processes_that_cannot_form_a_group_stop_at_once(tmp_path):

@@ -21,6 +21,9 @@ class RewardsConfig(Section):
     """Where `reward train` saves the offline heads; the score cache (`scores/`) and MiniLM embedding cache (`embeddings/`) live here too."""
     batch_size: int = Field(32, ge=1)
     """Samples per forward pass when scoring."""
+    chunk_size: int = Field(256, ge=1)
+    """Samples per score-cache file: what a killed run may lose, and under a launcher one process's share of
+    the scoring at a time (the processes take turns by chunk: a table of fewer keeps the others waiting)."""
     device: str = "cpu"
     """Torch device for reward models, e.g. `cpu` or `cuda`."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"

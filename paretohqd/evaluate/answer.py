@@ -181,7 +181,9 @@ def _answer_model(r: RunFolder, tokenizer, prompts: pd.DataFrame, spec: dict, ou
     seed = r.cfg.seed if r.cfg.evaluate.seed is None else r.cfg.evaluate.seed
     saved = out.with_name(f".{out.stem}.batches")  # batch by batch: a kill loses one batch, not the model
     responses = answer(r.cfg, tokenizer, conversations, spec["adapter"], seed=seed, label=f"{spec['model']} answers",
-                       saved=saved)
+                       saved=saved, ranks=r.ranks)
+    if not r.ranks.main:  # every process answered its share; the main one writes
+        return
     df = prompts[["prompt_id", "prompt"]].assign(
         model=spec["model"], preference_index=spec["preference_index"],
         weights=[spec["weights"]] * len(prompts), response=responses)
@@ -227,32 +229,43 @@ def evaluate(r: RunFolder, tokenizer, finals: list[FinalModel], description: str
     if prompts is None:
         prompts = heldout_prompts(r.root, cfg.evaluate.prompts)
     # checked on every call, also when resuming: it is cheap and it is the claim the report makes
-    write_json(check_disjoint(r.root, prompts, source), folder / "disjoint.json")
-    box = hypervolume_box(r.root, names)
-    if folder != r.path("evaluate"):
-        write_json({**box, "source": str((r.root / box["source"]).resolve())}, folder / "bounds.json")
+    disjoint = check_disjoint(r.root, prompts, source)
     specs = model_specs(r, finals)
-    write_json({"method": cfg.name, "variant": cfg.method, "description": description, "objectives": names,
-                "tags": [s["tag"] for s in specs[1:]],
-                "preferences": [s["weights"] for s in specs[1:]], "seed": cfg.seed,
-                "bootstrap": cfg.evaluate.bootstrap, "samples": cfg.evaluate.samples,
-                "prompts": len(prompts), **({"prompts_file": source} if source else {}), "policy": cfg.policy.model,
-                "generate": cfg.generate.model_dump(mode="json"), "protocol": protocol(r, tokenizer)},
-               folder / "meta.json")
+    if r.ranks.main:  # (under a launcher every process evaluates its share: the main one writes)
+        _write_meta(r, tokenizer, folder, specs, description, disjoint, n_prompts=len(prompts), source=source)
     out = folder / "responses.parquet"
     parts = [folder / "responses" / f"{spec['model']}.parquet" for spec in specs]
+    answered = r.ranks.broadcast([_readable(part) for part in parts] if r.ranks.main else None)
     todo = []
-    for spec, part in zip(specs, parts):
-        if _readable(part):
+    for spec, part, skip in zip(specs, parts, answered):
+        if skip:
             console.print(f"[dim]skip {spec['model']} (answered)[/]")
         else:
             todo.append(functools.partial(_answer_model, r, tokenizer, prompts, spec, part))
     r.run_all("generate", todo)  # the models answer independently (one task each under `executor: ray`)
+    r.ranks.barrier()  # every part written (by the main process) before any process reads them
     df = pd.concat([read_table(part) for part in parts], ignore_index=True)
     df["collapse"] = collapse_reasons(df["response"])
     df.insert(0, "id", [sample_id(p, r) for p, r in zip(df["prompt"], df["response"])])
-    write_scores(cfg, df, out)
+    write_scores(cfg, df, out, ranks=r.ranks)
     return out
+
+
+def _write_meta(r: RunFolder, tokenizer, folder: Path, specs: list[dict], description: str, disjoint: dict, *,
+                n_prompts: int, source: str | None) -> None:
+    """`disjoint.json`, the hypervolume box (`bounds.json`) and `meta.json`: what the report reads."""
+    cfg, names = r.cfg, r.objectives
+    write_json(disjoint, folder / "disjoint.json")
+    box = hypervolume_box(r.root, names)
+    if folder != r.path("evaluate"):
+        write_json({**box, "source": str((r.root / box["source"]).resolve())}, folder / "bounds.json")
+    write_json({"method": cfg.name, "variant": cfg.method, "description": description, "objectives": names,
+                "tags": [s["tag"] for s in specs[1:]],
+                "preferences": [s["weights"] for s in specs[1:]], "seed": cfg.seed,
+                "bootstrap": cfg.evaluate.bootstrap, "samples": cfg.evaluate.samples,
+                "prompts": n_prompts, **({"prompts_file": source} if source else {}), "policy": cfg.policy.model,
+                "generate": cfg.generate.model_dump(mode="json"), "protocol": protocol(r, tokenizer)},
+               folder / "meta.json")
 
 
 def _readable(part: Path) -> bool:

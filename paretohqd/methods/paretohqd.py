@@ -91,26 +91,29 @@ def _stage2(r: RunFolder, tokenizer) -> None:
             pool = r.path(_POOL.format(pref_name(i)))
             pools.append(pool)
             r.step(f"stage2/generate {pref_name(i)}", pool,
-                   lambda i=i, pool=pool, mine=mine: _generate_pool(cfg, tokenizer, mine, r.path("stage1", pref_name(i)), i, pool))
+                   lambda i=i, pool=pool, mine=mine: _generate_pool(r, tokenizer, mine, i, pool), spread=True)
 
     scores = r.path("stage2", "scores.parquet")
 
     def score_pool() -> None:
         df = pd.concat([read_table(p) for p in pools], ignore_index=True).drop_duplicates("id")
-        write_scores(cfg, df, scores)
+        write_scores(cfg, df, scores, ranks=r.ranks)
 
-    r.step("stage2/score", scores, score_pool)
+    r.step("stage2/score", scores, score_pool, spread=True)
     random_n, steps = budget(cfg, cfg.stage2.steps, k2, len(read_table(scores)))
     r.step("stage2/select", r.path("stage2", "selection.parquet"),
            lambda: write_selection(cfg, scores, r.path("stage2"), k=k2, random_n=random_n))
     _train_stage(r, tokenizer, "stage2", scores, steps, init_stage="stage1")
 
 
-def _generate_pool(cfg: Config, tokenizer, prompts: pd.DataFrame, adapter, index: int, out: Path) -> None:
+def _generate_pool(r: RunFolder, tokenizer, prompts: pd.DataFrame, index: int, out: Path) -> None:
     # saved batch by batch beside the pool: a kill loses one batch, not the pool (10,000 answers in the paper)
+    cfg, adapter = r.cfg, r.path("stage1", pref_name(index))
     saved = out.with_name(f".{out.stem}.batches")
     responses = answer(cfg, tokenizer, [list(m) for m in prompts["messages"]], adapter, seed=cfg.seed + index,
-                       label=f"pref {index:02d} answers", saved=saved)
+                       label=f"pref {index:02d} answers", saved=saved, ranks=r.ranks)
+    if not r.ranks.main:  # every process answered its share; the main one writes
+        return
     df = prompts[["prompt", "messages"]].assign(response=responses, source=f"stage1:{pref_name(index)}",
                                                  preference_index=index, model=str(adapter))
     df = df[df["response"].str.len() > 0]

@@ -4,6 +4,7 @@ after the last one."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -15,7 +16,7 @@ import pandas as pd
 import torch
 
 from paretohqd.config import Config, ConfigError, GenerateConfig, PolicyConfig
-from paretohqd.devices import native_bf16
+from paretohqd.devices import Ranks, native_bf16
 from paretohqd.io import InputError, read_table, write_parquet
 from paretohqd.policy.decode import decode
 from paretohqd.policy.load import load_policy
@@ -210,7 +211,7 @@ pairs (`load_mixed`), or None for the base policy."""
 
 
 def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: Adapter, *, seed: int,
-           label: str, saved: Path | None = None) -> list[str]:
+           label: str, saved: Path | None = None, ranks: Ranks | None = None) -> list[str]:
     """Load the run's policy with `adapter` (None: the base model; a list: a mix), answer every
     conversation with the run's generation settings (generate.backend), print the speed; returns
     the answers in input order.
@@ -220,38 +221,55 @@ def answer(cfg: Config, tokenizer, conversations: list[list[dict]], adapter: Ada
     and since every batch is seeded by its index (`batch_seed`), the answers are those of one
     uninterrupted call. A saved batch made with other prompts or settings, or that cannot be read,
     is answered again (with a warning). The caller deletes the folder once it has the answers.
+
+    With `ranks` (every launched process calls this), the batches left are split over them
+    (`Ranks.spread`): the same batches with the same seeds, so the same answers as one process;
+    every rank returns them all, and the main process alone reads and writes `saved`.
     """
+    ranks = ranks or Ranks()
     fmt = resolve_format(tokenizer, cfg.policy.prompt_format)
     order, size = length_order(conversations), cfg.generate.batch_size
+    batches = [order[start:start + size] for start in range(0, len(order), size)]
     settings = _settings(cfg, adapter, fmt)
-    out: list[str] = [""] * len(conversations)
-    model, n_new, reused, seconds = None, 0, 0, 0.0
+    keys = [[_key(conversations[i], batch_seed(seed, b), settings) for i in idx] for b, idx in enumerate(batches)]
+    paths = [saved / f"batch-{b:05d}.parquet" if saved is not None else None for b in range(len(batches))]
+    # the main process reads what a stopped call saved (and discards what it cannot use); all follow it
+    found = ranks.broadcast({b: texts for b, path in enumerate(paths) if path is not None
+                             and (texts := _read_batch(path, keys[b])) is not None} if ranks.main else None)
+    todo = [b for b in range(len(batches)) if b not in found]
+    model, n_new, seconds = None, 0, 0.0
+
+    def ask(b: int) -> list[str]:
+        nonlocal model, n_new, seconds
+        batch = [conversations[i] for i in batches[b]]
+        if model is None:  # loaded only if some batch is left to answer here
+            model = _answerer(cfg, adapter)
+        if cfg.generate.backend == "vllm":
+            texts, stats = generate_vllm(cfg, tokenizer, batch, model, seed=batch_seed(seed, b), fmt=fmt)
+        else:
+            texts, stats = generate(model, tokenizer, batch, cfg.generate, seed=batch_seed(seed, b), fmt=fmt,
+                                    progress=False)
+        n_new, seconds = n_new + stats["new_tokens"], seconds + stats["seconds"]
+        return texts
+
     with progress_bar(unit="prompts") as bar:
         task = bar.add_task(label, total=len(order))
-        for b, start in enumerate(range(0, len(order), size)):
-            idx = order[start:start + size]
-            batch = [conversations[i] for i in idx]
-            path = saved / f"batch-{b:05d}.parquet" if saved is not None else None
-            keys = [_key(c, batch_seed(seed, b), settings) for c in batch]
-            texts = _read_batch(path, keys) if path is not None else None
-            if texts is None:
-                if model is None:  # loaded only if some batch is left to answer
-                    model = _answerer(cfg, adapter)
-                if cfg.generate.backend == "vllm":
-                    texts, stats = generate_vllm(cfg, tokenizer, batch, model, seed=batch_seed(seed, b), fmt=fmt)
-                else:
-                    texts, stats = generate(model, tokenizer, batch, cfg.generate, seed=batch_seed(seed, b), fmt=fmt,
-                                            progress=False)
-                n_new, seconds = n_new + stats["new_tokens"], seconds + stats["seconds"]
-                if path is not None:
-                    write_parquet(pd.DataFrame({"key": keys, "response": texts}), path)
-            else:
-                reused += 1
-            for i, text in zip(idx, texts):
-                out[i] = text
-            bar.advance(task, len(idx))
-    again = f"; {reused} batch(es) saved before a stop reused" if reused else ""
-    console.print(f"  {label}: {n_new:,} tokens at {n_new / seconds if seconds else 0:.1f} tokens/s{again}")
+        bar.advance(task, sum(len(batches[b]) for b in found))
+
+        def done(j: int, texts: list[str]) -> None:
+            b = todo[j]
+            if paths[b] is not None:
+                write_parquet(pd.DataFrame({"key": keys[b], "response": texts}), paths[b])
+            bar.advance(task, len(texts))
+
+        found.update(zip(todo, ranks.spread([functools.partial(ask, b) for b in todo], done)))
+    out: list[str] = [""] * len(conversations)
+    for b, idx in enumerate(batches):
+        for i, text in zip(idx, found[b]):
+            out[i] = text
+    again = f"; {len(batches) - len(todo)} batch(es) saved before a stop reused" if len(todo) < len(batches) else ""
+    here = f" by this process (1 of {ranks.world})" if ranks.world > 1 else ""
+    console.print(f"  {label}: {n_new:,} tokens{here} at {n_new / seconds if seconds else 0:.1f} tokens/s{again}")
     return out
 
 

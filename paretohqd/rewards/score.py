@@ -7,6 +7,7 @@ ids it has not seen, and a run killed midway loses at most the chunk in flight.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -15,14 +16,16 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from paretohqd.config import RewardsConfig
+from paretohqd.devices import Ranks
 from paretohqd.io import InputError, read_table, write_json, write_parquet
 from paretohqd.lock import hold
 from paretohqd.progress import console, progress_bar
 from paretohqd.rewards import RewardModel
 
 REQUIRED = ("id", "prompt", "response")
-# rows per cache file: small enough that a kill loses little, large enough for few files
-CHUNK_SIZE = 256
+CHUNK_SIZE = RewardsConfig.model_fields["chunk_size"].default
+"""Rows per cache file (`rewards.chunk_size`)."""
 
 Scorer = Callable[[Sequence[str], Sequence[str], int], dict[str, np.ndarray]]
 
@@ -105,6 +108,7 @@ def score_frame(
     batch_size: int = 32,
     chunk_size: int = CHUNK_SIZE,
     progress: bool = True,
+    ranks: Ranks | None = None,
 ) -> pd.DataFrame:
     """Score every row with every model; `df` is not modified.
 
@@ -113,42 +117,62 @@ def score_frame(
         models: objective name -> reward model (`load_reward_models`).
         cache_dir: score cache root; each model keys its own folder by fingerprint.
         batch_size: samples per forward pass.
-        chunk_size: samples per cache file (the unit a killed run may lose).
+        chunk_size: samples per cache file (the unit a killed run may lose, and a rank's share).
         progress: show a rich progress bar with rate and ETA.
+        ranks: (every launched process calls this with the same `df`) the chunks not cached are
+            split over the processes (`Ranks.spread`), the same chunks as one process scores, so
+            the same scores; the main process alone reads and writes the cache.
 
     Returns:
-        A copy of `df` with one float64 column per objective.
+        A copy of `df` with one float64 column per objective (on every rank).
 
     Raises:
         InputError: missing columns or non-text fields, naming the sample id.
         ValueError: a model scored a sample NaN (named by id; nothing of that chunk is cached).
     """
     _check_frame(df, models)
+    ranks = ranks or Ranks()
     out = df.copy()
-    unique = df.drop_duplicates("id")
+    unique = df.drop_duplicates("id").set_index("id", drop=False)
     with progress_bar(unit="samples", enabled=progress) as bar:
         for objs, scorer in _groups(models):
             caches = {o: ScoreCache(Path(cache_dir) / models[o].fingerprint) for o in objs}
-            known = {o: c.load() for o, c in caches.items()}
-            todo = unique[~unique["id"].map(lambda i: all(i in known[o] for o in objs))]
-            # longest first in chunks, so the slowest chunk (and any memory error) comes early and the
-            # ETA is pessimistic; character length tracks token length closely enough for chunking,
-            # and each model sorts by exact token length inside the chunk
-            todo = todo.iloc[np.argsort(-(todo["prompt"].str.len() + todo["response"].str.len()).to_numpy(), kind="stable")]
+            known = {o: c.load() if ranks.main else {} for o, c in caches.items()}
+            todo = unique.loc[ranks.broadcast(_todo(unique, known) if ranks.main else None)]  # the main cache decides
+            chunks = [todo.iloc[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
             task = bar.add_task("scoring " + ",".join(objs), total=len(todo))
-            for start in range(0, len(todo), chunk_size):
-                chunk = todo.iloc[start : start + chunk_size]
-                scores = scorer(chunk["prompt"].tolist(), chunk["response"].tolist(), batch_size)
+
+            def done(c: int, scores: dict[str, np.ndarray], caches=caches, known=known, task=task) -> None:
+                ids = chunks[c]["id"].tolist()
                 for o in objs:
-                    scores[o] = _check_shape(scores[o], len(chunk), o, models[o].name)
-                    _check_finite(scores[o], chunk["id"], o, models[o].name)
-                for o in objs:
-                    caches[o].write(chunk["id"].tolist(), scores[o])
-                    known[o].update(zip(chunk["id"], scores[o]))
-                bar.advance(task, len(chunk))
-            for o in objs:
-                out[o] = df["id"].map(known[o]).astype(np.float64)
+                    caches[o].write(ids, scores[o])
+                    known[o].update(zip(ids, scores[o]))
+                bar.advance(task, len(ids))
+
+            jobs = [functools.partial(_score_chunk, scorer, chunk, objs, models, batch_size) for chunk in chunks]
+            ranks.spread(jobs, done)
+            for o in objs:  # (n,) on every rank: the main process knows them all
+                out[o] = ranks.broadcast(df["id"].map(known[o]).astype(np.float64).to_numpy() if ranks.main else None)
     return out
+
+
+def _todo(unique: pd.DataFrame, known: dict[str, dict]) -> list[str]:
+    """The ids some objective lacks a score for, longest first: in chunks, the slowest chunk (and any
+    memory error) comes early and the ETA is pessimistic. Character length tracks token length
+    closely enough for chunking, and each model sorts by exact token length inside the chunk."""
+    todo = unique[~unique["id"].map(lambda i: all(i in k for k in known.values()))]
+    return todo["id"].iloc[np.argsort(-(todo["prompt"].str.len() + todo["response"].str.len()).to_numpy(),
+                                      kind="stable")].tolist()
+
+
+def _score_chunk(scorer: Scorer, chunk: pd.DataFrame, objs: list[str], models: dict[str, RewardModel],
+                 batch_size: int) -> dict[str, np.ndarray]:
+    """One chunk's scores per objective, checked (n_chunk,)."""
+    scores = scorer(chunk["prompt"].tolist(), chunk["response"].tolist(), batch_size)
+    for o in objs:
+        scores[o] = _check_shape(scores[o], len(chunk), o, models[o].name)
+        _check_finite(scores[o], chunk["id"], o, models[o].name)
+    return scores
 
 
 def _check_shape(scores, n: int, objective: str, name: str) -> np.ndarray:
@@ -182,13 +206,15 @@ def stats_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".stats.json")
 
 
-def write_scores(cfg, df: pd.DataFrame, out: str | Path, *, labels: bool = False, progress: bool = True) -> Path:
+def write_scores(cfg, df: pd.DataFrame, out: str | Path, *, labels: bool = False, progress: bool = True,
+                 ranks: Ranks | None = None) -> Path:
     """Score `df` with `cfg.rewards.models`; write `out` and its statistics record (per objective
     min/max/mean/std under "stats", with the models and their fingerprints) beside it.
 
     With `labels` (the prepared data), a column objective's score is its label column, and rows
     lacking a label are left out (counted in the record as `unlabelled_left_out`); without (generated
-    answers), its trained scorer's.
+    answers), its trained scorer's. With `ranks` (every launched process calls this with the same
+    `df`), the scoring is split over them (`score_frame`) and the main process alone writes.
     """
     from paretohqd.rewards import load_reward_models
     from paretohqd.rewards.labels import column_objectives
@@ -200,7 +226,10 @@ def write_scores(cfg, df: pd.DataFrame, out: str | Path, *, labels: bool = False
     rest = [o for o in cfg.rewards.models if o not in copied]
     models = load_reward_models(cfg.rewards, data=cfg.data, only=rest) if rest else {}
     scored = score_frame(df, models, cache_dir=Path(cfg.rewards.dir) / "scores",
-                         batch_size=cfg.rewards.batch_size, progress=progress)
+                         batch_size=cfg.rewards.batch_size, chunk_size=cfg.rewards.chunk_size, progress=progress,
+                         ranks=ranks)
+    if ranks is not None and not ranks.main:
+        return Path(out)
     for o, v in values.items():
         scored[o] = v
     objectives = list(cfg.rewards.models)

@@ -28,6 +28,7 @@ from accelerate import PartialState
 from accelerate.utils.memory import clear_device_cache
 
 from paretohqd.config import Config, ConfigError
+from paretohqd.devices import Ranks
 from paretohqd.io import InputError, interrupted_dirs, recover_dirs, write_json
 from paretohqd.pareto.preferences import preferences_from_config
 from paretohqd.progress import console
@@ -105,6 +106,8 @@ class RunFolder:
                     read_only=read_only or (only is not None and (self.root / "config.yaml").exists()))
         self.manifest = read_manifest(self.root)
         self.n_devices = self.state.num_processes
+        self.ranks = Ranks.of(self.state)
+        """This process among the launched ones: a `spread` step splits its work over them."""
         self.runner: Runner | None = None
         """Where `fan_out` blocks and `run_all` jobs run: None = here, inline (`executor.attach` sets it)."""
         self._queued: list | None = None  # inside `fan_out` with a runner: the steps to start at its end
@@ -114,7 +117,7 @@ class RunFolder:
     def __getstate__(self) -> dict:
         # a step's function goes to a task with its closure, this object included: there it runs
         # inline, and may never write the manifest (its driver does, from what the task returns)
-        return {**self.__dict__, "runner": None, "_queued": None, "_tasks": [], "_in_task": True}
+        return {**self.__dict__, "runner": None, "_queued": None, "_tasks": [], "_in_task": True, "ranks": Ranks()}
 
     # named paths shared by every method
     @property
@@ -143,7 +146,8 @@ class RunFolder:
         # each time because a single-process trainer may reset accelerate's shared state
         return PartialState()
 
-    def step(self, name: str, done: Path, fn: Callable[[], object], *, every_process: bool = False) -> None:
+    def step(self, name: str, done: Path, fn: Callable[[], object], *, every_process: bool = False,
+             spread: bool = False) -> None:
         """Run `fn` unless the step finished before; record wall time, device time and the size and
         checksum of every file it wrote (`outputs`) in the manifest.
 
@@ -151,9 +155,12 @@ class RunFolder:
         its record. Otherwise it is redone, with one line saying why; the files that no longer
         match (and `done`) are deleted first, so that `fn` cannot reuse them.
 
-        Under a launcher only training runs on every process (`every_process`); the main process
-        alone runs the other steps while the rest wait, so no file is written twice. The manifest
-        charges every held device either way, and records how many worked (`manifest_entry`).
+        Under a launcher, training runs on every process (`every_process`), and so do generation
+        and scoring (`spread`), each process taking its share of the step's jobs (`self.ranks`);
+        the main process alone runs the other steps while the rest wait. Only the main process
+        writes, so no file is written twice. The manifest charges every held device either way,
+        and records how many worked (`manifest_entry`): all while training, those that had a
+        share of a `spread` step's jobs, else one.
         """
         if self.only is not None and name != self.only.step:
             return  # another unit's: its own process runs it (`Only`)
@@ -186,14 +193,16 @@ class RunFolder:
             return
         before = output_files(self.root) if self.state.is_main_process else {}
         self._tasks = []
-        t0 = time.perf_counter()
-        if every_process or self.state.is_main_process:
+        t0, shares = time.perf_counter(), self.ranks.shares
+        if every_process or spread or self.state.is_main_process:
             fn()
             # models a step loaded sit in reference cycles (trainers, hooks) until the collector runs:
             # free them now, so the next step (or the next method of `compare`) starts with the memory
             clear_device_cache(garbage_collection=True)
         self.state.wait_for_everyone()
         busy = self.n_devices if every_process else 1
+        if spread and self.n_devices > 1:  # the ranks that had a share (a step of one batch keeps one busy)
+            busy = max(1, sum(self.ranks.gather(self.ranks.shares > shares)))
         entry = manifest_entry(time.perf_counter() - t0, self.n_devices, busy)
         if self._tasks:  # the jobs this step ran elsewhere (`run_all`): where, for how long, on what
             entry["tasks"] = self._tasks

@@ -76,8 +76,9 @@ def manifest_entry(wall: float, n_devices: int, busy_devices: int) -> dict:
     """A finished step's manifest record.
 
     `n_devices` are held for the whole step; `busy_devices` of them work (all of them while
-    training, 1 while the main process alone scores or evaluates and the others wait). Device time
-    is what the paper reports as GPU hours, wall x devices held: waiting devices are paid for too.
+    training; those that had a share of the batches or chunks while generating, scoring or
+    evaluating; 1 while the main process alone prepares or selects and the others wait). Device
+    time is what the paper reports as GPU hours, wall x devices held: waiting devices are paid for too.
 
     Examples:
         >>> e = manifest_entry(10.0, n_devices=2, busy_devices=1)
