@@ -183,6 +183,8 @@ def test_evaluate_input_errors(tiny_run):
     (root / "stage1" / "pref-01" / "train.json").unlink()
     with pytest.raises(InputError, match=r"1 preference model\(s\) not trained to the end: .*pref-01"):
         evaluate(cfg, root)
+    assert not (root / "evaluate").exists()  # refused before it wrote anything
+    (root / "evaluate").mkdir()
     (root / "evaluate" / "bounds.json").write_text(json.dumps({"objectives": ["a", "b"]}))
     with pytest.raises(InputError, match=r"holds bounds for \['a', 'b'\] but the config names"):
         ev.hypervolume_box(root, OBJ)
@@ -317,10 +319,11 @@ def test_samples_per_prompt_and_seed_reach_the_sampler(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from paretohqd.config import load_config
+    from paretohqd.devices import Ranks
 
     calls = []
 
-    def fake_answer(cfg, tokenizer, conversations, adapter, *, seed, label, saved=None):
+    def fake_answer(cfg, tokenizer, conversations, adapter, *, seed, label, saved=None, ranks=None):
         calls.append(seed)
         return [f"{c[-1]['content']} #{i}" for i, c in enumerate(conversations)]
 
@@ -329,7 +332,7 @@ def test_samples_per_prompt_and_seed_reach_the_sampler(tmp_path, monkeypatch):
                             "messages": [[{"role": "user", "content": "A"}], [{"role": "user", "content": "B"}]]})
     spec = {"model": "pref-00", "preference_index": 0, "weights": [1.0, 0.0], "adapter": None, "tag": None}
     for sets, seed, n in ([], 7, 1), (["evaluate.samples_per_prompt=3", "evaluate.seed=11"], 11, 3):
-        r = SimpleNamespace(cfg=load_config(None, ["seed=7", *sets]))
+        r = SimpleNamespace(cfg=load_config(None, ["seed=7", *sets]), ranks=Ranks())
         out = tmp_path / f"{n}.parquet"
         ev._answer_model(r, None, prompts, spec, out)
         df = pd.read_parquet(out)

@@ -342,7 +342,7 @@ def test_run_with_the_judge_enabled_judges_then_reports_and_a_failing_judge_only
         cfg = Config(name="run", runs_dir=str(tmp_path), evaluate={"judge": {
             "enabled": True, "endpoint": endpoint, "model": model, "prompts": 6, "per_objective": False}})
         return SimpleNamespace(cfg=cfg, root=root, state=SimpleNamespace(is_main_process=True),
-                               step=lambda *a: None, print_times=lambda: None, path=root.joinpath)
+                               step=lambda *a, **kw: None, print_times=lambda: None, path=root.joinpath)
 
     pipeline._evaluate_and_report(finished_run(judge.url, "fake-judge"), None)
     assert len(judge.seen) == 36 and "LLM judge: run vs base" in (root / "report.md").read_text()

@@ -96,18 +96,22 @@ def test_paper_config_dry_run(config, tmp_path, base_policy, small_hh, test_spli
     assert held["overlap"] == 0 and held["heldout_prompts"] == 3
 
 
-def test_paper_config_modpo_dry_run(tmp_path, base_policy, small_hh, test_split):
+@pytest.mark.parametrize("prefs", ["[[0.0, 0.5, 0.5], [0.5, 0.25, 0.25], [1.0, 0.0, 0.0]]",
+                                   pytest.param(None, marks=pytest.mark.slow)], ids=["3-preferences", "all-13"])
+def test_paper_config_modpo_dry_run(tmp_path, base_policy, small_hh, test_split, prefs):
     """MODPO as the paper config sets it, for three objectives (margins from two reward models, w_helpful = 0
-    floored), on the raw HH format, from the SFT start; only its budget shrunk (a tenth of an epoch)."""
+    floored), on the raw HH format, from the SFT start; only its budget shrunk (a tenth of an epoch) and, in
+    the default run, 3 of its 13 preferences (the slow run trains all 13)."""
     config = "configs/paper-hh-3obj.yaml"
-    args = _args(config, tmp_path, base_policy, small_hh, test_split,
-                 ["method=modpo", "modpo.epochs=0.1", "modpo.batch_size=2"])
+    sets = ["method=modpo", "modpo.epochs=0.1", "modpo.batch_size=2"] + ([f"modpo.preferences={prefs}"] if prefs else [])
+    args = _args(config, tmp_path, base_policy, small_hh, test_split, sets)
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, (res.output, res.exception)
     root = tmp_path / "runs" / load_config(config).name
     report = json.loads((root / "report.json").read_text())
-    assert len(report["methods"][0]["models"]) == 13
-    trained = [json.loads((root / "modpo" / f"pref-{i:02d}" / "train.json").read_text()) for i in range(13)]
+    n = 13 if prefs is None else 3
+    assert len(report["methods"][0]["models"]) == n
+    trained = [json.loads((root / "modpo" / f"pref-{i:02d}" / "train.json").read_text()) for i in range(n)]
     assert {t["objective"] for t in trained} == {"helpful"} and min(t["pair_weight"] for t in trained) == 0.1
     assert all(abs(sum(t["trained_weights"]) - 1) < 1e-9 for t in trained)  # floored weights stay on the simplex
     n_pairs = len(pd.read_parquet(root / "modpo" / "pairs.parquet"))

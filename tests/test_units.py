@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from benchmarks import chaos
@@ -130,6 +132,30 @@ def test_units_run_by_a_local_scheduler_equal_the_whole_run(tmp_path, chaos_asse
     assert res.exit_code == 0, res.output
     assert "redo" not in res.output and {p: p.stat().st_mtime_ns for p in before} == before
     assert set(read_manifest(root)["steps"]) == set(steps)  # (the units' records: nothing ran, nothing recorded anew)
+
+
+def test_a_killed_unit_resumes_from_its_checkpoint_when_the_scheduler_retries_it(tmp_path, chaos_assets,
+                                                                                  finished_tiny_run):
+    """An array task killed mid-training (preempted, out of time) and retried loses at most
+    `train.save_every` steps, as a whole run does: the retried unit picks up its checkpoint, records
+    itself done, and its adapter equals the uninterrupted run's."""
+    ref, _ = finished_tiny_run
+    sets = tiny_run_overrides(chaos_assets, tmp_path / "runs", tmp_path / "rewards", ref.name)
+    cfg, root = load_config("configs/demo.yaml", sets), tmp_path / "runs" / ref.name
+    for unit in ("prepare", "score", "select"):
+        res = _cli("run", *_args(sets), "--unit", unit)
+        assert res.exit_code == 0, res.output
+    cmd = [sys.executable, "-m", "paretohqd", "run", *_args(sets), "--unit", "stage1/pref-00"]
+    killed = chaos.Attempt(cmd)
+    assert killed.kill_when(lambda: any(root.glob("stage1/pref-00.ckpt/state.json"))) is not None, killed.lines[-30:]
+    assert not {u["id"]: u["done"] for u in plan(cfg)["units"]}["stage1/pref-00"]
+    retried = chaos.Attempt(cmd)
+    assert retried.finish() == 0, "\n".join(retried.lines[-30:])
+    assert any(line.startswith("  resumed from the checkpoint at step 2/4") for line in retried.lines), retried.lines
+    assert {u["id"]: u["done"] for u in plan(cfg)["units"]}["stage1/pref-00"]
+    rel = next((ref / "stage1" / "pref-00").rglob("*.safetensors")).relative_to(ref)
+    a, b = load_file(ref / rel), load_file(root / rel)  # (atol as the local scheduler's test: other processes)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-4) for k in a), rel
 
 
 def test_a_unit_records_only_its_own_files_in_its_own_record(tmp_path):
