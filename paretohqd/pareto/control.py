@@ -267,11 +267,7 @@ def reach(achieved: ArrayLike, /, *, lower: ArrayLike, upper: ArrayLike) -> floa
         >>> round(reach([[5, 5], [5.2, 4.9], [5.1, 5.0]], lower=[0, 0], upper=[10, 10]), 4)
         0.0224
     """
-    pts = as_points(achieved, name="achieved")  # (P, M)
-    lo, hi = normalisation_box(pts, lower=lower, upper=upper)  # (M,), (M,)
-    if (hi <= lo).any():
-        raise ValueError(f"'upper' must exceed 'lower' in every objective; got lower={lo.tolist()}, upper={hi.tolist()}")
-    z = (pts - lo) / (hi - lo)  # (P, M)
+    z, _, _ = _normalised(as_points(achieved, name="achieved"), lower, upper)  # (P, M)
     return float(np.linalg.norm(z[:, None, :] - z[None, :, :], axis=2).max())  # P is a handful of models
 
 
@@ -287,10 +283,15 @@ def _pair(preferences: ArrayLike, achieved: ArrayLike) -> tuple[np.ndarray, np.n
 def _prepare(preferences, achieved, lower, upper) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Weights (P, M), normalised achieved points (P, M), lower (M,) and span (M,) of a real box."""
     w, pts = _pair(preferences, achieved)
+    return (w, *_normalised(pts, lower, upper))
+
+
+def _normalised(pts: np.ndarray, lower, upper) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P, M) points in the unit box, its lower (M,) and span (M,), of a real box."""
     lo, hi = normalisation_box(pts, lower=lower, upper=upper)  # (M,), (M,)
     if (hi <= lo).any():  # a flat box would squash an objective and every direction in it
         raise ValueError(f"'upper' must exceed 'lower' in every objective; got lower={lo.tolist()}, upper={hi.tolist()}")
-    return w, (pts - lo) / (hi - lo), lo, hi - lo
+    return (pts - lo) / (hi - lo), lo, hi - lo
 
 
 def _vector(x: ArrayLike, name: str, m: int) -> np.ndarray:
