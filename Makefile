@@ -20,9 +20,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: install
 	$(VENV)/bin/paretohqd run configs/demo.yaml
 
+# pytest-xdist: one worker per core, at most 4 (each holds its own models and fixtures), whole test
+# files to one worker (their module fixtures are built once); `make test TEST_WORKERS=1` runs serially
+TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n > 4 ? 4 : n )))
+
 test: install
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: install
 	$(PY) benchmarks/bench_select.py

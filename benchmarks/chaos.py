@@ -66,6 +66,30 @@ def command(sets: list[str], config: Path) -> list[str]:
     return [sys.executable, "-m", "paretohqd", "run", str(config), *[x for s in sets for x in ("--set", s)]]
 
 
+# `paretohqd` that freezes itself (SIGSTOP) right after it writes its first stage-1 checkpoint
+# ("checkpoint") or saved generation batch ("batch"), for a test to SIGKILL it there: a kill at
+# that moment, not a race between a poll of the disk and two tiny training steps
+PAUSE_PROGRAM = """
+import os, signal, sys
+import paretohqd.policy.generate as generate, paretohqd.policy.sft as sft
+module, name = {"checkpoint": (sft, "save_checkpoint"), "batch": (generate, "write_parquet")}[sys.argv.pop(1)]
+saved = getattr(module, name)
+def then_stop(*args, **kwargs):
+    saved(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGSTOP)
+setattr(module, name, then_stop)
+from paretohqd.cli import app
+app(prog_name="paretohqd")
+"""
+
+
+def pausing(cmd: list[str], after: str) -> list[str]:
+    """`cmd` (a `python -m paretohqd ...` command) as a process that stops itself after its first
+    write of `after`: "checkpoint" (a stage-1 checkpoint) or "batch" (a saved generation batch)."""
+    assert cmd[1:3] == ["-m", "paretohqd"] and after in ("checkpoint", "batch"), (cmd[:3], after)
+    return [cmd[0], "-c", PAUSE_PROGRAM, after, *cmd[3:]]
+
+
 def environment() -> dict[str, str]:
     # this checkout's paretohqd; wide lines (rich wraps at 80 in a pipe); output as it is printed
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),

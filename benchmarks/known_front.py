@@ -10,11 +10,14 @@ points of the same Pareto pool, and print for each, in the normalised data box z
 - calibration (`paretohqd.pareto.control.calibration`): the mean angle (degrees) between each
   preference's ray, from the ideal point (1, ..., 1) toward w, and the direction from the ideal
   point to its selected set's mean;
+- reach (`paretohqd.pareto.control.reach`): the largest distance between any two preferences'
+  means, how far along the front the preferences move at all (a small hole with a small reach is
+  no control: every preference gets the same);
 - the front's hull share (`paretohqd.pareto.hull.hull_inside_share`): the share of first-layer
   points strictly inside the first layer's upper-right convex hull, which no weighted sum reaches.
 
 With `--compare DIR` (a finished `paretohqd compare` folder, runs_dir/NAME-compare) it prints the
-same two indicators for each method's trained models: the per-preference means of their scored
+same three indicators for each method's trained models: the per-preference means of their scored
 evaluation answers, in the same data box.
 
     python benchmarks/known_front.py runs/kf-paretohqd/data/scores.parquet --config configs/known-front.yaml \
@@ -34,18 +37,18 @@ import pandas as pd
 from paretohqd.config import SelectConfig, load_config
 from paretohqd.evaluate.front import _draws, percentile_interval
 from paretohqd.io import read_table
-from paretohqd.pareto.control import calibration, largest_hole
+from paretohqd.pareto.control import calibration, largest_hole, reach
 from paretohqd.pareto.hull import hull_inside_share
 from paretohqd.pareto.layers import nondominated_layers, pool_layers
 from paretohqd.pareto.preferences import preferences_from_config
 from paretohqd.select import select_table
 
 
-def indicators(means: np.ndarray, prefs: np.ndarray) -> tuple[float, float]:
-    """(largest hole, mean calibration in degrees) of normalised means (P, M) for preferences (P, M):
-    `paretohqd.pareto.control`'s, in the unit box the means are already in."""
+def indicators(means: np.ndarray, prefs: np.ndarray) -> tuple[float, float, float]:
+    """(largest hole, mean calibration in degrees, reach) of normalised means (P, M) for preferences
+    (P, M): `paretohqd.pareto.control`'s, in the unit box the means are already in."""
     unit = {"lower": np.zeros(prefs.shape[1]), "upper": np.ones(prefs.shape[1])}
-    return largest_hole(prefs, means, **unit)[0], calibration(prefs, means, **unit)[1]
+    return largest_hole(prefs, means, **unit)[0], calibration(prefs, means, **unit)[1], reach(means, **unit)
 
 
 def selections(scores: pd.DataFrame, objectives: list[str], *, preferences: int | list[list[float]], k: int,
@@ -101,9 +104,9 @@ def plot(points: np.ndarray, front: np.ndarray, pool: np.ndarray, chosen: dict, 
 
 def compare_rows(folder: Path, objectives: list[str], lo: np.ndarray, hi: np.ndarray, *, boot: int = 1000,
                  seed: int = 0) -> list[tuple]:
-    """(method, largest hole, calibration, their 95% intervals, and the paired difference to the first
-    method with its 95% interval) of each run beside a compare folder NAME-compare, in the data box.
-    Intervals: percentile bootstrap over the prompts every run answered, the same draws for every
+    """(method, (largest hole, calibration, reach), their 95% intervals (2, 3), and the paired
+    difference to the first method with its 95% interval) of each run beside a compare folder
+    NAME-compare, in the data box. Intervals: percentile bootstrap over the prompts every run answered, the same draws for every
     method (so the differences are paired)."""
     prefix = folder.name.removesuffix("-compare")
     per_prompt, prefs = {}, {}
@@ -125,12 +128,12 @@ def compare_rows(folder: Path, objectives: list[str], lo: np.ndarray, hi: np.nda
     arrays = {n: (np.stack([t.loc[prompts, o].to_numpy() for o in objectives], axis=-1) - lo) / scale
               for n, t in per_prompt.items()}  # name -> (prompts, P, M)
     draws = np.concatenate(list(_draws(len(prompts), boot, seed)))  # (boot, prompts): the same for every method
-    values = {n: np.array([indicators(a[d].mean(axis=0), prefs[n]) for d in draws]) for n, a in arrays.items()}  # (boot, 2)
-    points = {n: np.array(indicators(a.mean(axis=0), prefs[n])) for n, a in arrays.items()}  # (2,)
+    values = {n: np.array([indicators(a[d].mean(axis=0), prefs[n]) for d in draws]) for n, a in arrays.items()}  # (boot, 3)
+    points = {n: np.array(indicators(a.mean(axis=0), prefs[n])) for n, a in arrays.items()}  # (3,)
     first = next(iter(values))
     rows = []
     for n in arrays:
-        ci = _intervals(values[n])  # (2, 2)
+        ci = _intervals(values[n])  # (2, 3)
         paired = None if n == first else (points[n] - points[first], _intervals(values[n] - values[first]))
         rows.append((n, points[n], ci, *(paired or (None, None)), len(prompts)))
     return rows
@@ -170,20 +173,21 @@ def main() -> int:
     front = nondominated_layers(points) == 0  # (N,)
     print(f"{args.scores}: {len(points):,} samples, objectives {objectives}, pool {int(pool.sum()):,}, "
           f"first layer {int(front.sum())} points, hull share {hull_inside_share(points):.3f}")
-    print(f"{'selection':<12} {'largest hole':>12} {'calibration (deg)':>18}")
+    print(f"{'selection':<12} {'largest hole':>12} {'calibration (deg)':>18} {'reach':>6}")
     for name, rows in chosen.items():
-        means = z[rows].mean(axis=1)  # (P, M)
-        hole, calib = indicators(means, prefs)
-        print(f"{name:<12} {hole:>12.3f} {calib:>18.1f}")
+        hole, calib, far = indicators(z[rows].mean(axis=1), prefs)  # (the selected sets' means, (P, M))
+        print(f"{name:<12} {hole:>12.3f} {calib:>18.1f} {far:>6.3f}")
     if args.compare is not None:
         print(f"trained models ({args.compare}), per-preference means of the evaluation answers, data box; "
               "[95% bootstrap over the prompts all runs answered]; vs first: paired difference")
         for method, point, ci, diff, dci, n in compare_rows(args.compare, objectives, lo, hi, seed=args.seed):
             line = (f"{method:<16} hole {point[0]:.3f} [{ci[0, 0]:.3f}, {ci[1, 0]:.3f}]  "
-                    f"calibration {point[1]:.1f} [{ci[0, 1]:.1f}, {ci[1, 1]:.1f}] deg  ({n} prompts)")
+                    f"calibration {point[1]:.1f} [{ci[0, 1]:.1f}, {ci[1, 1]:.1f}] deg  "
+                    f"reach {point[2]:.3f} [{ci[0, 2]:.3f}, {ci[1, 2]:.3f}]  ({n} prompts)")
             if diff is not None:
                 line += (f"  vs first: hole {diff[0]:+.3f} [{dci[0, 0]:+.3f}, {dci[1, 0]:+.3f}], "
-                         f"calibration {diff[1]:+.1f} [{dci[0, 1]:+.1f}, {dci[1, 1]:+.1f}]")
+                         f"calibration {diff[1]:+.1f} [{dci[0, 1]:+.1f}, {dci[1, 1]:+.1f}], "
+                         f"reach {diff[2]:+.3f} [{dci[0, 2]:+.3f}, {dci[1, 2]:+.3f}]")
             print(line)
     if args.plot is not None:
         plot(z, front, pool, chosen, prefs, objectives, args.plot)

@@ -16,6 +16,16 @@ RJOKES = SHARED_DIR / "data" / "rjokes" / "rjokes-dev.tsv.gz"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# Under pytest-xdist (`make test`: one worker per core, `-n auto`) each worker computes on its
+# share of the cores, and so do the processes its tests start (OMP_NUM_THREADS): a run made in the
+# worker and one made in a subprocess still sum in the same order, as the tests comparing them need.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    import torch
+
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
+
 
 @pytest.fixture(scope="session")
 def hh_dir() -> Path:

@@ -40,6 +40,7 @@ def compared(tmp_path_factory, small_hh, tiny_policy):
             "evaluate.bootstrap=20", "generate.max_new_tokens=8", "generate.batch_size=4", "ric.steps=3",
             f"morlhf.preferences={MORLHF_PREFS}", "morlhf.steps=1", "morlhf.batch_size=4", "morlhf.num_generations=2",
             "morlhf.lr=1e-3", "sft_start.steps=2", "ric.online_prompts=6", "ric.online_origin=4", "ric.online_steps=2",
+            "modpo.steps=2",
             f"compare.methods=[{', '.join(METHODS)}]"]
     args = ["compare", "configs/compare-cpu.yaml"]
     for s in sets:

@@ -18,11 +18,14 @@ from paretohqd.rewards import locate
 def test_indicators_by_hand():
     prefs = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
     # means on the compromise points W = w (normalised box): each on its own ray, calibration 0
-    assert kf.indicators(prefs, prefs) == (pytest.approx(np.sqrt(0.5)), pytest.approx(0.0, abs=1e-6))
+    assert kf.indicators(prefs, prefs) == (pytest.approx(np.sqrt(0.5)), pytest.approx(0.0, abs=1e-6),
+                                           pytest.approx(np.sqrt(2)))  # reach: end to end
     # the middle preference's mean at the first one's: its direction (-1, 0) is 45 degrees off (-1, -1)
     means = prefs.copy()
     means[1] = [0.0, 1.0]
-    assert kf.indicators(means, prefs) == (pytest.approx(np.sqrt(2)), pytest.approx(15.0))  # (0 + 45 + 0) / 3
+    assert kf.indicators(means, prefs) == (pytest.approx(np.sqrt(2)), pytest.approx(15.0),  # (0 + 45 + 0) / 3
+                                           pytest.approx(np.sqrt(2)))
+    assert kf.indicators(np.full((3, 2), 0.5), prefs)[2] == 0.0  # every preference the same point: no reach
 
 
 def _bent(n=600, seed=0) -> pd.DataFrame:
@@ -63,8 +66,8 @@ def test_script_end_to_end(tmp_path, monkeypatch, capsys):
     row = next(line for line in out.splitlines() if line.startswith("paretohqd"))
     lo, hi = scores[["a", "b"]].min().to_numpy(), scores[["a", "b"]].max().to_numpy()
     means = (np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]) - lo) / (hi - lo)
-    hole, calib = kf.indicators(means, np.array(prefs))
-    assert row.split()[1:3] == ["hole", f"{hole:.3f}"] and f"calibration {calib:.1f}" in row
+    hole, calib, far = kf.indicators(means, np.array(prefs))
+    assert row.split()[1:3] == ["hole", f"{hole:.3f}"] and f"calibration {calib:.1f}" in row and f"reach {far:.3f}" in row
     assert "200 prompts" not in row and "(2 prompts)" in row  # the prompts every run answered
 
 

@@ -115,7 +115,7 @@ def test_preferences_from_config():
     with pytest.warns(UserWarning, match=r"\[7\] sum to \[0.99\]"):
         ric = preferences_from_config("ric-3obj", 3)
     assert ric.shape == (13, 3) and np.allclose(ric.sum(axis=1), 1) and np.allclose(ric[7], 1 / 3)
-    with pytest.raises(ValueError, match="unknown preference preset 'ric'; presets are \['ric-3obj'\]"):
+    with pytest.raises(ValueError, match=r"unknown preference preset 'ric'; presets are \['ric-3obj'\]"):
         preferences_from_config("ric", 3)
     np.testing.assert_array_equal(preferences_from_config([[0.2, 0.8]], 2), [[0.2, 0.8]])
     with pytest.raises(ValueError, match="has 2 weights but there are 3 objectives"):

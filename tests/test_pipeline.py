@@ -85,7 +85,8 @@ def test_heldout_prompts_leave_training(hh_dir):
 def test_cli_run_smoke_on_real_offline_parts(tmp_path, small_hh):
     """The real SmolLM2 and MiniLM heads, the minimal budget, through the CLI."""
     args = ["run", "configs/demo.yaml"]
-    for o in _overrides(tmp_path, small_hh, "smollm2-135m-instruct") + ["train.steps=1", "select.preferences=2"]:
+    for o in _overrides(tmp_path, small_hh, "smollm2-135m-instruct") + [
+            "train.steps=1", "select.preferences=2", "stage2.prompts=2", "evaluate.prompts=2", "generate.max_new_tokens=4"]:
         args += ["--set", o]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output

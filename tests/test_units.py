@@ -146,7 +146,7 @@ def test_a_killed_unit_resumes_from_its_checkpoint_when_the_scheduler_retries_it
         res = _cli("run", *_args(sets), "--unit", unit)
         assert res.exit_code == 0, res.output
     cmd = [sys.executable, "-m", "paretohqd", "run", *_args(sets), "--unit", "stage1/pref-00"]
-    killed = chaos.Attempt(cmd)
+    killed = chaos.Attempt(chaos.pausing(cmd, "checkpoint"))  # it stops itself after its first checkpoint
     assert killed.kill_when(lambda: any(root.glob("stage1/pref-00.ckpt/state.json"))) is not None, killed.lines[-30:]
     assert not {u["id"]: u["done"] for u in plan(cfg)["units"]}["stage1/pref-00"]
     retried = chaos.Attempt(cmd)
