@@ -105,12 +105,13 @@ def plot(points: np.ndarray, front: np.ndarray, pool: np.ndarray, chosen: dict, 
 def compare_rows(folder: Path, objectives: list[str], lo: np.ndarray, hi: np.ndarray, *, boot: int = 1000,
                  seed: int = 0) -> list[tuple]:
     """(method, (largest hole, calibration, reach), their 95% intervals (2, 3), and the paired
-    difference to the first method with its 95% interval) of each run beside a compare folder
-    NAME-compare, in the data box. Intervals: percentile bootstrap over the prompts every run answered, the same draws for every
+    difference to the first method (ParetoHqD's where there is one) with its 95% interval) of each
+    run beside a compare folder NAME-compare, in the data box. Intervals: percentile bootstrap over the prompts every run answered, the same draws for every
     method (so the differences are paired)."""
     prefix = folder.name.removesuffix("-compare")
     per_prompt, prefs = {}, {}
-    for run in sorted(folder.parent.glob(f"{prefix}-*")):
+    # ParetoHqD's run first (every difference is against it), the others by name
+    for run in sorted(folder.parent.glob(f"{prefix}-*"), key=lambda r: (r.name != f"{prefix}-paretohqd", r.name)):
         answers = run / "evaluate" / "responses.parquet"
         if run == folder or not answers.exists():
             continue

@@ -98,11 +98,12 @@ def test_compare_rows_pair_the_prompt_draws(tmp_path):
         return pd.DataFrame(rows)
 
     stepping = answers([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
-    for name, df in (("a", stepping), ("b", stepping), ("c", answers([[0.0, 1.0]] * 2 + [[1.0, 0.0]]))):
+    for name, df in (("paretohqd", stepping), ("b", stepping), ("c", answers([[0.0, 1.0]] * 2 + [[1.0, 0.0]]))):
         (tmp_path / f"x-{name}" / "evaluate").mkdir(parents=True)
         df.to_parquet(tmp_path / f"x-{name}" / "evaluate" / "responses.parquet")
     rows = {r[0]: r for r in kf.compare_rows(tmp_path / "x-compare", ["a", "b"], np.zeros(2), np.ones(2), boot=200)}
+    assert list(rows) == ["paretohqd", "b", "c"]  # ParetoHqD first, whatever its name's place: the differences' base
     _, point_b, _, diff_b, dci_b, n = rows["b"]
     assert n == 20 and np.allclose(diff_b, 0) and np.allclose(dci_b, 0)
     _, point_c, _, diff_c, dci_c, _ = rows["c"]
-    assert np.allclose(diff_c, point_c - rows["a"][1]) and diff_c[0] > 0.5 and dci_c[0, 0] > 0  # the hole, with evidence
+    assert np.allclose(diff_c, point_c - rows["paretohqd"][1]) and diff_c[0] > 0.5 and dci_c[0, 0] > 0  # the hole, with evidence
