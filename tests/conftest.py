@@ -16,7 +16,7 @@ RJOKES = SHARED_DIR / "data" / "rjokes" / "rjokes-dev.tsv.gz"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# Under pytest-xdist (`make test`: one worker per core, `-n auto`) each worker computes on its
+# Under pytest-xdist (`make test`: one worker per core, at most 4) each worker computes on its
 # share of the cores, and so do the processes its tests start (OMP_NUM_THREADS): a run made in the
 # worker and one made in a subprocess still sum in the same order, as the tests comparing them need.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
