@@ -106,8 +106,8 @@ def compare_rows(folder: Path, objectives: list[str], lo: np.ndarray, hi: np.nda
                  seed: int = 0) -> list[tuple]:
     """(method, (largest hole, calibration, reach), their 95% intervals (2, 3), and the paired
     difference to the first method (ParetoHqD's where there is one) with its 95% interval) of each
-    run beside a compare folder NAME-compare, in the data box. Intervals: percentile bootstrap over the prompts every run answered, the same draws for every
-    method (so the differences are paired)."""
+    run beside a compare folder NAME-compare, in the data box. Intervals: percentile bootstrap over
+    the prompts every run answered, the same draws for every method (so the differences are paired)."""
     prefix = folder.name.removesuffix("-compare")
     per_prompt, prefs = {}, {}
     # ParetoHqD's run first (every difference is against it), the others by name

@@ -124,7 +124,7 @@ def test_paper_config_modpo_dry_run(tmp_path, base_policy, small_hh, test_split,
     assert res.exit_code == 0, (res.output, res.exception)
     root = tmp_path / "runs" / load_config(config).name
     report = json.loads((root / "report.json").read_text())
-    n = 13 if prefs is None else 3
+    n = PAPER_GRIDS[config] if prefs is None else 3
     assert len(report["methods"][0]["models"]) == n
     trained = [json.loads((root / "modpo" / f"pref-{i:02d}" / "train.json").read_text()) for i in range(n)]
     assert {t["objective"] for t in trained} == {"helpful"} and min(t["pair_weight"] for t in trained) == 0.1
