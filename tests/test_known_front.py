@@ -85,6 +85,17 @@ def test_known_front_configs(path, objectives):
     assert est["paretohqd"] + est["scalarised"] <= 150 * 60
 
 
+def test_hh_control_config():
+    """The HH control run (docs/results/hh-control-*): the demo's judges and grid, both selections,
+    at the known-front training budget, sized for 2 CPU cores (it measured 78 min for both)."""
+    cfg, kf_cfg, demo = (load_config(f"configs/{n}.yaml") for n in ("hh-control", "known-front", "demo"))
+    assert cfg.rewards.models == demo.rewards.models and cfg.select.preferences == demo.select.preferences
+    assert cfg.compare.methods == ["paretohqd", "scalarised"] and cfg.evaluate.prompts >= 200
+    assert (cfg.train.steps, cfg.train.lr, cfg.select.k) == (kf_cfg.train.steps, kf_cfg.train.lr, kf_cfg.select.k)
+    est = estimate_seconds(cfg)
+    assert est["paretohqd"] + est["scalarised"] <= 120 * 60
+
+
 def test_compare_rows_pair_the_prompt_draws(tmp_path):
     """Two runs with the same answers differ by exactly 0 in every paired draw (unpaired draws would
     not), and a run whose models all answer alike has a larger hole than one stepping along."""
